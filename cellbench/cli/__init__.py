@@ -1,0 +1,1 @@
+"""The Typer command tree. Modules here parse, call the core and render; nothing imports them."""

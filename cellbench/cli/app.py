@@ -1,0 +1,67 @@
+"""The root ``cellbench`` command: sub-apps, --version, and error-to-exit-code mapping.
+
+No torch/timm import happens here or in any cli module at import time: ``cellbench --help``
+must stay fast. Commands import the heavy core inside their bodies.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from typer.core import TyperGroup
+
+from cellbench import __version__
+from cellbench.cli import runs as runs_cli
+from cellbench.cli.common import err_console
+from cellbench.errors import CellbenchError, ExitCode
+
+
+class CellbenchGroup(TyperGroup):
+    """Turns cellbench errors into one stderr line and the documented exit code."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except CellbenchError as exc:
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(int(exc.exit_code)) from None
+        except KeyboardInterrupt:
+            err_console.print("[yellow]interrupted[/]")
+            raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+
+
+app = typer.Typer(
+    name="cellbench",
+    cls=CellbenchGroup,
+    help="Train, check and retrain image models from the terminal: PanNuke nuclei workflows "
+    "and disciplined image classification.",
+    epilog="Exit codes: 0 ok · 1 a check failed · 2 bad usage · 3 bad input data/file · "
+    "4 run conflict (exists, locked) · 130 interrupted.",
+    rich_markup_mode="rich",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"cellbench {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit."),
+    ] = False,
+) -> None:
+    """cellbench: train, check and retrain image models from the terminal."""
+
+
+app.add_typer(runs_cli.app, name="runs", rich_help_panel="Runs")
+
+
+def main() -> None:
+    app()

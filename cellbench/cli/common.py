@@ -1,0 +1,69 @@
+"""Shared CLI pieces: consoles, common options, JSON output.
+
+Machine output (``--json``) goes to stdout; logs, progress and errors go to stderr, so
+``cellbench runs list --json | jq`` always sees clean JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from cellbench.runs.store import RUNS_DIR_ENV, RunStore
+
+console = Console()  # stdout: tables and results for people
+err_console = Console(stderr=True)  # stderr: logs, progress, warnings, errors
+
+RunsDirOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--runs-dir",
+        envvar=RUNS_DIR_ENV,
+        help=f"Folder holding the runs [default: ./runs, or ${RUNS_DIR_ENV}].",
+        show_default=False,
+    ),
+]
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="Print machine-readable JSON on stdout (logs on stderr).")
+]
+
+
+def run_store(runs_dir: Path | None) -> RunStore:
+    return RunStore(runs_dir)
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def log(message: str) -> None:
+    err_console.print(message, highlight=False)
+
+
+def warn(message: str) -> None:
+    err_console.print(f"[yellow]warning:[/] {message}", highlight=False)
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+def format_bytes(n: float | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"

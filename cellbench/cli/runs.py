@@ -1,0 +1,132 @@
+"""``cellbench runs list|show``: what runs exist and how they went."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from cellbench.cli.common import (
+    JsonOption,
+    RunsDirOption,
+    console,
+    format_duration,
+    print_json,
+    run_store,
+)
+from cellbench.runs.events import read_events
+from cellbench.runs.summary import RunSummary, summarize
+
+app = typer.Typer(help="List and inspect runs.", no_args_is_help=True)
+
+STATUS_STYLE = {
+    "completed": "green",
+    "running": "cyan",
+    "failed": "red",
+    "crashed": "red",
+    "interrupted": "yellow",
+    "created": "dim",
+}
+
+
+def _started(ts: float | None) -> str:
+    return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M") if ts else "-"
+
+
+def _best(s: RunSummary) -> str:
+    if s.best_value is None:
+        return "-"
+    return f"{s.best_metric}={s.best_value:.4g}"
+
+
+@app.command("list")
+def list_runs(runs_dir: RunsDirOption = None, json_out: JsonOption = False) -> None:
+    """List every run: id, name, task, status, epochs, best metric, start and duration."""
+    store = run_store(runs_dir)
+    summaries = [summarize(run) for run in store.runs()]
+    if json_out:
+        print_json([s.to_dict() for s in summaries])
+        return
+    if not summaries:
+        console.print(f"No runs in {store.root}/ yet. Start one with [bold]cellbench train[/].")
+        return
+    table = Table(title=f"Runs in {store.root}/")
+    for column in ("id", "name", "task", "status", "epochs", "best", "started", "duration"):
+        table.add_column(column, justify="right" if column in ("id", "epochs") else "left")
+    for s in summaries:
+        style = STATUS_STYLE.get(s.status, "")
+        table.add_row(
+            str(s.id),
+            s.name,
+            s.task or "-",
+            f"[{style}]{s.status}[/]" if style else s.status,
+            str(s.epochs),
+            _best(s),
+            _started(s.started),
+            format_duration(s.duration_s),
+        )
+    console.print(table)
+
+
+@app.command("show")
+def show_run(
+    run: Annotated[str, typer.Argument(help="Run id (2), name (digestive) or folder (0002-digestive).")],
+    runs_dir: RunsDirOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Show one run: summary, files, last epochs and warnings."""
+    paths = run_store(runs_dir).resolve(run)
+    summary = summarize(paths)
+    events = read_events(paths.events)
+    warnings = [e for e in events if e.get("kind") == "warning"]
+    epochs = [e for e in events if e.get("kind") == "epoch"]
+    files = sorted(
+        str(p.relative_to(paths.root)) for p in paths.root.rglob("*") if p.is_file() and p.name != "lock"
+    )
+    if json_out:
+        print_json(
+            {
+                **summary.to_dict(),
+                "path": str(paths.root),
+                "files": files,
+                "warnings": warnings,
+                "last_epoch": epochs[-1] if epochs else None,
+            }
+        )
+        return
+    table = Table(show_header=False, title=f"Run {paths.root.name}")
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in (
+        ("path", str(paths.root)),
+        ("task", summary.task or "-"),
+        ("model", summary.model or "-"),
+        ("status", summary.status),
+        ("epochs", str(summary.epochs)),
+        ("best", _best(summary)),
+        ("started", _started(summary.started)),
+        ("duration", format_duration(summary.duration_s)),
+        ("files", ", ".join(files) or "-"),
+    ):
+        table.add_row(key, value)
+    console.print(table)
+    if epochs:
+        hist = Table(title="Last epochs")
+        keys = [k for k in epochs[-1] if k not in ("kind", "time", "best")]
+        for k in keys:
+            hist.add_column(k)
+        for e in epochs[-5:]:
+            hist.add_row(*(_fmt(e.get(k)) for k in keys))
+        console.print(hist)
+    for w in warnings:
+        console.print(f"[yellow]{w.get('severity', 'warning')}[/] [{w.get('check')}] {w.get('message')}")
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_fmt(v)}" for k, v in value.items())
+    return "-" if value is None else str(value)

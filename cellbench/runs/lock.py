@@ -1,0 +1,97 @@
+"""A per-run writer lock: one process writes a run at a time.
+
+The lock file holds the writer's pid and host. A second writer fails with ``RunConflict``
+naming the holder; a lock left by a dead process (same host, pid gone) is taken over.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+import time
+from pathlib import Path
+
+from cellbench.errors import RunConflict
+
+
+def pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        return True
+    return True
+
+
+def read_lock(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def lock_holder_alive(path: Path) -> bool:
+    """True when ``path`` is a lock held by a live process."""
+    info = read_lock(path)
+    if info is None:
+        return False
+    if info.get("host") != socket.gethostname():
+        return True  # another host's pids cannot be checked: assume it is alive
+    return pid_alive(int(info.get("pid", -1)))
+
+
+class RunLock:
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.acquired = False
+
+    def _try_create(self) -> bool:
+        # Write the payload to a private file, then hard-link it into place: the lock appears
+        # atomically with its content, so a reader never sees an empty lock file.
+        payload = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(payload))
+        try:
+            os.link(tmp, self.path)
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def acquire(self) -> RunLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(5):
+            if self._try_create():
+                self.acquired = True
+                return self
+            # Check-and-break under a guard so two processes can't both break the same stale
+            # lock and then remove each other's fresh one.
+            with open(self.path.with_name(f".{self.path.name}.guard"), "a") as guard:
+                fcntl.flock(guard, fcntl.LOCK_EX)
+                info = read_lock(self.path)
+                if info is not None and lock_holder_alive(self.path):
+                    raise RunConflict(
+                        f"{self.path.parent}: locked by pid {info.get('pid')} on "
+                        f"{info.get('host')} (another cellbench process is writing this run)"
+                    )
+                self.path.unlink(missing_ok=True)  # stale: its process is gone
+        raise RunConflict(f"{self.path}: could not take the run lock")
+
+    def release(self) -> None:
+        if self.acquired:
+            info = read_lock(self.path)
+            if info and info.get("pid") == os.getpid():
+                self.path.unlink(missing_ok=True)
+            self.acquired = False
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()

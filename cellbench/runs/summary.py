@@ -1,0 +1,95 @@
+"""What a run is and how it went, derived from its events (never stored separately).
+
+Status: ``created`` (no run_start yet) · ``running`` (started, not ended, lock held by a live
+process) · ``crashed`` (started, not ended, no live writer) · else the ``run_end`` status
+(``completed``, ``failed``, ``interrupted``). Only the last run_start counts: a resumed run that
+was interrupted before is ``running`` again. Epochs and best come from the current attempt: the
+events since the last run_start that was not a resume (a ``--fresh`` start discards the rest).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import yaml
+
+from cellbench.runs.events import read_events
+from cellbench.runs.layout import RunPaths
+from cellbench.runs.lock import lock_holder_alive
+
+
+@dataclass
+class RunSummary:
+    id: int
+    name: str
+    folder: str
+    task: str | None
+    model: str | None
+    status: str
+    epochs: int
+    best_metric: str | None
+    best_value: float | None
+    started: float | None
+    duration_s: float | None
+    warnings: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _task_and_model(run: RunPaths, start: dict | None) -> tuple[str | None, str | None]:
+    if start and start.get("task"):
+        return start.get("task"), start.get("model")
+    try:
+        config = yaml.safe_load(run.config.read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return None, None
+    return config.get("task"), (config.get("model") or {}).get("name")
+
+
+def summarize(run: RunPaths) -> RunSummary:
+    events = read_events(run.events)
+    starts = [i for i, e in enumerate(events) if e.get("kind") == "run_start"]
+    first_start = events[starts[0]] if starts else None
+    current = events[starts[-1] :] if starts else []
+    end = next((e for e in reversed(current) if e.get("kind") == "run_end"), None)
+    if not starts:
+        status = "created"
+    elif end is not None:
+        status = str(end.get("status", "completed"))
+    elif lock_holder_alive(run.lock):
+        status = "running"
+    else:
+        status = "crashed"
+
+    attempt = [i for i in starts if not events[i].get("resumed")]
+    attempt_events = events[attempt[-1] :] if attempt else events
+    epoch_events = [e for e in attempt_events if e.get("kind") == "epoch"]
+    epochs = max((int(e.get("epoch", 0)) for e in epoch_events), default=0)
+    best = (end or {}).get("best") or next(
+        (e.get("best") for e in reversed(epoch_events) if e.get("best")), None
+    )
+    started = first_start.get("time") if first_start else None
+    if started is None:
+        duration = None
+    elif status == "running":
+        duration = time.time() - started
+    else:
+        duration = float(events[-1].get("time", started)) - started
+    task, model = _task_and_model(run, first_start)
+    return RunSummary(
+        id=run.id,
+        name=run.name,
+        folder=run.root.name,
+        task=task,
+        model=model,
+        status=status,
+        epochs=epochs,
+        best_metric=(best or {}).get("metric"),
+        best_value=(best or {}).get("value"),
+        started=started,
+        duration_s=duration,
+        warnings=sum(1 for e in events if e.get("kind") == "warning"),
+    )
