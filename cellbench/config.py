@@ -191,16 +191,16 @@ def _check_value(key: str, value: Any, tp: Any) -> Any:
                 return _check_value(key, value, arg)
             except _ConfigValueError:
                 continue
-        raise _ConfigValueError(key, f"expected {_type_name(tp)}, got {value!r}")
+        raise _ConfigValueError(key, f"{key}: expected {_type_name(tp)}, got {value!r}")
     if origin is list:
         (item_tp,) = typing.get_args(tp)
         if not isinstance(value, list | tuple):
-            raise _ConfigValueError(key, f"expected a list, got {value!r}")
+            raise _ConfigValueError(key, f"{key}: expected a list, got {value!r}")
         return [_check_value(f"{key}[{i}]", v, item_tp) for i, v in enumerate(value)]
     if origin is dict:
         key_tp, val_tp = typing.get_args(tp)
         if not isinstance(value, dict):
-            raise _ConfigValueError(key, f"expected a mapping, got {value!r}")
+            raise _ConfigValueError(key, f"{key}: expected a mapping, got {value!r}")
         return {
             _check_value(key, k, key_tp): _check_value(f"{key}.{k}", v, val_tp)
             for k, v in value.items()
@@ -214,10 +214,16 @@ def _check_value(key: str, value: Any, tp: Any) -> Any:
     elif tp is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):
+            # YAML 1.1 reads "1e-3" (no dot) as a string; accept it where a float is expected
+            try:
+                return float(value)
+            except ValueError:
+                pass
     elif tp is str:
         if isinstance(value, str):
             return value
-    raise _ConfigValueError(key, f"expected {_type_name(tp)}, got {value!r}")
+    raise _ConfigValueError(key, f"{key}: expected {_type_name(tp)}, got {value!r}")
 
 
 def _unknown_key(key: str, known: list[str]) -> _ConfigValueError:
@@ -231,7 +237,8 @@ def _unknown_key(key: str, known: list[str]) -> _ConfigValueError:
 def _merge(obj: Any, data: dict[str, Any], prefix: str = "") -> None:
     """Recursively set the dataclass ``obj`` from ``data``, checking keys and types."""
     if not isinstance(data, dict):
-        raise _ConfigValueError(prefix.rstrip(".") or "<root>", f"expected a mapping, got {data!r}")
+        key = prefix.rstrip(".") or "<root>"
+        raise _ConfigValueError(key, f"{key}: expected a mapping, got {data!r}")
     hints = typing.get_type_hints(type(obj))
     fields = {f.name: f for f in dataclasses.fields(obj)}
     for name, value in data.items():
@@ -247,7 +254,7 @@ def _merge(obj: Any, data: dict[str, Any], prefix: str = "") -> None:
             checked = {**current, **checked}  # mappings layer key by key
         choices = fields[name].metadata.get("choices")
         if choices and checked not in choices:
-            raise _ConfigValueError(key, f"'{checked}' is not one of {', '.join(choices)}")
+            raise _ConfigValueError(key, f"{key}: '{checked}' is not one of {', '.join(choices)}")
         setattr(obj, name, checked)
 
 

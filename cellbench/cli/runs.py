@@ -54,7 +54,11 @@ def list_runs(runs_dir: RunsDirOption = None, json_out: JsonOption = False) -> N
         return
     table = Table(title=f"Runs in {store.root}/")
     for column in ("id", "name", "task", "status", "epochs", "best", "started", "duration"):
-        table.add_column(column, justify="right" if column in ("id", "epochs") else "left")
+        table.add_column(
+            column,
+            justify="right" if column in ("id", "epochs") else "left",
+            no_wrap=column in ("name", "status", "started"),
+        )
     for s in summaries:
         style = STATUS_STYLE.get(s.status, "")
         table.add_row(

@@ -1,0 +1,93 @@
+"""The root command: help without torch, --version, exit codes, runs list/show."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from cellbench import __version__
+from cellbench.cli.app import app
+from cellbench.runs.events import EventWriter
+from cellbench.runs.store import RunStore
+
+runner = CliRunner()
+HEAVY = ("torch", "timm", "torchvision", "datasets")
+
+
+def _group_names():
+    import typer.main
+
+    command = typer.main.get_command(app)
+    return sorted(name for name, cmd in command.commands.items() if hasattr(cmd, "commands"))
+
+
+@pytest.mark.parametrize("args", [["--help"], *[[g, "--help"] for g in _group_names()]])
+def test_help_does_not_import_heavy_modules(args):
+    code = (
+        "import sys\n"
+        "from cellbench.cli.app import app\n"
+        f"try:\n    app({args!r})\nexcept SystemExit as e:\n    assert e.code == 0, e.code\n"
+        f"heavy = [m for m in {HEAVY!r} if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_version():
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert result.stdout.strip() == f"cellbench {__version__}"
+
+
+def test_module_entry_point():
+    result = subprocess.run([sys.executable, "-m", "cellbench", "--version"], capture_output=True, text=True)
+    assert result.returncode == 0 and __version__ in result.stdout
+
+
+def test_unknown_command_is_usage_error():
+    assert runner.invoke(app, ["no-such-command"]).exit_code == 2
+
+
+def test_runs_list_empty_json(tmp_path):
+    result = runner.invoke(app, ["runs", "list", "--json", "--runs-dir", str(tmp_path)])
+    assert result.exit_code == 0
+    assert json.loads(result.stdout) == []
+
+
+def test_runs_list_and_show(tmp_path):
+    store = RunStore(tmp_path)
+    run = store.create("digestive")
+    with EventWriter(run.events) as w:
+        w.emit("run_start", task="classify", model="simple_cnn")
+        w.emit("epoch", epoch=1, train_loss=1.0, val_loss=0.9,
+               best={"metric": "accuracy", "value": 0.75, "epoch": 1})
+        w.emit("run_end", status="completed", best={"metric": "accuracy", "value": 0.75, "epoch": 1})
+    result = runner.invoke(app, ["runs", "list", "--json", "--runs-dir", str(tmp_path)])
+    rows = json.loads(result.stdout)
+    assert [(r["id"], r["name"], r["status"], r["epochs"], r["best_value"]) for r in rows] == [
+        (1, "digestive", "completed", 1, 0.75)
+    ]
+    table = runner.invoke(app, ["runs", "list", "--runs-dir", str(tmp_path)])
+    assert table.exit_code == 0 and "digestive" in table.stdout and "completed" in table.stdout
+    shown = runner.invoke(app, ["runs", "show", "1", "--json", "--runs-dir", str(tmp_path)])
+    assert json.loads(shown.stdout)["folder"] == "0001-digestive"
+    human = runner.invoke(app, ["runs", "show", "digestive", "--runs-dir", str(tmp_path)])
+    assert human.exit_code == 0 and "accuracy=0.75" in human.stdout
+
+
+def test_runs_show_missing_run_exits_3_with_one_line(tmp_path):
+    result = runner.invoke(app, ["runs", "show", "9", "--runs-dir", str(tmp_path)])
+    assert result.exit_code == 3
+    assert "no run '9'" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_runs_dir_from_environment(tmp_path):
+    RunStore(tmp_path).create("from-env")
+    result = runner.invoke(app, ["runs", "list", "--json"], env={"CELLBENCH_RUNS_DIR": str(tmp_path)})
+    assert json.loads(result.stdout)[0]["name"] == "from-env"

@@ -1,0 +1,7 @@
+"""Suite-wide settings: a wide, colourless terminal so Rich output is stable to assert on."""
+
+import os
+
+os.environ.setdefault("COLUMNS", "200")
+os.environ.setdefault("NO_COLOR", "1")
+os.environ.setdefault("MPLBACKEND", "Agg")

@@ -1,0 +1,74 @@
+"""Run ids, creation and resolution by id / name / folder."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from cellbench.errors import BadInputError, RunConflict, UsageError
+from cellbench.runs.store import RunStore
+
+
+def test_sequential_ids_and_folder_names(tmp_path):
+    store = RunStore(tmp_path / "runs")
+    a = store.create("baseline")
+    b = store.create("digestive")
+    assert (a.id, a.name, a.root.name) == (1, "baseline", "0001-baseline")
+    assert (b.id, b.root.name) == (2, "0002-digestive")
+    assert [r.id for r in store.runs()] == [1, 2]
+
+
+def test_resolve_by_id_name_and_folder(tmp_path):
+    store = RunStore(tmp_path)
+    store.create("baseline")
+    run = store.create("digestive")
+    for ref in ("2", 2, "digestive", "0002-digestive", str(run.root), f"{run.root}/"):
+        assert store.resolve(ref) == run
+
+
+def test_missing_run_is_bad_input_with_hint(tmp_path):
+    store = RunStore(tmp_path)
+    store.create("digestive")
+    with pytest.raises(BadInputError, match="no run 'digestiv' \\(did you mean 'digestive'\\?\\)"):
+        store.resolve("digestiv")
+    with pytest.raises(BadInputError):
+        store.resolve("7")
+
+
+def test_names_are_unique_and_checked(tmp_path):
+    store = RunStore(tmp_path)
+    store.create("a")
+    with pytest.raises(RunConflict):
+        store.create("a")
+    for bad in ("12", "-x", "a b", "../up"):
+        with pytest.raises(UsageError):
+            store.create(bad)
+
+
+def test_env_var_sets_default_root(tmp_path, monkeypatch):
+    monkeypatch.setenv("CELLBENCH_RUNS_DIR", str(tmp_path / "elsewhere"))
+    assert RunStore().root == tmp_path / "elsewhere"
+
+
+def test_two_processes_creating_runs_at_once_get_unique_ids(tmp_path):
+    # Each process creates 15 runs as fast as it can; with a racy allocator two of them would
+    # pick the same id (and different names, so both mkdirs would succeed).
+    script = textwrap.dedent(
+        """
+        import sys
+        from cellbench.runs.store import RunStore
+        store = RunStore(sys.argv[1])
+        for i in range(15):
+            store.create(f"{sys.argv[2]}{i}")
+        """
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", script, str(tmp_path), prefix])
+        for prefix in ("a", "b")
+    ]
+    assert all(p.wait(timeout=60) == 0 for p in procs)
+    ids = [r.id for r in RunStore(tmp_path).runs()]
+    assert sorted(ids) == list(range(1, 31))
