@@ -40,6 +40,8 @@ class DataConfig:
     val_ratio: float = 0.15
     test_ratio: float = 0.15
     split_seed: int = 42
+    # classification: keep only these classes, in this order (None: every class folder/label)
+    classes: list[str] | None = None
     image_size: int = 64
     in_chans: int = 3
     mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
@@ -51,6 +53,9 @@ class DataConfig:
     hf_label_key: str = "label"
     # augmentation
     augment: bool = True
+    # train crop: "pad" = random crop after 1/16 padding (seeds/002), "resized" =
+    # RandomResizedCrop (seeds/004), "none" = resize only
+    train_crop: str = field(default="pad", metadata=_choices("pad", "resized", "none"))
     hflip: float = 0.5
     vflip: float = 0.0
     rot90: bool = False
@@ -79,6 +84,17 @@ class EarlyStoppingConfig:
     min_delta: float = 0.0
     monitor: str = "val_loss"
     mode: str = field(default="min", metadata=_choices("min", "max"))
+
+
+@dataclass
+class LRFindConfig:
+    """``train --lr-find``: exponential LR range test (see docs/training.md)."""
+
+    start_lr: float = 1e-7
+    end_lr: float = 10.0
+    steps: int = 100
+    smoothing: float = 0.98  # beta of the bias-corrected EMA of the loss
+    diverge: float = 4.0  # stop when the smoothed loss exceeds this many times its best
 
 
 @dataclass
@@ -113,6 +129,7 @@ class TrainConfig:
     log_every: int = 10  # steps between ``step`` events
     limit_train_batches: int | None = None
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+    lr_find: LRFindConfig = field(default_factory=LRFindConfig)
     device: str = "auto"
 
 
@@ -129,6 +146,7 @@ class ChecksConfig:
     cls_std_max: float = 2.0
     gpu_memory_fraction: float = 0.92
     overfit_loss: float = 0.05  # --overfit-small passes below this loss
+    overfit_max_steps: int = 500  # --overfit-small fails when the loss is still higher after this
 
 
 @dataclass
@@ -205,24 +223,21 @@ def _check_value(key: str, value: Any, tp: Any) -> Any:
             _check_value(key, k, key_tp): _check_value(f"{key}.{k}", v, val_tp)
             for k, v in value.items()
         }
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-    elif tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif tp is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
+    is_number = isinstance(value, int | float) and not isinstance(value, bool)
+    if tp is bool and isinstance(value, bool):
+        return value
+    if tp is int and is_number and isinstance(value, int):
+        return value
+    if tp is float and is_number:
+        return float(value)
+    if tp is float and isinstance(value, str):
+        # YAML 1.1 reads "1e-3" (no dot) as a string; accept it where a float is expected
+        try:
             return float(value)
-        if isinstance(value, str):
-            # YAML 1.1 reads "1e-3" (no dot) as a string; accept it where a float is expected
-            try:
-                return float(value)
-            except ValueError:
-                pass
-    elif tp is str:
-        if isinstance(value, str):
-            return value
+        except ValueError:
+            pass
+    if tp is str and isinstance(value, str):
+        return value
     raise _ConfigValueError(key, f"{key}: expected {_type_name(tp)}, got {value!r}")
 
 

@@ -12,8 +12,14 @@ import typer
 from typer.core import TyperGroup
 
 from cellbench import __version__
+from cellbench.cli import data as data_cli
+from cellbench.cli import eval as eval_cli
 from cellbench.cli import runs as runs_cli
+from cellbench.cli.clean import clean as clean_command
 from cellbench.cli.common import err_console
+from cellbench.cli.predict import predict_command
+from cellbench.cli.quickstart import quickstart_command
+from cellbench.cli.train import train_command
 from cellbench.errors import CellbenchError, ExitCode
 
 
@@ -54,13 +60,21 @@ def _version(value: bool) -> None:
 def root(
     version: Annotated[
         bool,
-        typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit."),
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Show the version and exit."
+        ),
     ] = False,
 ) -> None:
     """cellbench: train, check and retrain image models from the terminal."""
 
 
+app.command("quickstart", rich_help_panel="Start here")(quickstart_command)
 app.add_typer(runs_cli.app, name="runs", rich_help_panel="Runs")
+app.add_typer(data_cli.app, name="data", rich_help_panel="Data")
+app.command("train", rich_help_panel="Train")(train_command)
+app.add_typer(eval_cli.app, name="eval", rich_help_panel="Models")
+app.command("predict", rich_help_panel="Models")(predict_command)
+app.command("clean", rich_help_panel="Runs")(clean_command)
 
 
 def main() -> None:

@@ -32,7 +32,7 @@ STATUS_STYLE = {
 
 
 def _started(ts: float | None) -> str:
-    return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M") if ts else "-"
+    return dt.datetime.fromtimestamp(ts).strftime("%m-%d %H:%M") if ts else "-"
 
 
 def _best(s: RunSummary) -> str:
@@ -54,10 +54,14 @@ def list_runs(runs_dir: RunsDirOption = None, json_out: JsonOption = False) -> N
         return
     table = Table(title=f"Runs in {store.root}/")
     for column in ("id", "name", "task", "status", "epochs", "best", "started", "duration"):
+        # a narrow terminal folds the name and best columns; the others keep their width
+        foldable = column in ("name", "best")
         table.add_column(
             column,
             justify="right" if column in ("id", "epochs") else "left",
-            no_wrap=column in ("name", "status", "started"),
+            no_wrap=not foldable,
+            overflow="fold",
+            min_width=12 if foldable else len(column),
         )
     for s in summaries:
         style = STATUS_STYLE.get(s.status, "")
@@ -76,7 +80,9 @@ def list_runs(runs_dir: RunsDirOption = None, json_out: JsonOption = False) -> N
 
 @app.command("show")
 def show_run(
-    run: Annotated[str, typer.Argument(help="Run id (2), name (digestive) or folder (0002-digestive).")],
+    run: Annotated[
+        str, typer.Argument(help="Run id (2), name (digestive) or folder (0002-digestive).")
+    ],
     runs_dir: RunsDirOption = None,
     json_out: JsonOption = False,
 ) -> None:
@@ -87,7 +93,9 @@ def show_run(
     warnings = [e for e in events if e.get("kind") == "warning"]
     epochs = [e for e in events if e.get("kind") == "epoch"]
     files = sorted(
-        str(p.relative_to(paths.root)) for p in paths.root.rglob("*") if p.is_file() and p.name != "lock"
+        str(p.relative_to(paths.root))
+        for p in paths.root.rglob("*")
+        if p.is_file() and p.name != "lock"
     )
     if json_out:
         print_json(
@@ -125,7 +133,9 @@ def show_run(
             hist.add_row(*(_fmt(e.get(k)) for k in keys))
         console.print(hist)
     for w in warnings:
-        console.print(f"[yellow]{w.get('severity', 'warning')}[/] [{w.get('check')}] {w.get('message')}")
+        console.print(
+            f"[yellow]{w.get('severity', 'warning')}[/] [{w.get('check')}] {w.get('message')}"
+        )
 
 
 def _fmt(value) -> str:

@@ -33,7 +33,8 @@ class EventWriter:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._repair_torn_tail()
-        self._fh = open(self.path, "a", encoding="utf-8")
+        # held open for the writer's lifetime (closed by close() / the context manager)
+        self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
 
     def _repair_torn_tail(self) -> None:
         # A writer killed mid-line leaves no trailing newline; start our lines on a fresh one

@@ -28,14 +28,17 @@ class RunStore:
         """Every run folder, by id."""
         if not self.root.is_dir():
             return []
-        found = [RunPaths(p) for p in self.root.iterdir() if p.is_dir() and RUN_DIR_RE.match(p.name)]
+        found = [
+            RunPaths(p) for p in self.root.iterdir() if p.is_dir() and RUN_DIR_RE.match(p.name)
+        ]
         return sorted(found, key=lambda r: r.id)
 
     def create(self, name: str) -> RunPaths:
         """Create ``<next id>-<name>``; ids stay unique when processes create runs at once."""
         if not NAME_RE.match(name):
             raise UsageError(
-                f"run name '{name}': use letters, digits, '.', '_' or '-', starting with a letter or digit"
+                f"run name '{name}': use letters, digits, '.', '_' or '-', "
+                "starting with a letter or digit"
             )
         if name.isdigit():
             raise UsageError(f"run name '{name}': a name cannot be only digits (it reads as an id)")

@@ -45,7 +45,9 @@ def test_version():
 
 
 def test_module_entry_point():
-    result = subprocess.run([sys.executable, "-m", "cellbench", "--version"], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "cellbench", "--version"], capture_output=True, text=True
+    )
     assert result.returncode == 0 and __version__ in result.stdout
 
 
@@ -64,9 +66,16 @@ def test_runs_list_and_show(tmp_path):
     run = store.create("digestive")
     with EventWriter(run.events) as w:
         w.emit("run_start", task="classify", model="simple_cnn")
-        w.emit("epoch", epoch=1, train_loss=1.0, val_loss=0.9,
-               best={"metric": "accuracy", "value": 0.75, "epoch": 1})
-        w.emit("run_end", status="completed", best={"metric": "accuracy", "value": 0.75, "epoch": 1})
+        w.emit(
+            "epoch",
+            epoch=1,
+            train_loss=1.0,
+            val_loss=0.9,
+            best={"metric": "accuracy", "value": 0.75, "epoch": 1},
+        )
+        w.emit(
+            "run_end", status="completed", best={"metric": "accuracy", "value": 0.75, "epoch": 1}
+        )
     result = runner.invoke(app, ["runs", "list", "--json", "--runs-dir", str(tmp_path)])
     rows = json.loads(result.stdout)
     assert [(r["id"], r["name"], r["status"], r["epochs"], r["best_value"]) for r in rows] == [
@@ -89,5 +98,7 @@ def test_runs_show_missing_run_exits_3_with_one_line(tmp_path):
 
 def test_runs_dir_from_environment(tmp_path):
     RunStore(tmp_path).create("from-env")
-    result = runner.invoke(app, ["runs", "list", "--json"], env={"CELLBENCH_RUNS_DIR": str(tmp_path)})
+    result = runner.invoke(
+        app, ["runs", "list", "--json"], env={"CELLBENCH_RUNS_DIR": str(tmp_path)}
+    )
     assert json.loads(result.stdout)[0]["name"] == "from-env"

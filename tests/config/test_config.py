@@ -16,8 +16,16 @@ def write(path, data):
 
 def test_defaults_have_the_documented_keys():
     config = Config()
-    for key in ("task", "data.path", "model.name", "train.epochs", "train.lr",
-                "train.batch_size", "train.weight_decay", "train.seed"):
+    for key in (
+        "task",
+        "data.path",
+        "model.name",
+        "train.epochs",
+        "train.lr",
+        "train.batch_size",
+        "train.weight_decay",
+        "train.seed",
+    ):
         node = config
         for part in key.split("."):
             node = getattr(node, part)
@@ -25,7 +33,9 @@ def test_defaults_have_the_documented_keys():
 
 
 def test_layering_defaults_then_profile_then_set(tmp_path):
-    profile = write(tmp_path / "p.yaml", {"train": {"lr": 0.01, "epochs": 7}, "model": {"name": "resnet18"}})
+    profile = write(
+        tmp_path / "p.yaml", {"train": {"lr": 0.01, "epochs": 7}, "model": {"name": "resnet18"}}
+    )
     config = load_config(profile=str(profile), overrides=["train.lr=0.5", "train.batch_size=8"])
     assert config.train.lr == 0.5  # --set wins over the profile
     assert config.train.epochs == 7  # the profile wins over defaults
@@ -35,11 +45,19 @@ def test_layering_defaults_then_profile_then_set(tmp_path):
 
 
 def test_set_values_are_typed_from_the_field():
-    config = load_config(overrides=[
-        "train.epochs=3", "train.lr=1e-3", "train.amp=off", "train.ema=true",
-        "model.name=123", "train.grad_clip=null", "data.mean=[0.5, 0.5, 0.5]",
-        "model.args.branch_channels=[48, 72, 72]", "train.early_stopping.patience=4",
-    ])
+    config = load_config(
+        overrides=[
+            "train.epochs=3",
+            "train.lr=1e-3",
+            "train.amp=off",
+            "train.ema=true",
+            "model.name=123",
+            "train.grad_clip=null",
+            "data.mean=[0.5, 0.5, 0.5]",
+            "model.args.branch_channels=[48, 72, 72]",
+            "train.early_stopping.patience=4",
+        ]
+    )
     assert config.train.epochs == 3 and isinstance(config.train.epochs, int)
     assert config.train.lr == pytest.approx(1e-3) and isinstance(config.train.lr, float)
     assert config.train.ema is True
@@ -119,7 +137,9 @@ def test_shipped_profiles_are_found_from_any_directory(tmp_path, monkeypatch):
 
 
 def test_saved_config_reloads_identically(tmp_path):
-    config = load_config(overrides=["train.lr=0.02", "model.args.num_modules=4", "expect.accuracy=[0.5, 1]"])
+    config = load_config(
+        overrides=["train.lr=0.02", "model.args.num_modules=4", "expect.accuracy=[0.5, 1]"]
+    )
     path = config.save(tmp_path / "config.yaml")
     again = load_config(config_file=path)
     assert again == config

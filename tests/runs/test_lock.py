@@ -23,10 +23,15 @@ def test_acquire_writes_pid_and_release_removes(tmp_path):
 def test_second_writer_is_refused_naming_the_holder(tmp_path):
     path = tmp_path / "lock"
     holder = subprocess.Popen(
-        [sys.executable, "-c",
-         "import sys, time; from cellbench.runs.lock import RunLock; "
-         "RunLock(sys.argv[1]).acquire(); print('ok', flush=True); time.sleep(60)", str(path)],
-        stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from cellbench.runs.lock import RunLock; "
+            "RunLock(sys.argv[1]).acquire(); print('ok', flush=True); time.sleep(60)",
+            str(path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert holder.stdout.readline().strip() == "ok"

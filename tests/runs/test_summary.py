@@ -23,7 +23,11 @@ def test_completed_run(tmp_path):
     with EventWriter(run.events) as w:
         w.emit("run_start", task="classify", model="simple_cnn")
         for epoch in (1, 2):
-            w.emit("epoch", epoch=epoch, best={"metric": "accuracy", "value": 0.5 * epoch, "epoch": epoch})
+            w.emit(
+                "epoch",
+                epoch=epoch,
+                best={"metric": "accuracy", "value": 0.5 * epoch, "epoch": epoch},
+            )
         w.emit("warning", check="initial_loss", severity="warning", message="x")
         w.emit("run_end", status="completed", best={"metric": "accuracy", "value": 1.0, "epoch": 2})
     s = summarize(run)

@@ -1,0 +1,250 @@
+"""``cellbench clean``: remove a run's checkpoints or outputs, feature stores, prepared caches, and
+release this process's CUDA memory. Shows what goes first, asks before removing anything.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from cellbench.cli.common import (
+    JsonOption,
+    RunsDirOption,
+    console,
+    err_console,
+    format_bytes,
+    log,
+    print_json,
+    run_store,
+)
+from cellbench.errors import UsageError
+from cellbench.runs.clean import (
+    ALL_RUN_KINDS,
+    CHECKPOINT_KINDS,
+    CleanReport,
+    Removal,
+    execute,
+    plan_cache_clean,
+    plan_features_clean,
+    plan_run_clean,
+)
+from cellbench.runs.lock import RunLock
+
+DATA_DIR_ENV = "CELLBENCH_DATA_DIR"
+
+
+def _stdin_is_tty() -> bool:
+    return sys.stdin is not None and sys.stdin.isatty()
+
+
+def format_age(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f}{unit}" if unit == "d" else f"{seconds / size:.1f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+def _shown(path: Path, roots: list[Path]) -> str:
+    for root in roots:
+        try:
+            return str(Path(root.name) / path.relative_to(root))
+        except ValueError:
+            continue
+    return str(path)
+
+
+def _plan_table(removals: list[Removal], roots: list[Path], title: str) -> Table:
+    table = Table(title=title)
+    table.add_column("kind")
+    table.add_column("path")
+    table.add_column("size", justify="right")
+    table.add_column("age", justify="right")
+    for r in removals:
+        link = " [dim](link, target kept)[/]" if r.path.is_symlink() else ""
+        table.add_row(
+            r.kind, _shown(r.path, roots) + link, format_bytes(r.bytes), format_age(r.age_s)
+        )
+    total = sum(r.bytes for r in removals)
+    table.add_row(
+        "[bold]total[/]", f"{len(removals)} item(s)", f"[bold]{format_bytes(total)}[/]", ""
+    )
+    return table
+
+
+def _cuda_table(result: dict[str, Any]) -> Table:
+    table = Table(title="CUDA memory of this process")
+    for column in (
+        "device",
+        "allocated before",
+        "allocated after",
+        "reserved before",
+        "reserved after",
+    ):
+        table.add_column(column, justify="left" if column == "device" else "right")
+    for d in result["devices"]:
+        table.add_row(
+            f"{d['index']}: {d['name']}",
+            format_bytes(d["allocated_before"]),
+            format_bytes(d["allocated_after"]),
+            format_bytes(d["reserved_before"]),
+            format_bytes(d["reserved_after"]),
+        )
+    return table
+
+
+def _render_cuda(result: dict[str, Any], out) -> None:
+    out.print(f"gc: collected {result['gc_collected']} unreachable objects", highlight=False)
+    out.print(result["message"], highlight=False)
+    if result["devices"]:
+        out.print(_cuda_table(result))
+    if result["cuda_available"]:
+        out.print(f"[yellow]note:[/] {result['note']}", highlight=False)
+    nvml = result["nvml"]
+    if nvml["available"]:
+        procs = Table(title="GPU processes (NVML)")
+        for column in ("pid", "name", "device", "GPU memory"):
+            procs.add_column(column, justify="right" if column != "name" else "left")
+        for p in nvml["processes"]:
+            procs.add_row(str(p["pid"]), p["name"], str(p["device"]), format_bytes(p["used"]))
+        out.print(procs if nvml["processes"] else "no process is using a GPU")
+    elif result["cuda_available"]:
+        out.print(f"GPU processes: {nvml['message']}", highlight=False)
+
+
+def _confirm(removals: list[Removal]) -> bool:
+    if not _stdin_is_tty():
+        raise UsageError(
+            "clean: stdin is not a terminal, cannot ask for confirmation; pass --yes to remove "
+            "(nothing was removed)"
+        )
+    total = format_bytes(sum(r.bytes for r in removals))
+    return typer.confirm(f"Remove {len(removals)} item(s), {total}?", default=False)
+
+
+def clean(
+    run: Annotated[
+        str | None,
+        typer.Option(
+            "--run", help="Run id, name or folder: remove its checkpoints (all outputs with --all)."
+        ),
+    ] = None,
+    all_outputs: Annotated[
+        bool,
+        typer.Option(
+            "--all",
+            help="With --run: also events, history, metrics, eval, LR-finder outputs "
+            "(config.yaml stays).",
+        ),
+    ] = False,
+    features: Annotated[
+        str | None,
+        typer.Option(
+            "--features", metavar="TAG", help="Remove the feature store <data-dir>/features/TAG."
+        ),
+    ] = None,
+    cache: Annotated[
+        bool,
+        typer.Option(
+            "--cache",
+            help="Remove prepared-data caches (folders with a cellbench manifest.json); "
+            "raw data is never touched.",
+        ),
+    ] = False,
+    cuda: Annotated[
+        bool,
+        typer.Option("--cuda", help="Collect garbage, empty the CUDA cache, list GPU processes."),
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show what would be removed; remove nothing.")
+    ] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    json_out: JsonOption = False,
+    runs_dir: RunsDirOption = None,
+    data_dir: Annotated[
+        Path,
+        typer.Option(
+            "--data-dir", envvar=DATA_DIR_ENV, help="Data root holding caches and features/."
+        ),
+    ] = Path("data"),
+) -> None:
+    """Remove run checkpoints or outputs, feature stores or prepared caches; release CUDA memory.
+
+    Shows what it will remove (size, age) and asks first unless --yes.
+    Never removes anything outside the runs and data roots; a symlink is unlinked, never followed.
+    A run written by a live process is refused (exit 4); a missing run exits 3.
+    """
+    if not (run or features or cache or cuda):
+        raise UsageError(
+            "clean: nothing to clean; pass --run RUN, --features TAG, --cache or --cuda"
+        )
+    if all_outputs and not run:
+        raise UsageError("clean: --all goes with --run RUN")
+
+    removals: list[Removal] = []
+    roots: list[Path] = []
+    run_paths = None
+    if run:
+        store = run_store(runs_dir)
+        run_paths = store.resolve(run)  # missing run: exit 3
+        roots.append(store.root.resolve())
+        removals += plan_run_clean(run_paths, ALL_RUN_KINDS if all_outputs else CHECKPOINT_KINDS)
+    if features or cache:
+        roots.append(data_dir.resolve())
+        if features:
+            removals += plan_features_clean(data_dir, features)
+        if cache:
+            removals += plan_cache_clean(data_dir)
+    removals = _dedupe(removals)
+
+    out = err_console if json_out else console
+    result: dict[str, Any] = {"dry_run": dry_run, "removed": [], "bytes_freed": 0, "cuda": None}
+    if run or features or cache:
+        report = _clean_files(removals, roots, run_paths, dry_run, yes, out)
+        result.update(report.to_dict())
+    if cuda:
+        if dry_run:
+            out.print("dry run: would collect garbage and empty this process's CUDA cache")
+        else:
+            from cellbench.engine.reset import release_memory  # imports torch: only when asked
+
+            result["cuda"] = release_memory()
+            _render_cuda(result["cuda"], out)
+    if json_out:
+        print_json(result)
+
+
+def _dedupe(removals: list[Removal]) -> list[Removal]:
+    seen: set[str] = set()
+    unique = []
+    for r in removals:
+        key = os.path.abspath(r.path)
+        if key not in seen:
+            seen.add(key)
+            unique.append(r)
+    return unique
+
+
+def _clean_files(removals, roots, run_paths, dry_run, yes, out) -> CleanReport:
+    if not removals:
+        out.print("Nothing to remove.")
+        return CleanReport()
+    out.print(_plan_table(removals, roots, "Would remove" if dry_run else "To remove"))
+    if dry_run:
+        out.print("dry run: nothing removed")
+        return CleanReport(removed=removals, bytes_freed=sum(r.bytes for r in removals))
+    if not yes and not _confirm(removals):
+        out.print("Nothing removed.")
+        return CleanReport()
+    if run_paths is not None:
+        # Hold the run's lock while deleting so a `train` cannot start on it halfway through.
+        with RunLock(run_paths.lock):
+            report = execute(removals, roots)
+    else:
+        report = execute(removals, roots)
+    log(f"removed {len(report.removed)} item(s), freed {format_bytes(report.bytes_freed)}")
+    return report

@@ -1,0 +1,145 @@
+"""``cellbench quickstart``: the whole workflow on data it generates itself.
+
+Each step is a real cellbench command run in this process, printed first as the line a user
+would type, so the quickstart doubles as a tour: what it shows is exactly what the commands do.
+A step that fails stops the quickstart with that step's exit code.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.rule import Rule
+
+from cellbench.cli.common import RunsDirOption, console, err_console
+
+QUICKSTART_RUN = "quickstart"
+UNSEEN_SEED = 10_007  # the generated training data uses seed 0
+
+
+def _run_step(number: int, title: str, args: list[str]) -> None:
+    import typer.main
+
+    from cellbench.cli.app import app  # the root app (imported here: it imports this module)
+
+    console.print(Rule(f"[bold]{number}. {title}", align="left"))
+    console.print(f"[dim]$ cellbench {' '.join(args)}[/]", highlight=False, soft_wrap=True)
+    started = time.perf_counter()
+    code = typer.main.get_command(app).main(args=args, prog_name="cellbench", standalone_mode=False)
+    if code:
+        err_console.print(f"[bold red]quickstart stopped at step {number} ({title})[/]")
+        raise typer.Exit(int(code))
+    console.print(f"[dim]({time.perf_counter() - started:.1f} s)[/]")
+
+
+def quickstart_command(
+    data_dir: Annotated[
+        Path, typer.Option("--data-dir", help="Where the generated datasets go.")
+    ] = Path("data/quickstart"),
+    runs_dir: RunsDirOption = None,
+    tiles: Annotated[
+        int, typer.Option(help="Generated PanNuke tiles per fold (3 folds).", min=1)
+    ] = 16,
+    tile_size: Annotated[int, typer.Option(help="PanNuke tile side in pixels.", min=16)] = 256,
+    images: Annotated[
+        int, typer.Option(help="Generated classification images per class.", min=10)
+    ] = 200,
+    epochs: Annotated[
+        int | None, typer.Option(help="Training epochs [default: the demo profile's].", min=1)
+    ] = None,
+) -> None:
+    """Run the whole workflow on generated data: a few minutes on a laptop CPU, no download.
+
+        Nuclei data: generate PanNuke-like folds, convert them to the canonical store (uint8 images,
+        float32 HV maps), validate and describe them. Classification study: generate a dataset, show
+        its class balance, check that the model can overfit a small batch, run the LR range test,
+        train with checkpoints, baselines and the initial-loss check, evaluate on the test split and
+        predict unseen images. Running it again first cleans the quickstart run (`clean --all`), so
+    the retrain starts from nothing.
+    """
+    from cellbench.runs.store import RunStore
+
+    raw, store, shapes = data_dir / "pannuke-raw", data_dir / "pannuke", data_dir / "shapes"
+    runs = ["--runs-dir", str(runs_dir)] if runs_dir else []
+    store_runs = RunStore(runs_dir)
+    started = time.perf_counter()
+    steps: list[tuple[str, list[str]]] = [
+        (
+            "Generate PanNuke-like raw folds",
+            [
+                "data",
+                "synth",
+                "--out",
+                str(raw),
+                "--tiles",
+                str(tiles),
+                "--size",
+                str(tile_size),
+                "--force",
+            ],
+        ),
+        (
+            "Convert to the canonical store",
+            ["data", "prepare", "--pannuke", str(raw), "--out", str(store)],
+        ),
+        ("Validate the store", ["data", "check", str(store)]),
+        (
+            "Describe the store",
+            ["data", "stats", str(store), "--plot", str(data_dir / "pannuke-stats.png")],
+        ),
+        (
+            "Generate a classification dataset",
+            ["data", "synth", "--kind", "shapes", "--out", str(shapes), "--tiles", str(images)],
+        ),
+        ("Class balance", ["data", "stats", str(shapes)]),
+    ]
+    profile = ["--profile", "demo", "--data", str(shapes), *runs]
+    steps.append(("Overfit a small batch", ["train", *profile, "--overfit-small", "16"]))
+    if store_runs.find(QUICKSTART_RUN) is not None:
+        # a second quickstart retrains from nothing: the "run 2" flow of clean + train
+        steps.append(
+            (
+                "Clean the previous quickstart run",
+                ["clean", "--run", QUICKSTART_RUN, "--all", "--yes", *runs],
+            )
+        )
+    steps.append(("LR range test", ["train", *profile, "--run", QUICKSTART_RUN, "--lr-find"]))
+    train = ["train", *profile, "--run", QUICKSTART_RUN]
+    if epochs is not None:
+        train += ["--epochs", str(epochs)]
+    steps += [
+        ("Train (baselines, initial-loss check, checkpoints)", train),
+        ("Evaluate on the test split", ["eval", "--run", QUICKSTART_RUN, "--split", "test", *runs]),
+    ]
+    for number, (title, args) in enumerate(steps, start=1):
+        _run_step(number, title, args)
+    examples = _unseen_examples(data_dir / "examples")
+    _run_step(
+        len(steps) + 1,
+        "Predict unseen images",
+        ["predict", "--run", QUICKSTART_RUN, *runs, *examples],
+    )
+    console.print(Rule("[bold green]quickstart done", align="left"))
+    console.print(
+        f"Finished in {time.perf_counter() - started:.0f} s. Next: [bold]cellbench runs list[/], "
+        f"[bold]cellbench runs show {QUICKSTART_RUN}[/], or train on your own data with "
+        f"[bold]cellbench train --data DIR --model NAME[/]."
+    )
+
+
+def _unseen_examples(folder: Path) -> list[str]:
+    """One new image per class, drawn with a seed the training data never used."""
+    import numpy as np
+
+    from cellbench.data.classify.shapes import DEFAULT_CLASSES, draw_shape
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for label, kind in enumerate(DEFAULT_CLASSES):
+        path = folder / f"{kind}.png"
+        draw_shape(kind, 32, np.random.default_rng([UNSEEN_SEED, label, 0])).save(path)
+        paths.append(str(path))
+    return paths

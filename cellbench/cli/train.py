@@ -1,0 +1,173 @@
+"""``cellbench train``: train, resume or retrain a run; find an lr; overfit a few examples.
+
+Heavy imports (torch, timm) happen inside the command body: ``cellbench --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cellbench.cli.common import JsonOption, RunsDirOption, err_console, log, print_json
+from cellbench.errors import CheckFailed, ExitCode, UsageError
+
+
+def train_command(
+    profile: Annotated[
+        str | None, typer.Option("--profile", "-p", help="Profile name or YAML file.")
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="Config YAML (e.g. a run's config.yaml).")
+    ] = None,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set", "-s", help="Override a config key: --set train.lr=3e-4 (repeatable)."
+        ),
+    ] = None,
+    task: Annotated[
+        str | None, typer.Option("--task", help="Task: classify. Shorthand for --set task=.")
+    ] = None,
+    data: Annotated[
+        str | None, typer.Option("--data", help="Dataset folder. Shorthand for --set data.path=.")
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option("--model", help="simple_cnn, inception_multibranch or any timm model name."),
+    ] = None,
+    epochs: Annotated[
+        int | None, typer.Option("--epochs", help="Shorthand for --set train.epochs=.", min=1)
+    ] = None,
+    weights: Annotated[
+        Path | None,
+        typer.Option("--weights", help="Local .pth/.safetensors to start from (model.weights)."),
+    ] = None,
+    run: Annotated[
+        str | None, typer.Option("--run", help="Run name (new) or id/name/folder (existing).")
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue RUN from checkpoints/last.pt.")
+    ] = False,
+    fresh: Annotated[
+        bool,
+        typer.Option("--fresh", help="Delete RUN's outputs and start it again."),
+    ] = False,
+    init_from: Annotated[
+        str | None,
+        typer.Option("--init-from", help="Start from the best.pt model weights of another run."),
+    ] = None,
+    lr_find: Annotated[
+        bool,
+        typer.Option("--lr-find", help="Run an LR range test instead of training (lr_find.*)."),
+    ] = False,
+    overfit_small: Annotated[
+        int | None,
+        typer.Option(
+            "--overfit-small",
+            metavar="N",
+            min=1,
+            help="Check that N examples can be memorised (exit 0 pass, 1 fail).",
+        ),
+    ] = None,
+    runs_dir: RunsDirOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    # help text: TRAIN_HELP below (one line per paragraph renders best in Rich help)
+    if lr_find and overfit_small is not None:
+        raise UsageError("--lr-find and --overfit-small are separate checks: use one at a time")
+    sets = list(overrides or [])
+    for key, value in (
+        ("task", task),
+        ("data.path", data),
+        ("model.name", model),
+        ("train.epochs", epochs),
+        ("model.weights", weights),
+    ):
+        if value is not None:
+            sets.append(f"{key}={value}")
+
+    from cellbench.engine.report import RichReporter
+    from cellbench.engine.session import TrainRequest
+
+    request = TrainRequest(
+        profile=profile,
+        config_file=str(config) if config else None,
+        overrides=sets,
+        run=run,
+        resume=resume,
+        fresh=fresh,
+        init_from=init_from,
+        runs_dir=runs_dir,
+    )
+    reporter = RichReporter(err_console, show_progress=err_console.is_terminal and not json_output)
+    if lr_find:
+        _lr_find(request, reporter, json_output)
+    elif overfit_small is not None:
+        _overfit(request, overfit_small, reporter, json_output)
+    else:
+        _train(request, reporter, json_output)
+
+
+TRAIN_HELP = (
+    "Train a model. The run folder gets config.yaml, events.jsonl, history.csv, "
+    "checkpoints/last.pt, checkpoints/best.pt and metrics.json.\n\n"
+    "A new run is named by --run or <model>-<task>. An existing run needs --resume (continue "
+    "from last.pt with its saved config) or --fresh (delete its checkpoints, history, metrics and "
+    "eval, then start from new weights; options override its saved config); otherwise train "
+    "exits 4. --lr-find and --overfit-small check the pipeline instead of training.\n\n"
+    "Exit codes: 0 completed · 1 a check failed (non-finite loss, overfit-small failed) · "
+    "2 bad usage · 3 bad data/file · 4 run exists or is locked · 130 interrupted."
+)
+train_command.__doc__ = TRAIN_HELP
+
+
+def _train(request, reporter, json_output: bool) -> None:
+    from cellbench.engine.session import train
+
+    paths, result = train(request, reporter)
+    best = result.best or {}
+    if best.get("value") is not None:
+        best_text = f"best {best['metric']} {best['value']:.4g} (epoch {best['epoch']})"
+    else:
+        best_text = "no best epoch"
+    log(f"[bold]{result.status}[/] {paths.root} · {result.reason} · {best_text}")
+    if json_output:
+        print_json(result.metrics)
+    if result.status == "failed":
+        raise CheckFailed(f"{paths.root}: {result.reason}")
+    if result.status == "interrupted":
+        raise typer.Exit(int(ExitCode.INTERRUPTED))
+
+
+def _lr_find(request, reporter, json_output: bool) -> None:
+    from cellbench.engine.session import lr_find
+
+    paths, result = lr_find(request, reporter)
+    summary = {"run": paths.root.name, **result.summary()}
+    if result.suggestion is None:
+        log(
+            f"[yellow]lr-find:[/] no suggestion ({result.reason}); see {paths.root / 'lr_find.png'}"
+        )
+    else:
+        log(
+            f"[bold]suggested lr {result.suggestion:.3g}[/] (loss lowest at "
+            f"{result.min_loss_lr:.3g}; {result.reason}) · {paths.root / 'lr_find.png'}"
+        )
+    if json_output:
+        print_json(summary)
+
+
+def _overfit(request, n: int, reporter, json_output: bool) -> None:
+    from cellbench.engine.session import overfit
+
+    paths, result = overfit(request, n, reporter)
+    if json_output:
+        print_json({"run": paths.root.name, **result.to_dict()})
+    if not result.passed:
+        raise CheckFailed(
+            f"overfit-small failed: loss {result.final_loss:.4g} still above "
+            f"{result.threshold:g} after {result.steps} steps on {result.examples} examples "
+            f"({paths.root})"
+        )

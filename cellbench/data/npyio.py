@@ -1,0 +1,96 @@
+"""Safe, memory-bounded access to ``.npy`` files.
+
+``np.load(mmap_mode="r")`` of a truncated file fails with an obscure mmap error, and pages read
+through a memory map count towards the process RSS until the kernel reclaims them. These helpers
+check the header against the file size first (one clear message naming the file), and drop the
+pages of a chunk once it is processed so that converting an 8 GB fold stays within a bounded RSS.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import mmap
+from pathlib import Path
+
+import numpy as np
+
+from cellbench.errors import BadInputError
+
+
+def read_header(path: Path) -> tuple[tuple[int, ...], np.dtype, bool, int]:
+    """(shape, dtype, fortran_order, data offset) of a .npy file, or BadInputError."""
+    try:
+        with open(path, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+            elif version == (2, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+            else:
+                shape, fortran, dtype = np.lib.format._read_array_header(fh, version)  # noqa: SLF001
+            return tuple(shape), dtype, fortran, fh.tell()
+    except FileNotFoundError as exc:
+        raise BadInputError(f"{path}: file not found") from exc
+    except (ValueError, OSError) as exc:
+        raise BadInputError(f"{path}: not a readable .npy file ({exc})") from exc
+
+
+def open_npy(path: Path) -> np.ndarray:
+    """Memory-map a .npy file read-only after checking it is complete.
+
+    Object arrays (pickles) are refused: a dataset file must never run code when read.
+    """
+    path = Path(path)
+    shape, dtype, _, offset = read_header(path)
+    if dtype.hasobject:
+        raise BadInputError(
+            f"{path}: object (pickled) array; re-save it with a plain dtype "
+            "(e.g. np.asarray(a, str))"
+        )
+    expected = offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    size = path.stat().st_size
+    if size < expected:
+        raise BadInputError(
+            f"{path}: truncated .npy file: header {shape} {dtype} needs {expected} bytes, "
+            f"file has {size}"
+        )
+    if int(np.prod(shape, dtype=np.int64)) == 0:
+        return np.load(path, allow_pickle=False)
+    return np.load(path, mmap_mode="r", allow_pickle=False)
+
+
+def release_rows(array: np.ndarray, start: int, stop: int) -> None:
+    """Drop from our RSS the pages holding rows [start, stop) of a memory-mapped array.
+
+    Pages of a file mapping count in RSS until dropped; MADV_DONTNEED drops them from this process
+    (clean pages stay in the page cache; dirty pages of a shared mapping stay in the page cache and
+    are written back, so nothing is lost). ``flush()`` a written map first.
+    """
+    if not isinstance(array, np.memmap) or array.ndim == 0:
+        return
+    mm = getattr(array, "_mmap", None)
+    if mm is None or not hasattr(mm, "madvise"):
+        return
+    row = array.strides[0]
+    map_start = array.offset - array.offset % mmap.ALLOCATIONGRANULARITY
+    begin = array.offset - map_start + start * row
+    end = array.offset - map_start + stop * row
+    page = mmap.PAGESIZE
+    begin -= begin % page
+    end = min(len(mm), end)
+    if end <= begin:
+        return
+    with contextlib.suppress(OSError, ValueError):  # advisory only
+        mm.madvise(mmap.MADV_DONTNEED, begin, end - begin)
+
+
+def sha256_file(path: Path, chunk: int = 16 << 20) -> str:
+    """Streaming sha256 (bounded memory)."""
+    digest = hashlib.sha256()
+    with open(path, "rb", buffering=0) as fh:
+        buf = bytearray(chunk)
+        view = memoryview(buf)
+        while n := fh.readinto(buf):
+            digest.update(view[:n])
+    return digest.hexdigest()

@@ -1,0 +1,168 @@
+"""Everything a training needs, built from a config in a fixed order (so the same config gives the
+same initial weights): data, model, optimizer, schedule, scaler, EMA, losses, loaders.
+
+The trainer, the LR finder and ``--overfit-small`` all start here. Order matters for
+reproducibility: the data are built first (their splits use their own seed), then every RNG is
+seeded, then the model is created, so the initial weights depend only on ``train.seed``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from cellbench.config import Config
+from cellbench.engine.device import Precision, resolve_device, resolve_precision
+from cellbench.engine.optim import build_optimizer, build_scheduler
+from cellbench.engine.seeding import seed_everything, seed_worker
+from cellbench.engine.tasks.base import BatchTransform, Task, TaskData
+from cellbench.errors import BadInputError, UsageError
+
+
+@dataclass
+class Components:
+    config: Config
+    task: Task
+    data: TaskData
+    device: torch.device
+    precision: Precision
+    model: nn.Module  # the plain module: state_dict, EMA and checkpoints use this one
+    forward_model: nn.Module  # what runs the batches: ``model`` or its torch.compile wrapper
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler | None
+    ema: Any
+    train_criterion: nn.Module
+    eval_criterion: nn.Module
+    batch_transform: BatchTransform | None
+    train_loader: DataLoader
+    val_loader: DataLoader
+    train_generator: torch.Generator
+    init_report: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+
+def make_loader(
+    dataset: Dataset,
+    config: Config,
+    device: torch.device,
+    *,
+    shuffle: bool,
+    generator: torch.Generator,
+    drop_last: bool = False,
+    batch_size: int | None = None,
+) -> DataLoader:
+    workers = config.data.num_workers
+    # Not persistent: workers are re-created each epoch from the epoch's generator, which is what
+    # makes augmentation in workers reproducible across a resume.
+    return DataLoader(
+        dataset,
+        batch_size=batch_size or config.train.batch_size,
+        shuffle=shuffle,
+        num_workers=workers,
+        worker_init_fn=seed_worker if workers else None,
+        generator=generator,
+        drop_last=drop_last,
+        pin_memory=device.type == "cuda",
+    )
+
+
+def load_matching_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> dict:
+    """Load the tensors of ``state`` whose name and shape fit ``model``; report the rest.
+
+    Used by ``--init-from`` and ``--weights``: a head for a different number of classes is left
+    at its fresh initialisation (and reported) instead of failing the whole load.
+    """
+    own = model.state_dict()
+    fitting = {k: v for k, v in state.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
+    if not fitting:
+        raise BadInputError(f"{source}: none of its weights fit model (different architecture?)")
+    skipped = sorted(set(state) - set(fitting))
+    missing = sorted(set(own) - set(fitting))
+    model.load_state_dict(fitting, strict=False)
+    return {"loaded": len(fitting), "skipped": skipped, "missing": missing}
+
+
+def build_components(
+    config: Config,
+    task: Task,
+    *,
+    data: TaskData | None = None,
+    init_state: dict[str, torch.Tensor] | None = None,
+    init_source: str = "",
+) -> Components:
+    train = config.train
+    device = resolve_device(train.device)
+    precision = resolve_precision(train.amp, device)
+    if data is None:
+        data = task.build_data(config)
+    if len(data.train) == 0 or len(data.val) == 0:
+        raise BadInputError(
+            f"{config.data.path}: empty split (train {len(data.train)}, val {len(data.val)})"
+        )
+    even = task.needs_even_batches(config)
+    if even and train.batch_size % 2:
+        raise UsageError(
+            f"train.batch_size={train.batch_size}: mixup/cutmix need an even batch size"
+        )
+    if even and len(data.train) < train.batch_size:
+        raise UsageError(
+            f"train.batch_size={train.batch_size}: larger than the {len(data.train)} training "
+            "images, and mixup/cutmix drop the uneven last batch (nothing would be left)"
+        )
+
+    seed_everything(train.seed, deterministic=train.deterministic)
+    model = task.build_model(config, data)
+    init_report: dict[str, Any] = {}
+    if init_state is not None:
+        init_report = load_matching_weights(model, init_state, init_source)
+    model.to(device)
+    if train.channels_last and device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+
+    optimizer = build_optimizer(model, train)
+    scheduler = build_scheduler(optimizer, train, train.epochs)
+    scaler = precision.make_scaler()
+    ema = None
+    if train.ema:
+        from timm.utils import ModelEmaV3
+
+        ema = ModelEmaV3(model, decay=train.ema_decay)
+    forward_model = model
+    if train.compile and device.type == "cuda":
+        forward_model = torch.compile(model)
+
+    train_generator = torch.Generator()
+    val_generator = torch.Generator()
+    val_generator.manual_seed(train.seed)
+    train_loader = make_loader(
+        data.train, config, device, shuffle=True, generator=train_generator, drop_last=even
+    )
+    val_loader = make_loader(data.val, config, device, shuffle=False, generator=val_generator)
+    return Components(
+        config=config,
+        task=task,
+        data=data,
+        device=device,
+        precision=precision,
+        model=model,
+        forward_model=forward_model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        scaler=scaler,
+        ema=ema,
+        train_criterion=task.train_criterion(config, data).to(device),
+        eval_criterion=task.eval_criterion(config, data).to(device),
+        batch_transform=task.batch_transform(config, data),
+        train_loader=train_loader,
+        val_loader=val_loader,
+        train_generator=train_generator,
+        init_report=init_report,
+    )

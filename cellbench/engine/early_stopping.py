@@ -1,0 +1,78 @@
+"""The monitored metric: which epoch is best (``best.pt``) and when to stop early.
+
+Both read ``train.early_stopping.monitor`` (a history column such as ``val_loss`` or
+``val_accuracy``; a bare metric name like ``accuracy`` means its ``val_`` column) and ``mode``.
+``best.pt`` follows any strict improvement; early stopping counts epochs without an improvement
+larger than ``min_delta`` and stops after ``patience`` of them (``patience: null`` = never).
+Their state is plain numbers, saved in every checkpoint so a resumed run stops at the same epoch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from cellbench.config import EarlyStoppingConfig
+from cellbench.errors import UsageError
+
+
+def resolve_monitor(name: str, columns: list[str]) -> str:
+    if name in columns:
+        return name
+    if f"val_{name}" in columns:
+        return f"val_{name}"
+    raise UsageError(
+        f"train.early_stopping.monitor={name}: not a metric of this task "
+        f"(available: {', '.join(c for c in columns if c != 'epoch')})"
+    )
+
+
+def _better(value: float, reference: float | None, mode: str, margin: float = 0.0) -> bool:
+    if not math.isfinite(value):
+        return False
+    if reference is None:
+        return True
+    return value < reference - margin if mode == "min" else value > reference + margin
+
+
+@dataclass
+class MonitorState:
+    metric: str
+    mode: str
+    best_value: float | None = None
+    best_epoch: int | None = None
+    # early stopping keeps its own reference: the last value that beat it by more than min_delta
+    stop_reference: float | None = None
+    bad_epochs: int = 0
+
+    def best(self) -> dict[str, Any]:
+        return {"metric": self.metric, "value": self.best_value, "epoch": self.best_epoch}
+
+    def state_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Monitor:
+    def __init__(self, config: EarlyStoppingConfig, metric: str):
+        self.config = config
+        self.state = MonitorState(metric=metric, mode=config.mode)
+
+    def update(self, epoch: int, value: float) -> bool:
+        """Record an epoch's value; True when it is the best so far (write ``best.pt``)."""
+        s = self.state
+        improved = _better(value, s.best_value, s.mode)
+        if improved:
+            s.best_value, s.best_epoch = value, epoch
+        if _better(value, s.stop_reference, s.mode, self.config.min_delta):
+            s.stop_reference, s.bad_epochs = value, 0
+        else:
+            s.bad_epochs += 1
+        return improved
+
+    def should_stop(self) -> bool:
+        patience = self.config.patience
+        return patience is not None and self.state.bad_epochs >= patience
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.state = MonitorState(**state)

@@ -1,0 +1,77 @@
+"""``history.csv``: one row per completed epoch, rewritten atomically after every epoch.
+
+Columns: ``epoch``, ``train_loss``, ``val_loss``, the task's validation metrics (``val_<name>``),
+``lr``. Only numbers that are a pure function of the config go in (no wall times), so two runs
+of the same config on CPU, or a run and its resumed twin, give byte-identical files. Floats are
+written with ``repr`` (shortest exact round-trip).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any
+
+from cellbench.atomic import atomic_write_text
+
+
+def _format(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+class History:
+    def __init__(self, path: str | Path, rows: list[dict[str, Any]] | None = None):
+        self.path = Path(path)
+        self.rows: list[dict[str, Any]] = [dict(r) for r in rows or []]
+
+    def append(self, row: dict[str, Any]) -> None:
+        if self.rows and row["epoch"] <= self.rows[-1]["epoch"]:
+            raise ValueError(f"history: epoch {row['epoch']} after {self.rows[-1]['epoch']}")
+        self.rows.append(dict(row))
+        self.write()
+
+    def columns(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for row in self.rows:
+            seen.update(dict.fromkeys(row))
+        return list(seen)
+
+    def to_csv(self) -> str:
+        buffer = io.StringIO()
+        columns = self.columns()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(columns)
+        for row in self.rows:
+            writer.writerow([_format(row.get(c)) for c in columns])
+        return buffer.getvalue()
+
+    def write(self) -> Path:
+        return atomic_write_text(self.path, self.to_csv())
+
+    def column(self, name: str) -> list[float]:
+        return [float(r[name]) for r in self.rows if r.get(name) is not None]
+
+
+def read_history(path: str | Path) -> list[dict[str, Any]]:
+    """Rows of a history.csv as floats (``epoch`` as int); a missing file has no rows."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    with open(path, newline="") as fh:
+        rows = []
+        for raw in csv.DictReader(fh):
+            row: dict[str, Any] = {}
+            for key, value in raw.items():
+                if value in ("", None):
+                    row[key] = None
+                elif key == "epoch":
+                    row[key] = int(value)
+                else:
+                    row[key] = float(value)
+            rows.append(row)
+    return rows

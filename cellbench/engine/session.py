@@ -1,0 +1,391 @@
+"""From a ``train`` request to a run folder: new run, ``--resume``, ``--fresh``, ``--init-from``.
+
+Rules (DESIGN.md "Run directory"):
+
+- a new run gets ``--run NAME`` or ``<model>-<task>`` (``-2``, ``-3``... when that name is taken);
+- an existing run that has trained (checkpoints, history, metrics or a ``run_start``) is only
+  touched with ``--resume`` (continue from ``last.pt`` with its saved config; config options are
+  refused) or ``--fresh`` (delete its checkpoints, history, metrics, eval and LR-finder outputs,
+  release memory, start from new weights; its saved config is the base that command-line options
+  override). Anything else exits 4. A run folder that holds only ``lr_find`` outputs has not
+  trained and is trained into directly, its saved config as the base;
+- ``--init-from RUN`` is the only way weights cross runs: the model weights of RUN's ``best.pt``
+  (loaded where names and shapes fit), recorded in ``run_start.init_from``;
+- the run lock is held from the first change to the folder until ``run_end``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cellbench.config import Config, config_from_dict, load_config, read_yaml
+from cellbench.errors import BadInputError, RunConflict, UsageError
+from cellbench.runs.events import EventWriter, read_events
+from cellbench.runs.layout import NAME_RE, RUN_DIR_RE, RunPaths
+from cellbench.runs.lock import RunLock
+from cellbench.runs.store import RunStore
+
+
+@dataclass
+class TrainRequest:
+    profile: str | None = None
+    config_file: str | None = None
+    overrides: list[str] = field(default_factory=list)
+    run: str | None = None
+    resume: bool = False
+    fresh: bool = False
+    init_from: str | None = None
+    runs_dir: str | Path | None = None
+
+    @property
+    def has_config_options(self) -> bool:
+        return bool(self.profile or self.config_file or self.overrides)
+
+
+def has_trained(run: RunPaths) -> bool:
+    """True when ``run`` holds outputs of a training attempt."""
+    if any(
+        p.exists() for p in (run.last_checkpoint, run.best_checkpoint, run.history, run.metrics)
+    ):
+        return True
+    return bool(read_events(run.events, kind="run_start"))
+
+
+def unique_name(store: RunStore, base: str) -> str:
+    taken = {r.name for r in store.runs()}
+    if base not in taken:
+        return base
+    n = 2
+    while f"{base}-{n}" in taken:
+        n += 1
+    return f"{base}-{n}"
+
+
+def default_name(config: Config, suffix: str = "") -> str:
+    model = config.model.name.replace("/", "_").replace(":", "_")
+    return f"{model}-{config.task}{suffix}"
+
+
+def saved_config(run: RunPaths) -> dict[str, Any] | None:
+    return read_yaml(run.config) if run.config.is_file() else None
+
+
+def resolve_config(request: TrainRequest, existing: RunPaths | None) -> Config:
+    """The config of this training, from the saved one and/or the command line."""
+    base = saved_config(existing) if existing is not None else None
+    if request.resume:
+        if request.has_config_options:
+            raise UsageError(
+                "--resume continues the run with its saved config; to change it, use --fresh"
+            )
+        if base is None:
+            raise BadInputError(f"{existing.config}: no saved config to resume with")
+        return config_from_dict(base, source=str(existing.config))
+    config = load_config(request.profile, request.config_file, request.overrides, base=base)
+    anchor_local_paths(config)
+    return config
+
+
+def anchor_local_paths(config: Config) -> None:
+    """Record local data and weights paths as absolute, so the saved config re-runs, evaluates
+    and predicts the same from any working directory."""
+    from cellbench.data.classify.sources import HF_HUB, HF_IMAGEFOLDER
+
+    path = config.data.path
+    if path.startswith(HF_IMAGEFOLDER):
+        folder = path[len(HF_IMAGEFOLDER) :]
+        config.data.path = HF_IMAGEFOLDER + str(Path(folder).expanduser().resolve())
+    elif not path.startswith(HF_HUB):
+        config.data.path = str(Path(path).expanduser().resolve())
+    if config.model.weights:
+        config.model.weights = str(Path(config.model.weights).expanduser().resolve())
+
+
+def find_existing(store: RunStore, request: TrainRequest) -> RunPaths | None:
+    if request.run is None:
+        if request.resume or request.fresh:
+            raise UsageError("--resume and --fresh need --run RUN (an id, name or folder)")
+        return None
+    existing = store.find(request.run)
+    if existing is None and (
+        request.resume or request.run.isdigit() or RUN_DIR_RE.match(request.run)
+    ):
+        store.resolve(request.run)  # raises "no run" with a did-you-mean (exit 3)
+    if existing is None and not NAME_RE.match(request.run):
+        # checked now, not when the folder is made after minutes of data and model building
+        raise UsageError(
+            f"run name '{request.run}': use letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return existing
+
+
+def check_conflict(existing: RunPaths, request: TrainRequest) -> None:
+    if request.resume and request.fresh:
+        raise UsageError("--resume and --fresh exclude each other")
+    if request.resume:
+        if request.init_from:
+            raise UsageError("--resume continues the run's own weights; --init-from needs --fresh")
+        if not existing.last_checkpoint.is_file():
+            raise BadInputError(
+                f"{existing.last_checkpoint}: nothing to resume (no completed epoch); "
+                "use --fresh to start over"
+            )
+        return
+    if not request.fresh and has_trained(existing):
+        raise RunConflict(
+            f"{existing.root}: run exists; use --resume to continue it or --fresh to delete its "
+            "checkpoints and history and start over"
+        )
+
+
+def load_init_weights(store: RunStore, ref: str) -> tuple[str, dict[str, Any]]:
+    """``--init-from RUN``: that run's best.pt model weights (and the run's folder name)."""
+    from cellbench.engine.checkpoint import load_checkpoint
+
+    source = store.resolve(ref)
+    if not source.best_checkpoint.is_file():
+        raise BadInputError(f"{source.best_checkpoint}: --init-from needs a run with a best.pt")
+    state = load_checkpoint(source.best_checkpoint)
+    return source.root.name, state["model"]
+
+
+def fresh_reset(store: RunStore, run: RunPaths) -> dict[str, Any]:
+    """Delete the old attempt's outputs (via ``cellbench.runs.clean``) and release memory."""
+    from cellbench.engine.reset import release_memory
+    from cellbench.runs.clean import FRESH_KINDS, execute, plan_run_clean
+
+    report = execute(plan_run_clean(run, FRESH_KINDS), [store.root])
+    memory = release_memory()
+    return {
+        "removed": [str(r.path.relative_to(run.root)) for r in report.removed],
+        "bytes": report.bytes_freed,
+        "cuda_emptied": bool(memory.get("cuda_emptied")),
+        "gc_collected": int(memory.get("gc_collected", 0)),
+    }
+
+
+def read_lr_find(run: RunPaths) -> dict[str, Any] | None:
+    import json
+
+    path = run.root / "lr_find.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def train(request: TrainRequest, reporter=None, callbacks: Sequence[Any] = ()):
+    """Run one training as ``request`` says; returns ``(RunPaths, TrainResult)``."""
+    from cellbench.engine.checkpoint import load_checkpoint
+    from cellbench.engine.components import build_components
+    from cellbench.engine.tasks import get_task
+    from cellbench.runs.summary import summarize
+
+    store = RunStore(request.runs_dir)
+    if request.resume and request.fresh:
+        raise UsageError("--resume and --fresh exclude each other")
+    existing = find_existing(store, request)
+    if existing is not None:
+        check_conflict(existing, request)
+    config = resolve_config(request, existing)
+    task = get_task(config.task)
+    init_from, init_state = None, None
+    if request.init_from:
+        init_from, init_state = load_init_weights(store, request.init_from)
+
+    def build():
+        return build_components(config, task, init_state=init_state, init_source=init_from or "")
+
+    if existing is None:
+        components = build()  # before the folder exists: bad data or model leave no empty run
+        paths = store.create(request.run or unique_name(store, default_name(config)))
+        with RunLock(paths.lock):
+            return paths, _fit(paths, config, components, reporter, callbacks, init_from=init_from)
+
+    with RunLock(existing.lock):
+        if request.resume:
+            if summarize(existing).status == "completed":
+                return existing, _completed_result(existing)
+            state = load_checkpoint(existing.last_checkpoint)
+            return existing, _fit(
+                existing, config, build(), reporter, callbacks, resume_state=state
+            )
+        reset = fresh_reset(store, existing) if request.fresh else None
+        return existing, _fit(
+            existing, config, build(), reporter, callbacks, init_from=init_from, reset=reset
+        )
+
+
+def _fit(paths: RunPaths, config: Config, components, reporter, callbacks, **kwargs):
+    from cellbench.engine.trainer import Trainer
+
+    if kwargs.get("resume_state") is None:
+        config.save(paths.config)
+    lr_find = read_lr_find(paths)
+    extra = {"lr_find": lr_find} if lr_find else {}
+    with EventWriter(paths.events) as events:
+        trainer = Trainer(
+            components, paths, events, reporter, callbacks, extra_metrics=extra, **kwargs
+        )
+        return trainer.fit()
+
+
+def _completed_result(paths: RunPaths):
+    import json
+
+    from cellbench.engine.trainer import TrainResult
+
+    try:
+        metrics = json.loads(paths.metrics.read_text())
+    except (OSError, ValueError):
+        metrics = {}
+    best = metrics.get("best") or {}
+    return TrainResult(
+        status="completed",
+        reason="already completed: nothing to resume",
+        best={k: best.get(k) for k in ("metric", "value", "epoch")},
+        epochs=int(metrics.get("epochs") or 0),
+        metrics=metrics,
+    )
+
+
+def _run_for_tool(store: RunStore, request: TrainRequest, config: Config, suffix: str) -> RunPaths:
+    existing = find_existing(store, request)
+    if existing is not None:
+        return existing
+    return store.create(request.run or unique_name(store, default_name(config, suffix)))
+
+
+def lr_find(request: TrainRequest, reporter=None):
+    """``train --lr-find``: range test, outputs in the run folder; returns (RunPaths, result).
+
+    The run is ``--run`` (created if new) or a new ``<model>-<task>``; a run that has trained
+    keeps its config and training outputs, only ``lr_find.*`` are (re)written.
+    """
+    from cellbench.engine.components import build_components
+    from cellbench.engine.lr_finder import lr_range_test, save_lr_find
+    from cellbench.engine.tasks import get_task
+
+    if request.resume or request.fresh:
+        raise UsageError("--lr-find runs before a training: it takes neither --resume nor --fresh")
+    store = RunStore(request.runs_dir)
+    existing = find_existing(store, request)
+    config = resolve_config(request, existing)
+    task = get_task(config.task)
+    init_from, init_state = None, None
+    if request.init_from:
+        init_from, init_state = load_init_weights(store, request.init_from)
+    c = build_components(config, task, init_state=init_state, init_source=init_from or "")
+    paths = existing or _run_for_tool(store, request, config, "")
+    settings = config.train.lr_find
+    with RunLock(paths.lock):
+        if not has_trained(paths):
+            config.save(paths.config)
+        c.train_generator.manual_seed(config.train.seed)
+        if reporter is not None:
+            reporter.begin("lr range test", settings.steps)
+        result = lr_range_test(
+            c.forward_model,
+            c.optimizer,
+            c.train_criterion,
+            c.train_loader,
+            c.device,
+            start_lr=settings.start_lr,
+            end_lr=settings.end_lr,
+            steps=settings.steps,
+            beta=settings.smoothing,
+            diverge=settings.diverge,
+            autocast=c.precision.autocast,
+            batch_transform=c.batch_transform,
+            on_step=(lambda i, lr, loss: reporter.advance()) if reporter is not None else None,
+        )
+        if reporter is not None:
+            reporter.close()
+        save_lr_find(result, paths.root)
+    return paths, result
+
+
+def overfit(request: TrainRequest, n: int, reporter=None):
+    """``train --overfit-small N`` in a new run ``<model>-<task>-overfit``; (RunPaths, result)."""
+    import os
+
+    from cellbench.atomic import atomic_write_json
+    from cellbench.engine.checkpoint import weights_fingerprint
+    from cellbench.engine.device import describe_device
+    from cellbench.engine.overfit import overfit_config, overfit_small
+    from cellbench.engine.tasks import get_task
+
+    if request.resume or request.fresh or request.init_from:
+        raise UsageError("--overfit-small starts from new weights in a new run")
+    store = RunStore(request.runs_dir)
+    if request.run is not None and store.find(request.run) is not None:
+        raise RunConflict(f"--run {request.run}: exists; --overfit-small writes a new run")
+    config = resolve_config(request, None)
+    task = get_task(config.task)
+    plain = overfit_config(config, task, n)
+    data = task.build_data(plain)  # before the folder: bad data leave no empty run
+    paths = store.create(request.run or unique_name(store, default_name(config, "-overfit")))
+    with RunLock(paths.lock), EventWriter(paths.events) as events:
+        plain.save(paths.config)
+
+        def on_start(c) -> None:
+            events.emit(
+                "run_start",
+                task=config.task,
+                model=config.model.name,
+                config_hash=plain.hash(),
+                device=describe_device(c.device),
+                params=c.num_params,
+                init_fingerprint=weights_fingerprint(c.model),
+                resumed=False,
+                start_epoch=0,
+                reset=None,
+                init_from=None,
+                pid=os.getpid(),
+                overfit_small=n,
+            )
+
+        def on_pass(steps: int, loss: float) -> None:
+            events.emit(
+                "step", epoch=1, step=steps, loss=loss, lr=plain.train.lr, samples_per_s=None
+            )
+            if reporter is not None:
+                reporter.step_stats(loss, plain.train.lr, 0.0)
+
+        try:
+            result, _ = overfit_small(
+                config, task, n, on_pass=on_pass, data=data, on_start=on_start
+            )
+        except BaseException as exc:
+            events.emit(
+                "run_end", status="failed", reason=f"{type(exc).__name__}: {exc}", best=None
+            )
+            raise
+        verdict = "passed" if result.passed else "failed"
+        message = (
+            f"{verdict}: loss {result.final_loss:.4g} after {result.steps} steps on "
+            f"{result.examples} examples (threshold {result.threshold:g}, "
+            f"budget {result.max_steps} steps)"
+        )
+        events.emit(
+            "warning",
+            check="overfit_small",
+            severity="info" if result.passed else "error",
+            message=message,
+        )
+        if reporter is not None:
+            reporter.warning("overfit_small", "info" if result.passed else "error", message)
+        metrics = {"run": paths.root.name, "status": "completed" if result.passed else "failed"}
+        metrics["overfit_small"] = result.to_dict()
+        atomic_write_json(paths.metrics, metrics)
+        events.emit(
+            "run_end",
+            status=metrics["status"],
+            reason=message,
+            best={"metric": "train_loss", "value": result.final_loss, "epoch": None},
+        )
+    return paths, result

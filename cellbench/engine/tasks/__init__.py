@@ -1,0 +1,16 @@
+"""Tasks the training loop can run; ``get_task(config.task)`` picks one."""
+
+from __future__ import annotations
+
+from cellbench.engine.tasks.base import MetricAccumulator, Task, TaskData
+from cellbench.errors import UsageError
+
+__all__ = ["MetricAccumulator", "Task", "TaskData", "get_task"]
+
+
+def get_task(name: str) -> Task:
+    if name == "classify":
+        from cellbench.engine.tasks.classify import ClassificationTask
+
+        return ClassificationTask()
+    raise UsageError(f"--task {name}: training is available for 'classify' only in this version")

@@ -1,0 +1,183 @@
+"""Image classification: cross-entropy (label smoothing, or soft targets under mixup/cutmix),
+accuracy and macro-F1 from a confusion matrix accumulated on the device.
+
+Data comes from ``cellbench.data.classify.build_classification_data`` (ImageFolder trees, one
+folder split per class, Hugging Face datasets) and models from ``cellbench.models.create_model``
+(timm names and the built-ins). Mixup/cutmix are timm's ``Mixup`` with ``SoftTargetCrossEntropy``
+(timm's recipe): they need even batches, so the last uneven batch is dropped when they are on.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from cellbench.config import Config, config_from_dict
+from cellbench.engine.tasks.base import BatchTransform, MetricAccumulator, Task, TaskData
+from cellbench.metrics.classification import per_class_scores
+
+
+def _mixing(config: Config) -> bool:
+    return config.train.mixup > 0 or config.train.cutmix > 0
+
+
+class ConfusionAccumulator(MetricAccumulator):
+    def __init__(self, num_classes: int, device: torch.device):
+        self.num_classes = num_classes
+        self.confusion = torch.zeros(num_classes * num_classes, dtype=torch.long, device=device)
+        self.loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        self.count = 0
+
+    def update(self, outputs: torch.Tensor, targets: torch.Tensor, loss: torch.Tensor) -> None:
+        n = targets.shape[0]
+        predicted = outputs.argmax(dim=1)
+        self.confusion += torch.bincount(
+            targets * self.num_classes + predicted, minlength=self.num_classes**2
+        )
+        self.loss_sum += loss.detach().double() * n  # loss is a batch mean: weight by size
+        self.count += n
+
+    def compute(self) -> dict[str, float]:
+        cm = self.confusion.cpu().numpy().reshape(self.num_classes, self.num_classes)
+        total = int(cm.sum())
+        scores = per_class_scores(cm)
+        present = (cm.sum(axis=0) + cm.sum(axis=1)) > 0
+        return {
+            "loss": float(self.loss_sum.item() / max(self.count, 1)),
+            "accuracy": float(np.trace(cm) / total) if total else float("nan"),
+            "macro_f1": float(scores["f1"][present].mean()) if present.any() else float("nan"),
+        }
+
+
+def _labels_of(dataset: Any) -> list[int] | None:
+    """The integer labels of a dataset when it exposes them without decoding images."""
+    for attr in ("targets", "labels"):
+        values = getattr(dataset, attr, None)
+        if values is not None:
+            return [int(v) for v in values]
+    inner = getattr(dataset, "dataset", None)  # torch Subset
+    indices = getattr(dataset, "indices", None)
+    if inner is not None and indices is not None:
+        labels = _labels_of(inner)
+        if labels is not None:
+            return [labels[i] for i in indices]
+    return None
+
+
+class ClassificationTask(Task):
+    name = "classify"
+    metric_names = ("accuracy", "macro_f1")
+
+    def build_data(self, config: Config) -> TaskData:
+        from cellbench.data.classify import build_classification_data
+
+        data = build_classification_data(config)
+        return TaskData(
+            train=data.train,
+            val=data.val,
+            test=data.test,
+            classes=list(data.classes),
+            in_chans=config.data.in_chans,
+            source=str(getattr(data, "source", "")),
+            warnings=list(getattr(data, "warnings", []) or []),
+            class_counts=dict(getattr(data, "class_counts", {}) or {}),
+        )
+
+    def build_model(self, config: Config, data: TaskData) -> nn.Module:
+        from cellbench.models import create_model
+
+        num_classes = config.model.num_classes or data.num_classes
+        return create_model(config.model, num_classes=num_classes, in_chans=data.in_chans)
+
+    def train_criterion(self, config: Config, data: TaskData) -> nn.Module:
+        if _mixing(config):
+            from timm.loss import SoftTargetCrossEntropy
+
+            return SoftTargetCrossEntropy()  # Mixup already smoothed the soft targets
+        return nn.CrossEntropyLoss(label_smoothing=config.train.label_smoothing)
+
+    def eval_criterion(self, config: Config, data: TaskData) -> nn.Module:
+        return nn.CrossEntropyLoss()
+
+    def batch_transform(self, config: Config, data: TaskData) -> BatchTransform | None:
+        if not _mixing(config):
+            return None
+        from timm.data import Mixup
+
+        return Mixup(
+            mixup_alpha=config.train.mixup,
+            cutmix_alpha=config.train.cutmix,
+            prob=config.train.mixup_prob,
+            label_smoothing=config.train.label_smoothing,
+            num_classes=data.num_classes,
+        )
+
+    def needs_even_batches(self, config: Config) -> bool:
+        return _mixing(config)
+
+    def metrics(self, data: TaskData, device: torch.device) -> MetricAccumulator:
+        return ConfusionAccumulator(data.num_classes, device)
+
+    def expected_initial_loss(self, data: TaskData) -> float | None:
+        # an untrained head gives near-uniform probabilities: cross-entropy = ln(C)
+        return math.log(data.num_classes) if data.num_classes > 1 else None
+
+    def _split_counts(self, data: TaskData, split: str) -> list[int] | None:
+        counts = data.class_counts.get(split)
+        if isinstance(counts, dict):
+            return [int(counts.get(c, 0)) for c in data.classes]
+        if isinstance(counts, list | tuple) and len(counts) == data.num_classes:
+            return [int(c) for c in counts]
+        labels = _labels_of(getattr(data, split))
+        if labels is None:
+            return None
+        tally = Counter(labels)
+        return [tally.get(i, 0) for i in range(data.num_classes)]
+
+    def baselines(self, data: TaskData) -> dict[str, float]:
+        """Accuracy of always predicting the train majority class, and of uniform guessing.
+
+        Computed on the validation split: the numbers a trained model must beat.
+        """
+        c = data.num_classes
+        out: dict[str, float] = {"random_accuracy": 1.0 / c, "uniform_loss": math.log(c)}
+        train_counts = self._split_counts(data, "train")
+        val_counts = self._split_counts(data, "val")
+        if train_counts and val_counts and sum(val_counts):
+            majority = int(np.argmax(train_counts))
+            out["majority_class"] = data.classes[majority]
+            out["majority_accuracy"] = val_counts[majority] / sum(val_counts)
+        return out
+
+    def head_parameters(self, model: nn.Module) -> Iterable[nn.Parameter]:
+        from cellbench.models import head_parameters
+
+        return head_parameters(model)
+
+    def backbone_parameters(self, model: nn.Module) -> Iterable[nn.Parameter]:
+        from cellbench.models import backbone_parameters
+
+        return backbone_parameters(model)
+
+    def overfit_config(self, config: Config) -> Config:
+        """Same data and model, nothing that fights memorisation."""
+        plain = config_from_dict(config.to_dict())
+        plain.data.augment = False
+        plain.model.drop_rate = 0.0
+        t = plain.train
+        t.weight_decay = 0.0
+        t.label_smoothing = 0.0
+        t.mixup = t.cutmix = 0.0
+        t.ema = t.eval_ema = False
+        t.scheduler = "none"
+        t.warmup_epochs = 0
+        t.layer_decay = None
+        t.freeze_backbone_epochs = 0
+        t.early_stopping.patience = None
+        return plain

@@ -1,0 +1,516 @@
+"""The one training loop: an explicit epoch/step loop in the style of Lightning Fabric.
+
+Per step: move the batch, (mixup), forward under autocast, backward (through the grad scaler
+for fp16), clip, optimizer step, EMA update. Nothing in the step forces a device sync: the loss
+is summed on the device and read back every ``train.log_every`` steps (``step`` event, progress
+bar, non-finite check), as a plain PyTorch loop that logs would. Per epoch: validation (on the EMA
+weights with ``train.eval_ema``), schedule step, ``last.pt`` (+ ``best.pt``), ``history.csv``,
+``epoch`` and ``memory`` events, the epoch-level checks, early stopping.
+
+Ordering makes a kill at any moment recoverable: the checkpoint is written first (it carries the
+history rows), then history.csv, then the ``epoch`` event; ``--resume`` rebuilds history.csv
+from the checkpoint, so rows are never lost or duplicated.
+
+Ctrl-C (SIGINT) sets a flag checked after every step: the loop stops at the next step boundary,
+the partial epoch is discarded (``last.pt`` keeps the last completed epoch, so a resume redoes
+that epoch and stays on the uninterrupted curve), ``run_end`` says ``interrupted``. A second
+Ctrl-C aborts at once.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from cellbench import __version__
+from cellbench.engine import checks
+from cellbench.engine.checkpoint import (
+    serialize,
+    strip_compile_prefix,
+    weights_fingerprint,
+    write_checkpoint,
+)
+from cellbench.engine.components import Components
+from cellbench.engine.device import describe_device, memory_reading
+from cellbench.engine.early_stopping import Monitor, resolve_monitor
+from cellbench.engine.history import History
+from cellbench.engine.optim import current_lr, set_requires_grad
+from cellbench.engine.report import Reporter
+from cellbench.engine.seeding import capture_rng, epoch_seed, restore_rng
+from cellbench.runs.events import EventWriter
+from cellbench.runs.layout import RunPaths
+
+# Test hook: the epoch after which the process parks (sleeps), so a test can SIGKILL a real
+# training at a known point. Never set in normal use.
+PAUSE_AFTER_EPOCH_ENV = "CELLBENCH_TEST_PAUSE_AFTER_EPOCH"
+
+
+class NonFiniteError(Exception):
+    """Raised inside the loop when the loss, gradients or weights stop being finite."""
+
+
+class Callback:
+    """Optional hooks into the loop (fault injection in tests, future UIs). All no-ops."""
+
+    def on_train_start(self, trainer: Trainer) -> None: ...
+
+    def on_epoch_start(self, trainer: Trainer, epoch: int) -> None: ...
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int, row: dict[str, Any]) -> None: ...
+
+
+@dataclass
+class TrainResult:
+    status: str  # completed | failed | interrupted
+    reason: str
+    best: dict[str, Any]
+    epochs: int  # last completed epoch
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+class Trainer:
+    def __init__(
+        self,
+        components: Components,
+        paths: RunPaths,
+        events: EventWriter,
+        reporter: Reporter | None = None,
+        callbacks: Sequence[Callback] = (),
+        *,
+        resume_state: dict[str, Any] | None = None,
+        init_from: str | None = None,
+        reset: dict[str, Any] | None = None,
+        extra_metrics: dict[str, Any] | None = None,
+    ):
+        self.c = components
+        self.config = components.config
+        self.paths = paths
+        self.events = events
+        self.reporter = reporter or Reporter()
+        self.callbacks = list(callbacks)
+        self.init_from = init_from
+        self.reset = reset
+        self.extra_metrics = extra_metrics or {}
+        self.check_log = checks.CheckLog(self._emit_finding)
+
+        t = self.config.train
+        self.epochs = t.epochs
+        self.log_every = max(1, t.log_every)
+        self.metric_columns = ["train_loss", "val_loss"] + [
+            f"val_{m}" for m in components.task.metric_names
+        ]
+        monitor = resolve_monitor(t.early_stopping.monitor, self.metric_columns)
+        self.monitor = Monitor(t.early_stopping, monitor)
+        self.history = History(paths.history)
+        self.start_epoch = 0
+        self.global_step = 0
+        self.backbone_frozen = False
+        self.stop_requested = False
+        self.baselines = components.task.baselines(components.data)
+        self.init_fingerprint = weights_fingerprint(components.model)
+        self.resumed = resume_state is not None
+        self._resume_rng: dict[str, Any] | None = None
+        if resume_state is not None:
+            self._load_state(resume_state)
+
+    # ------------------------------------------------------------------ state
+
+    def _load_state(self, state: dict[str, Any]) -> None:
+        c = self.c
+        c.model.load_state_dict(strip_compile_prefix(state["model"]))
+        c.optimizer.load_state_dict(state["optimizer"])
+        if c.scheduler is not None and state.get("scheduler") is not None:
+            c.scheduler.load_state_dict(state["scheduler"])
+        if c.ema is not None and state.get("ema") is not None:
+            c.ema.module.load_state_dict(state["ema"])
+        if c.scaler is not None and state.get("scaler") is not None:
+            c.scaler.load_state_dict(state["scaler"])
+        self.start_epoch = int(state["epoch"])
+        self.global_step = int(state["global_step"])
+        self.history = History(self.paths.history, state.get("history") or [])
+        self.history.write()  # drop rows written after this checkpoint (a kill between the two)
+        if state.get("early_stopping"):
+            self.monitor.load_state_dict(state["early_stopping"])
+        self.init_fingerprint = state.get("init_fingerprint") or self.init_fingerprint
+        self._resume_rng = state["rng"]
+
+    def checkpoint_payload(self, epoch: int) -> dict[str, Any]:
+        c = self.c
+        return {
+            "model": strip_compile_prefix(c.model.state_dict()),
+            "optimizer": c.optimizer.state_dict(),
+            "scheduler": c.scheduler.state_dict() if c.scheduler is not None else None,
+            "ema": c.ema.module.state_dict() if c.ema is not None else None,
+            "scaler": c.scaler.state_dict() if c.scaler is not None else None,
+            "epoch": epoch,
+            "global_step": self.global_step,
+            "rng": capture_rng(),
+            "best": self.monitor.state.best(),
+            "config": self.config.to_dict(),
+            "classes": list(self.c.data.classes),
+            "task": self.c.task.name,
+            "version": __version__,
+            "init_fingerprint": self.init_fingerprint,
+            "history": [dict(r) for r in self.history.rows],
+            "early_stopping": self.monitor.state.state_dict(),
+        }
+
+    # ------------------------------------------------------------------ events
+
+    def _emit_finding(self, finding: checks.Finding) -> None:
+        self.events.emit(
+            "warning", check=finding.check, severity=finding.severity, message=finding.message
+        )
+        self.reporter.warning(finding.check, finding.severity, finding.message)
+
+    def _emit_memory(self) -> dict[str, Any]:
+        reading = memory_reading(self.c.device)
+        self.events.emit(
+            "memory",
+            device=reading["device"],
+            allocated=reading["allocated"],
+            reserved=reading["reserved"],
+            peak=reading["peak"],
+            rss=reading["rss"],
+        )
+        return reading
+
+    def _run_start(self) -> None:
+        c = self.c
+        info = {
+            "task": c.task.name,
+            "model": self.config.model.name,
+            "config_hash": self.config.hash(),
+            "device": describe_device(c.device),
+            "params": c.num_params,
+            "init_fingerprint": self.init_fingerprint,
+            "resumed": self.resumed,
+            "start_epoch": self.start_epoch,
+            "reset": self.reset,
+            "init_from": self.init_from,
+            "pid": os.getpid(),
+            "amp": c.precision.mode,
+            "classes": len(c.data.classes),
+            "train_size": len(c.data.train),
+            "val_size": len(c.data.val),
+            "monitor": self.monitor.state.metric,
+            "baselines": self.baselines,
+        }
+        if c.init_report:
+            info["init_report"] = c.init_report
+        self.events.emit("run_start", **info)
+        self.reporter.run_start(
+            {
+                "run": self.paths.root.name,
+                "model": info["model"],
+                "device": info["device"],
+                "params": f"{info['params']:,}",
+                "amp": info["amp"],
+                "train/val": f"{info['train_size']}/{info['val_size']}",
+                "from epoch": self.start_epoch + 1 if self.resumed else None,
+            }
+        )
+        for finding in self._setup_findings():
+            self.check_log.report(finding)
+
+    def _setup_findings(self) -> list[checks.Finding]:
+        """What the user should know about how their config was applied."""
+        c, t = self.c, self.config.train
+        found = [checks.Finding("data", "warning", str(m)) for m in c.data.warnings]
+        if c.device.type != "cuda":
+            ignored = [name for name in ("compile", "channels_last") if getattr(t, name)]
+            if ignored:
+                names = ", ".join(f"train.{n}" for n in ignored)
+                found.append(
+                    checks.Finding("device", "info", f"{names}: CUDA only, ignored on cpu")
+                )
+        report = getattr(c.model, "weights_report", None)
+        if report is not None and not self.resumed:
+            found += [checks.Finding("weights", "info", line) for line in report.messages()]
+        if c.init_report and not self.resumed:
+            r = c.init_report
+            message = f"--init-from {self.init_from}: loaded {r['loaded']} tensors"
+            if r["skipped"] or r["missing"]:
+                message += f"; not fitting this model (left new): {', '.join(r['missing'][:5])}"
+            found.append(checks.Finding("init_from", "info", message))
+        return found
+
+    # ------------------------------------------------------------------ loop
+
+    def fit(self) -> TrainResult:
+        previous_handler = self._install_sigint()
+        status, reason = "completed", ""
+        try:
+            self._run_start()
+            if not self.resumed:
+                self.check_log.report(checks.baselines(self.baselines))
+            for callback in self.callbacks:
+                callback.on_train_start(self)
+            if self._resume_rng is not None:
+                restore_rng(self._resume_rng)  # last: nothing after this may draw random numbers
+            status, reason = self._loop()
+        except NonFiniteError as exc:
+            status, reason = "failed", str(exc)
+        except KeyboardInterrupt:
+            status, reason = "interrupted", "aborted by a second Ctrl-C"
+        except BaseException as exc:
+            self._finish("failed", f"{type(exc).__name__}: {exc}")
+            raise
+        finally:
+            self._restore_sigint(previous_handler)
+            self.reporter.close()
+        return self._finish(status, reason)
+
+    def _loop(self) -> tuple[str, str]:
+        for epoch in range(self.start_epoch, self.epochs):
+            number = epoch + 1  # 1-based in every file
+            for callback in self.callbacks:
+                callback.on_epoch_start(self, number)
+            self._set_backbone_frozen(epoch < self.config.train.freeze_backbone_epochs)
+            started = time.perf_counter()
+            train_loss = self._train_epoch(epoch)
+            if train_loss is None:
+                return "interrupted", f"Ctrl-C during epoch {number}; last.pt keeps epoch {epoch}"
+            val = self._validate()
+            if val is None:
+                return "interrupted", f"Ctrl-C during epoch {number}; last.pt keeps epoch {epoch}"
+            self._check_weights_finite(number)
+            lr = current_lr(self.c.optimizer)  # the lr this epoch trained with
+            if self.c.scheduler is not None:
+                self.c.scheduler.step(epoch + 1)
+            row = {"epoch": number, "train_loss": train_loss, "val_loss": val.pop("loss")}
+            row.update({f"val_{k}": v for k, v in val.items()})
+            row["lr"] = lr
+            improved = self.monitor.update(number, row[self.monitor.state.metric])
+            self.history.rows.append(row)  # in the checkpoint first, then in history.csv
+            blob = serialize(self.checkpoint_payload(number))
+            write_checkpoint(self.paths.last_checkpoint, blob)
+            if improved:
+                write_checkpoint(self.paths.best_checkpoint, blob)
+            self.history.write()
+            elapsed = time.perf_counter() - started
+            best = self.monitor.state.best()
+            self.events.emit(
+                "epoch",
+                epoch=number,
+                train_loss=row["train_loss"],
+                val_loss=row["val_loss"],
+                metrics={k: v for k, v in row.items() if k.startswith("val_") and k != "val_loss"},
+                lr=lr,
+                best=best,
+                time_s=elapsed,
+            )
+            self.reporter.epoch_end(row, best, elapsed)
+            self._epoch_checks(row)
+            for callback in self.callbacks:
+                callback.on_epoch_end(self, number, row)
+            if os.environ.get(PAUSE_AFTER_EPOCH_ENV) == str(number):
+                time.sleep(600)
+            if self.monitor.should_stop():
+                s = self.monitor.state
+                return "completed", (
+                    f"early stopping at epoch {number}: no {s.metric} improvement > "
+                    f"{self.config.train.early_stopping.min_delta:g} for {s.bad_epochs} epochs"
+                )
+            if self.stop_requested:
+                return "interrupted", f"Ctrl-C after epoch {number}; last.pt keeps epoch {number}"
+        return "completed", f"{self.epochs} epochs"
+
+    def _set_backbone_frozen(self, frozen: bool) -> None:
+        if frozen == self.backbone_frozen:
+            return
+        count = set_requires_grad(self.c.task.backbone_parameters(self.c.model), not frozen)
+        self.backbone_frozen = frozen
+        state = "frozen" if frozen else "unfrozen"
+        self.reporter.message(f"backbone {state} ({count:,} parameters)")
+
+    def _train_epoch(self, epoch: int) -> float | None:
+        c = self.c
+        t = self.config.train
+        model = c.forward_model
+        model.train()
+        c.train_generator.manual_seed(epoch_seed(t.seed, epoch))  # this epoch's order, always
+        limit = t.limit_train_batches
+        steps = len(c.train_loader) if limit is None else min(limit, len(c.train_loader))
+        self.reporter.epoch_start(epoch + 1, self.epochs, steps)
+        check_first = epoch == 0 and not self.resumed
+        loss_sum = torch.zeros((), device=c.device)
+        synced_sum, synced_batches = 0.0, 0
+        batches, window_samples, window_start = 0, 0, time.perf_counter()
+        channels_last = t.channels_last and c.device.type == "cuda"
+        params = [p for p in c.model.parameters()]
+        for inputs, targets in c.train_loader:
+            if batches == steps:
+                break
+            inputs = inputs.to(c.device, non_blocking=True)
+            targets = targets.to(c.device, non_blocking=True)
+            if channels_last:
+                inputs = inputs.contiguous(memory_format=torch.channels_last)
+            if check_first and batches == 0:
+                self.check_log.report(checks.input_range(inputs, self.config.checks))
+            if c.batch_transform is not None:
+                inputs, targets = c.batch_transform(inputs, targets)
+            with c.precision.autocast():
+                outputs = model(inputs)
+                loss = c.train_criterion(outputs, targets)
+            c.optimizer.zero_grad(set_to_none=True)
+            if c.scaler is not None:
+                c.scaler.scale(loss).backward()
+                if t.grad_clip:
+                    c.scaler.unscale_(c.optimizer)
+                    torch.nn.utils.clip_grad_norm_(params, t.grad_clip)
+                c.scaler.step(c.optimizer)  # skips the step when fp16 gradients overflowed
+                c.scaler.update()
+            else:
+                loss.backward()
+                if t.grad_clip:
+                    norm = torch.nn.utils.clip_grad_norm_(params, t.grad_clip)
+                    loss_sum += norm * 0  # a non-finite gradient norm poisons the running sum
+                c.optimizer.step()
+            if c.ema is not None:
+                c.ema.update(c.model, step=self.global_step + 1)
+            self.global_step += 1
+            batches += 1
+            window_samples += inputs.shape[0]
+            loss_sum += loss.detach()
+            self.reporter.advance()
+            if check_first and batches == 1:
+                self.check_log.report(
+                    checks.initial_loss(
+                        float(loss.detach()),
+                        c.task.expected_initial_loss(c.data),
+                        self.config.checks,
+                    )
+                )
+            if self.global_step % self.log_every == 0:
+                total = float(loss_sum)  # the sync point
+                self._raise_if_non_finite(total, "loss", epoch + 1)
+                now = time.perf_counter()
+                window_loss = (total - synced_sum) / max(batches - synced_batches, 1)
+                rate = window_samples / max(now - window_start, 1e-9)
+                lr = current_lr(c.optimizer)
+                self.events.emit(
+                    "step",
+                    epoch=epoch + 1,
+                    step=self.global_step,
+                    loss=window_loss,
+                    lr=lr,
+                    samples_per_s=rate,
+                )
+                self.reporter.step_stats(window_loss, lr, rate)
+                synced_sum, synced_batches = total, batches
+                window_samples, window_start = 0, now
+            if self.stop_requested:
+                return None
+        total = float(loss_sum)
+        self._raise_if_non_finite(total, "loss or gradient norm", epoch + 1)
+        return total / max(batches, 1)
+
+    def _raise_if_non_finite(self, value: float, what: str, epoch: int) -> None:
+        if math.isfinite(value):
+            return
+        last_good = self.history.rows[-1]["epoch"] if self.history.rows else None
+        finding = checks.non_finite(what, epoch, self.global_step, last_good)
+        self.check_log.report(finding)
+        raise NonFiniteError(finding.message)
+
+    def _check_weights_finite(self, epoch: int) -> None:
+        # catches non-finite gradients when nothing else looks at them (no clipping): the
+        # optimizer turns them into non-finite weights
+        norms = torch._foreach_norm([p.detach() for p in self.c.model.parameters()])
+        total = float(torch.stack(norms).sum())
+        self._raise_if_non_finite(total, "weights (gradients overflowed?)", epoch)
+
+    @torch.no_grad()
+    def _validate(self) -> dict[str, float] | None:
+        c = self.c
+        use_ema = self.config.train.eval_ema and c.ema is not None
+        model = c.ema.module if use_ema else c.forward_model
+        model.eval()
+        metrics = c.task.metrics(c.data, c.device)
+        channels_last = self.config.train.channels_last and c.device.type == "cuda"
+        for inputs, targets in c.val_loader:
+            inputs = inputs.to(c.device, non_blocking=True)
+            targets = targets.to(c.device, non_blocking=True)
+            if channels_last:
+                inputs = inputs.contiguous(memory_format=torch.channels_last)
+            with c.precision.autocast():
+                outputs = model(inputs)
+            outputs = outputs.float()
+            metrics.update(outputs, targets, c.eval_criterion(outputs, targets))
+            if self.stop_requested:
+                return None
+        return metrics.compute()
+
+    def _epoch_checks(self, row: dict[str, Any]) -> None:
+        cfg = self.config.checks
+        self.check_log.report(checks.no_decrease(self.history.column("train_loss"), cfg), once=True)
+        self.check_log.report(
+            checks.train_val_gap(row["train_loss"], row["val_loss"], cfg), once=True
+        )
+        reading = self._emit_memory()
+        self.check_log.report(checks.gpu_memory(reading, cfg), once=True)
+
+    # ------------------------------------------------------------------ end
+
+    def _finish(self, status: str, reason: str) -> TrainResult:
+        best = self.monitor.state.best()
+        rows = self.history.rows
+        final = dict(rows[-1]) if rows else {}
+        best_row = next((dict(r) for r in rows if r["epoch"] == best.get("epoch")), {})
+        if status == "completed" and final:
+            for finding in checks.expect(final, self.config.expect):
+                self.check_log.report(finding)
+        metrics = {
+            "run": self.paths.root.name,
+            "task": self.c.task.name,
+            "model": self.config.model.name,
+            "status": status,
+            "reason": reason,
+            "epochs": final.get("epoch", 0),
+            "global_step": self.global_step,
+            "final": final,
+            "best": {**best, "metrics": best_row},
+            "baselines": self.baselines,
+            "params": self.c.num_params,
+            "config_hash": self.config.hash(),
+            "init_fingerprint": self.init_fingerprint,
+            "checks": [
+                {"check": f.check, "severity": f.severity, "message": f.message}
+                for f in self.check_log.findings
+            ],
+            **self.extra_metrics,
+        }
+        from cellbench.atomic import atomic_write_json
+
+        atomic_write_json(self.paths.metrics, metrics)
+        self.events.emit("run_end", status=status, reason=reason, best=best)
+        return TrainResult(status, reason, best, final.get("epoch", 0), metrics)
+
+    # ------------------------------------------------------------------ Ctrl-C
+
+    def _install_sigint(self):
+        if threading.current_thread() is not threading.main_thread():
+            return None
+
+        def handler(signum, frame):
+            if self.stop_requested:
+                raise KeyboardInterrupt
+            self.stop_requested = True
+            self.reporter.message(
+                "[yellow]interrupt:[/] stopping at the next step (Ctrl-C again to abort now)"
+            )
+
+        return signal.signal(signal.SIGINT, handler)
+
+    def _restore_sigint(self, previous) -> None:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)

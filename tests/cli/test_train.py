@@ -1,0 +1,147 @@
+"""``cellbench train``: exit codes, --json, --fresh, --resume after SIGKILL, --lr-find, overfit."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from cellbench.cli.app import app
+from cellbench.data.classify.shapes import write_shapes_dataset
+from cellbench.runs.events import read_events
+from cellbench.runs.store import RunStore
+
+runner = CliRunner()
+TINY = [
+    "--set", "data.image_size=32",
+    "--set", "train.batch_size=16",
+    "--set", "train.log_every=2",
+    "--set", "model.args={channels: [8, 16], hidden: 32}",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli-data") / "shapes"
+    write_shapes_dataset(root, n_per_class=16, image_size=32, seed=0)
+    return root
+
+
+def _train(shapes, runs, *args):
+    argv = ["train", "--data", str(shapes), "--model", "simple_cnn", "--runs-dir", str(runs)]
+    return runner.invoke(app, [*argv, *TINY, *args])
+
+
+def test_train_json_prints_the_final_metrics(tmp_path, shapes):
+    result = _train(shapes, tmp_path, "--epochs", "2", "--run", "demo", "--json")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout)
+    assert metrics["status"] == "completed" and metrics["epochs"] == 2
+    assert metrics["run"] == "0001-demo" and metrics["best"]["metric"] == "val_loss"
+    assert "majority_accuracy" in metrics["baselines"]
+
+
+def test_existing_run_exits_4_without_resume_or_fresh(tmp_path, shapes):
+    assert _train(shapes, tmp_path, "--epochs", "1", "--run", "demo").exit_code == 0
+    again = _train(shapes, tmp_path, "--epochs", "1", "--run", "demo")
+    assert again.exit_code == 4
+    assert "--resume" in again.stderr and "--fresh" in again.stderr
+    fresh = _train(shapes, tmp_path, "--epochs", "1", "--run", "demo", "--fresh")
+    assert fresh.exit_code == 0, fresh.output
+    start = read_events(RunStore(tmp_path).resolve("demo").events, "run_start")[-1]
+    assert "checkpoints" in start["reset"]["removed"]
+
+
+def test_usage_and_missing_run_exit_codes(tmp_path, shapes):
+    missing = runner.invoke(
+        app, ["train", "--run", "nope", "--resume", "--runs-dir", str(tmp_path)]
+    )
+    assert missing.exit_code == 3 and "no run 'nope'" in missing.stderr
+    both = _train(shapes, tmp_path, "--lr-find", "--overfit-small", "4")
+    assert both.exit_code == 2
+    bad_key = _train(shapes, tmp_path, "--set", "train.lrr=0.1")
+    assert bad_key.exit_code == 2 and "train.lr" in bad_key.stderr
+    bad_data = runner.invoke(
+        app, ["train", "--data", str(tmp_path / "none"), "--runs-dir", str(tmp_path / "r")]
+    )
+    assert bad_data.exit_code == 3 and not (tmp_path / "r").exists()
+
+
+def test_overfit_small_exit_codes(tmp_path, shapes):
+    ok = _train(shapes, tmp_path, "--overfit-small", "16", "--set", "train.lr=0.01", "--json")
+    assert ok.exit_code == 0, ok.output
+    assert json.loads(ok.stdout)["passed"] is True
+    stuck = _train(
+        shapes, tmp_path, "--overfit-small", "8", "--set", "train.lr=0",
+        "--set", "checks.overfit_max_steps=3",
+    )  # fmt: skip
+    assert stuck.exit_code == 1 and "overfit-small failed" in stuck.stderr
+
+
+def test_lr_find_prints_and_stores_the_suggestion(tmp_path, shapes):
+    result = _train(shapes, tmp_path, "--lr-find", "--set", "train.lr_find.steps=25", "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["suggestion"] > 0 and "suggested lr" in result.stderr
+    run = RunStore(tmp_path).resolve(summary["run"])
+    assert (run.root / "lr_find.png").is_file() and (run.root / "lr_find.csv").is_file()
+    # the lr-find run has not trained: train goes straight on in it, and keeps the suggestion
+    trained = runner.invoke(
+        app, ["train", "--run", summary["run"], "--epochs", "1", "--runs-dir", str(tmp_path)]
+    )
+    assert trained.exit_code == 0, trained.output
+    assert json.loads(run.metrics.read_text())["lr_find"]["suggestion"] == summary["suggestion"]
+
+
+def _wait_for_epoch(events_path, epoch: int, proc, timeout: float = 120.0) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if any(e.get("epoch") == epoch for e in read_events(events_path, "epoch")):
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"training exited early: {proc.stderr.read()[-2000:]}")
+        time.sleep(0.05)
+    raise AssertionError(f"epoch {epoch} never finished")
+
+
+def test_resume_after_sigkill_equals_the_uninterrupted_run(tmp_path, shapes):
+    recipe = ["--epochs", "4", "--set", "data.hflip=0.5", "--set", "model.drop_rate=0.2"]
+    whole = _train(shapes, tmp_path, *recipe, "--run", "whole")
+    assert whole.exit_code == 0, whole.output
+
+    argv = [sys.executable, "-m", "cellbench", "train", "--data", str(shapes)]
+    argv += ["--model", "simple_cnn", "--runs-dir", str(tmp_path), "--run", "killed"]
+    env = {**os.environ, "CELLBENCH_TEST_PAUSE_AFTER_EPOCH": "2"}  # parks it after epoch 2
+    proc = subprocess.Popen(
+        [*argv, *TINY, *recipe], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        killed_dir = None
+        deadline = time.time() + 120
+        while killed_dir is None and time.time() < deadline:
+            killed_dir = RunStore(tmp_path).find("killed")
+            time.sleep(0.05)
+        assert killed_dir is not None
+        _wait_for_epoch(killed_dir.events, 2, proc)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert read_events(killed_dir.events, "run_end") == []  # died without a word
+    assert torch.load(killed_dir.last_checkpoint, weights_only=True)["epoch"] == 2
+
+    resumed = runner.invoke(
+        app, ["train", "--run", "killed", "--resume", "--runs-dir", str(tmp_path)]
+    )
+    assert resumed.exit_code == 0, resumed.output
+    reference = RunStore(tmp_path).resolve("whole")
+    assert killed_dir.history.read_text() == reference.history.read_text()
+    a = torch.load(reference.last_checkpoint, weights_only=True)["model"]
+    b = torch.load(killed_dir.last_checkpoint, weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -1,0 +1,197 @@
+"""``data prepare``: layouts, idempotence, --force, bad input, nothing half-written."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from cellbench.cli.app import app
+from cellbench.data.store import open_fold, store_folds
+from cellbench.data.targets import hv_maps
+
+from .conftest import write_flat_fold
+
+runner = CliRunner()
+
+
+def _prepare(raw: Path, out: Path, *extra: str):
+    return runner.invoke(app, ["data", "prepare", "--pannuke", str(raw), "--out", str(out), *extra])
+
+
+def test_synth_prepare_check_pipeline(tmp_path):
+    raw, store = tmp_path / "raw", tmp_path / "store"
+    synth = runner.invoke(app, ["data", "synth", "--out", str(raw), "--tiles", "4", "--size", "64"])
+    assert synth.exit_code == 0, synth.output
+    result = _prepare(raw, store)
+    assert result.exit_code == 0, result.output
+    assert "prepared" in result.stdout
+    check = runner.invoke(app, ["data", "check", str(store), "--json"])
+    assert check.exit_code == 0, check.output
+    report = json.loads(check.stdout)
+    assert report["kind"] == "store" and report["ok"] and report["tiles"] == 12
+    raw_check = runner.invoke(app, ["data", "check", str(raw)])
+    assert raw_check.exit_code == 0 and "ok" in raw_check.stdout
+
+
+def test_store_contract(store_master):
+    f = open_fold(store_master, 2)
+    assert f.images.dtype == np.uint8 and f.images.shape == (6, 64, 64, 3)
+    assert f.inst.dtype == np.int32 and f.types.dtype == np.uint8 and f.hv.dtype == np.float32
+    assert f.hv.shape == (6, 2, 64, 64) and np.abs(f.hv).max() <= 1
+    np.testing.assert_array_equal(f.hv, hv_maps(np.asarray(f.inst)))
+    for tile in f.inst:  # ids compact per tile
+        ids = np.unique(tile[tile > 0])
+        assert ids.tolist() == list(range(1, len(ids) + 1))
+    m = f.manifest
+    assert m["format"] == "cellbench-nuclei-store" and m["tiles"] == 6
+    assert set(m["sources"]) == {"images", "masks", "types"}
+    assert all(len(s["sha256"]) == 64 for s in m["sources"].values())
+    assert m["arrays"]["hv"]["dtype"] == "float32" and m["cellbench_version"]
+    assert sum(m["counts"]["per_type"].values()) == m["counts"]["nuclei"]
+    root = json.loads((store_master / "manifest.json").read_text())
+    assert sorted(root["folds"]) == ["1", "2", "3"]
+
+
+def test_idempotent_unless_forced_or_sources_change(raw_dir, tmp_path):
+    out = tmp_path / "store"
+    assert _prepare(raw_dir, out, "--folds", "1", "2").exit_code == 0
+    before = (out / "fold1" / "manifest.json").read_text()
+    again = _prepare(raw_dir, out, "--folds", "1,2")
+    assert again.exit_code == 0 and "nothing to do" in again.stdout
+    assert (out / "fold1" / "manifest.json").read_text() == before
+    forced = _prepare(raw_dir, out, "--folds", "1", "--force", "--json")
+    assert [r["status"] for r in json.loads(forced.stdout)["folds"]] == ["prepared"]
+    # Same bytes, new mtime: the sha256 decides, nothing to do.
+    images = raw_dir / "Fold 2" / "images" / "fold2" / "images.npy"
+    images.write_bytes(images.read_bytes())
+    same = _prepare(raw_dir, out, "--folds", "2", "--json")
+    assert [r["status"] for r in json.loads(same.stdout)["folds"]] == ["up to date"]
+    # Changed content: re-prepared.
+    arr = np.load(images)
+    arr[0, 0, 0, 0] = 255 - arr[0, 0, 0, 0]
+    np.save(images, arr)
+    changed = _prepare(raw_dir, out, "--folds", "2", "--json")
+    assert [r["status"] for r in json.loads(changed.stdout)["folds"]] == ["prepared"]
+
+
+def test_flat_and_official_layouts_give_the_same_store(raw_master, tmp_path):
+    flat = tmp_path / "flat"
+    for fold in (1, 2, 3):
+        base = raw_master / f"Fold {fold}"
+        write_flat_fold(
+            flat,
+            fold,
+            np.load(base / "images" / f"fold{fold}" / "images.npy"),
+            np.load(base / "masks" / f"fold{fold}" / "masks.npy"),
+            np.load(base / "images" / f"fold{fold}" / "types.npy"),
+        )
+    assert _prepare(raw_master, tmp_path / "a", "--folds", "3").exit_code == 0
+    assert _prepare(flat, tmp_path / "b", "--folds", "3").exit_code == 0
+    for name in ("images", "inst", "types", "hv"):
+        a = np.load(tmp_path / "a" / "fold3" / f"{name}.npy")
+        assert np.array_equal(a, np.load(tmp_path / "b" / "fold3" / f"{name}.npy"))
+
+
+def _fold1(raw: Path) -> tuple[Path, Path, Path]:
+    images = raw / "Fold 1" / "images" / "fold1"
+    return (
+        images / "images.npy",
+        raw / "Fold 1" / "masks" / "fold1" / "masks.npy",
+        images / "types.npy",
+    )
+
+
+def _five_channels(raw):
+    _, masks, _ = _fold1(raw)
+    np.save(masks, np.load(masks)[..., :5])
+    return masks, "5 channels"
+
+
+def _nan_image(raw):
+    images, _, _ = _fold1(raw)
+    arr = np.load(images)
+    arr[3, 10, 10, 1] = np.nan
+    np.save(images, arr)
+    return images, "NaN or inf in image of tile 3"
+
+
+def _types_length(raw):
+    _, _, types = _fold1(raw)
+    np.save(types, np.load(types)[:-1])
+    return types, "5 tissue names for 6 images"
+
+
+def _truncated(raw):
+    _, masks, _ = _fold1(raw)
+    data = masks.read_bytes()
+    masks.write_bytes(data[: len(data) // 2])
+    return masks, "truncated"
+
+
+def _missing_fold(raw):
+    import shutil
+
+    shutil.rmtree(raw / "Fold 2")
+    return raw, "fold 2 not found"
+
+
+def _int8_images(raw):
+    images, _, _ = _fold1(raw)
+    np.save(images, np.load(images).astype(np.int8))
+    return images, "int8"
+
+
+def _unknown_tissue(raw):
+    _, _, types = _fold1(raw)
+    names = np.load(types).astype("<U20")
+    names[2] = "Brain"
+    np.save(types, names)
+    return types, "unknown tissue name 'Brain'"
+
+
+@pytest.mark.parametrize(
+    "corrupt",
+    [
+        _five_channels,
+        _nan_image,
+        _types_length,
+        _truncated,
+        _missing_fold,
+        _int8_images,
+        _unknown_tissue,
+    ],
+)
+def test_bad_input_exits_3_with_one_line_and_no_complete_looking_output(raw_dir, tmp_path, corrupt):
+    path, problem = corrupt(raw_dir)
+    out = tmp_path / "store"
+    result = _prepare(raw_dir, out)
+    assert result.exit_code == 3, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert str(path) in lines[0] and problem in lines[0]
+    # Fold 1 (or 2) is bad: no fold folder may look complete, no staging folder may remain.
+    assert store_folds(out) == []
+    if out.exists():
+        assert not list(out.glob(".fold*"))
+
+
+def test_failure_in_a_later_fold_keeps_earlier_complete_folds_only(raw_dir, tmp_path):
+    images = raw_dir / "Fold 3" / "images" / "fold3" / "images.npy"
+    arr = np.load(images)
+    arr[5, 0, 0, 0] = np.inf  # found only while converting fold 3's last chunk
+    np.save(images, arr)
+    out = tmp_path / "store"
+    result = _prepare(raw_dir, out, "--chunk", "2")
+    assert result.exit_code == 3 and "tile 5" in result.stderr
+    assert store_folds(out) == [1, 2]
+    assert not (out / "fold3").exists() and not list(out.glob(".fold3.*"))
+    assert sorted(json.loads((out / "manifest.json").read_text())["folds"]) == ["1", "2"]
+
+
+def test_bad_folds_option(raw_dir, tmp_path):
+    result = _prepare(raw_dir, tmp_path / "s", "--folds", "x")
+    assert result.exit_code == 2 and "--folds" in result.stderr

@@ -1,0 +1,87 @@
+"""The generated PanNuke-like dataset: layout, determinism, realism checks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from cellbench.cli.app import app
+from cellbench.data.families import TISSUES
+from cellbench.data.pannuke import open_raw_fold
+from cellbench.data.synth import STYLES, synth, synth_tile, tissue_profile
+
+
+def test_raw_layout_dtypes_and_ranges(raw_master):
+    raw = open_raw_fold(raw_master, 1)
+    assert raw.files.layout == "official"
+    assert raw.images.dtype == np.float64 and raw.images.shape == (6, 64, 64, 3)
+    assert raw.masks.dtype == np.float64 and raw.masks.shape == (6, 64, 64, 6)
+    assert raw.images.min() >= 0 and raw.images.max() <= 255
+    nucleus = (raw.masks[..., :5] > 0).any(-1)
+    assert ((raw.masks[..., 5] == 1) == ~nucleus).all()  # background channel consistent
+
+
+def test_same_seed_same_bytes_other_seed_differs(tmp_path):
+    for name, seed in (("a", 3), ("b", 3), ("c", 4)):
+        synth(tmp_path / name, folds=1, tiles=2, seed=seed, size=32, layout="flat")
+    a, b, c = (np.load(tmp_path / n / "fold1" / "images.npy") for n in "abc")
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+def test_all_tissues_in_a_fold_of_19_tiles(tmp_path):
+    synth(tmp_path / "d", folds=1, tiles=19, seed=0, size=16, layout="flat")
+    assert sorted(np.load(tmp_path / "d" / "fold1" / "types.npy").tolist()) == sorted(TISSUES)
+
+
+def test_nucleus_types_differ_in_size_and_stain():
+    areas = {k: [] for k in range(5)}
+    darkness = {k: [] for k in range(5)}
+    for i in range(12):
+        image, masks = synth_tile(np.random.default_rng(i), "Colon", 256)
+        grey = image.mean(-1)
+        for k in range(5):
+            ids = np.unique(masks[..., k][masks[..., k] > 0])
+            for j in ids:
+                m = masks[..., k] == j
+                areas[k].append(m.sum())
+                darkness[k].append(255 - grey[m].mean())
+    median = {k: np.median(v) for k, v in areas.items() if v}
+    assert median[0] > median[4] > median[1]  # neoplastic > epithelial > inflammatory
+    assert np.median(darkness[1]) > np.median(darkness[4])  # inflammatory darker than epithelial
+    assert STYLES[2].aspect[1] < 0.5  # connective nuclei are elongated by construction
+
+
+def test_type_mix_depends_on_tissue():
+    assert not np.allclose(tissue_profile("Lung").mix, tissue_profile("Breast").mix)
+
+
+def test_empty_tiles_exist():
+    image, masks = synth_tile(np.random.default_rng(0), "Skin", 64, empty=True)
+    assert masks[..., :5].max() == 0 and (masks[..., 5] == 1).all()
+
+
+def test_cli_refuses_to_overwrite_without_force(tmp_path):
+    runner = CliRunner()
+    args = [
+        "data",
+        "synth",
+        "--out",
+        str(tmp_path / "s"),
+        "--folds",
+        "1",
+        "--tiles",
+        "1",
+        "--size",
+        "32",
+    ]
+    assert runner.invoke(app, args).exit_code == 0
+    again = runner.invoke(app, args)
+    assert again.exit_code == 2 and "--force" in again.stderr
+    assert runner.invoke(app, [*args, "--force"]).exit_code == 0
+
+
+@pytest.mark.parametrize("bad", [["--tiles", "0"], ["--layout", "weird"]])
+def test_cli_bad_options(tmp_path, bad):
+    result = CliRunner().invoke(app, ["data", "synth", "--out", str(tmp_path / "x"), *bad])
+    assert result.exit_code == 2

@@ -1,0 +1,197 @@
+"""The training loop: outputs, determinism, checks that stop or warn, early stop, freeze, Ctrl-C."""
+
+from __future__ import annotations
+
+import math
+import signal
+
+import pytest
+import torch
+
+from cellbench.engine.history import read_history
+from cellbench.engine.session import TrainRequest, train
+from cellbench.engine.trainer import Callback
+from cellbench.runs.events import read_events
+
+
+def _train(tmp_path, overrides, name="r", callbacks=()):
+    request = TrainRequest(overrides=overrides, run=name, runs_dir=tmp_path / "runs")
+    return train(request, callbacks=callbacks)
+
+
+def test_run_outputs_follow_the_contract(tmp_path, tiny_overrides):
+    paths, result = _train(tmp_path, tiny_overrides())
+    assert result.status == "completed"
+    assert paths.config.is_file() and paths.metrics.is_file()
+    rows = read_history(paths.history)
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    assert set(rows[0]) == {"epoch", "train_loss", "val_loss", "val_accuracy", "val_macro_f1", "lr"}
+
+    kinds = [e["kind"] for e in read_events(paths.events)]
+    assert kinds[0] == "run_start" and kinds[-1] == "run_end"
+    assert kinds.count("epoch") == 3 and kinds.count("memory") == 3 and "step" in kinds
+    start = read_events(paths.events, "run_start")[0]
+    for key in ("task", "model", "config_hash", "device", "params", "init_fingerprint", "pid"):
+        assert start[key] is not None
+    assert start["resumed"] is False and start["reset"] is None and start["init_from"] is None
+    assert start["baselines"]["random_accuracy"] == pytest.approx(0.25)
+    step = read_events(paths.events, "step")[0]
+    assert {"epoch", "step", "loss", "lr", "samples_per_s"} <= set(step)
+    assert step["step"] % 2 == 0  # log_every=2
+
+    last = torch.load(paths.last_checkpoint, weights_only=True)
+    for key in ("model", "optimizer", "scheduler", "ema", "scaler", "epoch", "global_step", "rng"):
+        assert key in last
+    assert last["epoch"] == 3 and last["classes"] == ["circle", "cross", "square", "triangle"]
+    assert last["task"] == "classify" and last["init_fingerprint"] == start["init_fingerprint"]
+    best = torch.load(paths.best_checkpoint, weights_only=True)
+    assert best["epoch"] == result.best["epoch"]
+    assert result.metrics["baselines"]["majority_accuracy"] == pytest.approx(0.25)
+    assert result.metrics["final"]["epoch"] == 3
+
+
+def test_same_config_gives_the_same_curve(tmp_path, tiny_overrides):
+    # augmentation (random flips) and dropout draw from the global RNG: both must be reseeded
+    extra = ("data.hflip=0.5", "data.vflip=0.5", "model.drop_rate=0.2")
+    a, _ = _train(tmp_path, tiny_overrides(*extra), name="a")
+    b, _ = _train(tmp_path, tiny_overrides(*extra), name="b")
+    assert a.history.read_text() == b.history.read_text()
+    start_a = read_events(a.events, "run_start")[0]
+    start_b = read_events(b.events, "run_start")[0]
+    assert start_a["init_fingerprint"] == start_b["init_fingerprint"]
+
+
+def test_a_worse_epoch_never_overwrites_best(tmp_path, tiny_overrides):
+    # a huge lr makes later epochs worse than the first one
+    paths, result = _train(tmp_path, tiny_overrides("train.lr=0.5", "train.epochs=3"))
+    rows = read_history(paths.history)
+    best_epoch = min(rows, key=lambda r: r["val_loss"])["epoch"]
+    assert result.best["epoch"] == best_epoch
+    assert torch.load(paths.best_checkpoint, weights_only=True)["epoch"] == best_epoch
+
+
+class InjectNaN(Callback):
+    """Poisons one weight at the start of an epoch, as a diverging step would."""
+
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
+    def on_epoch_start(self, trainer, epoch):
+        if epoch == self.epoch:
+            with torch.no_grad():
+                next(trainer.c.model.parameters()).view(-1)[0] = float("nan")
+
+
+def test_non_finite_loss_stops_the_run_and_keeps_last_good_checkpoint(tmp_path, tiny_overrides):
+    paths, result = _train(tmp_path, tiny_overrides("train.epochs=4"), callbacks=[InjectNaN(3)])
+    assert result.status == "failed"
+    assert "non-finite loss" in result.reason and "epoch 3" in result.reason
+    last = torch.load(paths.last_checkpoint, weights_only=True)
+    assert last["epoch"] == 2  # epoch 3 never got a checkpoint
+    assert all(torch.isfinite(t).all() for t in last["model"].values())
+    assert [r["epoch"] for r in read_history(paths.history)] == [1, 2]
+    end = read_events(paths.events, "run_end")[-1]
+    assert end["status"] == "failed"
+    warnings = read_events(paths.events, "warning")
+    assert any(w["check"] == "non_finite" and w["severity"] == "error" for w in warnings)
+
+
+class ScaleHead(Callback):
+    def on_train_start(self, trainer):
+        with torch.no_grad():
+            for p in trainer.c.model.get_classifier().parameters():
+                p.mul_(100)
+
+
+def test_initial_loss_check_fires_on_a_mis_scaled_head(tmp_path, tiny_overrides):
+    paths, _ = _train(tmp_path, tiny_overrides("train.epochs=1"), callbacks=[ScaleHead()])
+    checks = {w["check"]: w for w in read_events(paths.events, "warning")}
+    assert "initial_loss" in checks
+    assert "ln(C)" in checks["initial_loss"]["message"]
+
+
+def test_initial_loss_check_is_quiet_on_a_sane_model(tmp_path, tiny_overrides):
+    paths, _ = _train(tmp_path, tiny_overrides("train.epochs=1"))
+    checks = {w["check"] for w in read_events(paths.events, "warning")}
+    assert "initial_loss" not in checks and "input_range" not in checks
+
+
+def test_input_range_check_flags_unnormalised_pixels(tmp_path, tiny_overrides):
+    # mean 0, std 1/255 turns [0, 1] floats back into 0..255 values
+    std = 1 / 255
+    extra = ("data.mean=[0, 0, 0]", f"data.std=[{std}, {std}, {std}]", "train.epochs=1")
+    paths, _ = _train(tmp_path, tiny_overrides(*extra))
+    warning = next(w for w in read_events(paths.events, "warning") if w["check"] == "input_range")
+    assert "outside" in warning["message"]
+
+
+def test_early_stopping_stops_after_patience(tmp_path, tiny_overrides):
+    # lr 0: nothing ever improves after epoch 1
+    extra = (
+        "train.lr=0",
+        "train.epochs=6",
+        "train.early_stopping.patience=2",
+        "train.scheduler=none",
+    )
+    paths, result = _train(tmp_path, tiny_overrides(*extra))
+    assert result.status == "completed" and "early stopping at epoch 3" in result.reason
+    assert len(read_history(paths.history)) == 3
+
+
+def test_frozen_backbone_epochs_train_only_the_head(tmp_path, tiny_overrides):
+    snapshots = {}
+
+    class Snapshot(Callback):
+        def on_epoch_end(self, trainer, epoch, row):
+            snapshots[epoch] = {k: v.clone() for k, v in trainer.c.model.state_dict().items()}
+
+    extra = ("train.freeze_backbone_epochs=1", "train.epochs=2", "train.weight_decay=0")
+    _train(tmp_path, tiny_overrides(*extra), callbacks=[Snapshot()])
+    first, second = snapshots[1], snapshots[2]
+
+    class Initial(Callback):
+        def on_train_start(self, trainer):
+            snapshots[0] = {k: v.clone() for k, v in trainer.c.model.state_dict().items()}
+
+    _train(tmp_path, tiny_overrides(*extra), name="again", callbacks=[Initial()])
+    init = snapshots[0]
+    assert torch.equal(init["features.0.0.weight"], first["features.0.0.weight"])  # frozen
+    assert not torch.equal(init["fc.weight"], first["fc.weight"])  # the head trained
+    assert not torch.equal(first["features.0.0.weight"], second["features.0.0.weight"])  # thawed
+
+
+def test_mixup_ema_label_smoothing_and_clipping_train(tmp_path, tiny_overrides):
+    extra = (
+        "train.mixup=0.2",
+        "train.cutmix=1.0",
+        "train.label_smoothing=0.1",
+        "train.ema=true",
+        "train.ema_decay=0.9",
+        "train.eval_ema=true",
+        "train.grad_clip=1.0",
+        "train.warmup_epochs=1",
+        "train.layer_decay=0.8",
+        "train.epochs=2",
+        "train.batch_size=10",
+    )
+    paths, result = _train(tmp_path, tiny_overrides(*extra))
+    assert result.status == "completed"
+    last = torch.load(paths.last_checkpoint, weights_only=True)
+    assert last["ema"] is not None and last["ema"].keys() == last["model"].keys()
+    # mixup drops the uneven last batch
+    train_size = read_events(paths.events, "run_start")[0]["train_size"]
+    assert train_size % 10 and last["global_step"] == 2 * (train_size // 10)
+    assert all(math.isfinite(r["train_loss"]) for r in read_history(paths.history))
+
+
+def test_sigint_stops_gracefully(tmp_path, tiny_overrides):
+    class CtrlC(Callback):
+        def on_epoch_start(self, trainer, epoch):
+            if epoch == 2:
+                signal.raise_signal(signal.SIGINT)
+
+    paths, result = _train(tmp_path, tiny_overrides("train.epochs=3"), callbacks=[CtrlC()])
+    assert result.status == "interrupted"
+    assert torch.load(paths.last_checkpoint, weights_only=True)["epoch"] == 1
+    assert read_events(paths.events, "run_end")[-1]["status"] == "interrupted"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
