@@ -28,6 +28,16 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def process_start_time(pid: int) -> float | None:
+    """When ``pid`` started (seconds since the epoch), or None if unknown."""
+    try:
+        import psutil
+
+        return psutil.Process(pid).create_time()
+    except Exception:  # no such process, no permission, or psutil missing
+        return None
+
+
 def read_lock(path: Path) -> dict | None:
     try:
         return json.loads(path.read_text())
@@ -35,14 +45,22 @@ def read_lock(path: Path) -> dict | None:
         return None
 
 
+def holder_alive(info: dict) -> bool:
+    """True when the lock payload ``info`` names a live process."""
+    if info.get("host") != socket.gethostname():
+        return True  # another host's pids cannot be checked: assume it is alive
+    pid = int(info.get("pid", -1))
+    if not pid_alive(pid):
+        return False
+    # A pid can be reused by an unrelated process after a crash: compare start times.
+    recorded, actual = info.get("pid_started"), process_start_time(pid)
+    return recorded is None or actual is None or abs(recorded - actual) < 1.0
+
+
 def lock_holder_alive(path: Path) -> bool:
     """True when ``path`` is a lock held by a live process."""
     info = read_lock(path)
-    if info is None:
-        return False
-    if info.get("host") != socket.gethostname():
-        return True  # another host's pids cannot be checked: assume it is alive
-    return pid_alive(int(info.get("pid", -1)))
+    return info is not None and holder_alive(info)
 
 
 class RunLock:
@@ -53,7 +71,12 @@ class RunLock:
     def _try_create(self) -> bool:
         # Write the payload to a private file, then hard-link it into place: the lock appears
         # atomically with its content, so a reader never sees an empty lock file.
-        payload = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
+        payload = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "since": time.time(),
+            "pid_started": process_start_time(os.getpid()),
+        }
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(payload))
         try:
@@ -74,8 +97,12 @@ class RunLock:
             # lock and then remove each other's fresh one.
             with open(self.path.with_name(f".{self.path.name}.guard"), "a") as guard:
                 fcntl.flock(guard, fcntl.LOCK_EX)
+                # decide on this one reading: reading the file again could see a lock that a
+                # new holder linked meanwhile and delete it while that holder is alive
                 info = read_lock(self.path)
-                if info is not None and lock_holder_alive(self.path):
+                if info is None:
+                    continue  # released meanwhile (or not readable yet): try to create again
+                if holder_alive(info):
                     raise RunConflict(
                         f"{self.path.parent}: locked by pid {info.get('pid')} on "
                         f"{info.get('host')} (another cellbench process is writing this run)"

@@ -18,14 +18,19 @@ runner = CliRunner()
 HEAVY = ("torch", "timm", "torchvision", "datasets")
 
 
-def _group_names():
+def _command_paths():
+    """Every command and group below the root, e.g. ["data"], ["data", "synth"], ["train"]."""
     import typer.main
 
-    command = typer.main.get_command(app)
-    return sorted(name for name, cmd in command.commands.items() if hasattr(cmd, "commands"))
+    def walk(command, prefix):
+        for name, sub in getattr(command, "commands", {}).items():
+            yield [*prefix, name]
+            yield from walk(sub, [*prefix, name])
+
+    return list(walk(typer.main.get_command(app), []))
 
 
-@pytest.mark.parametrize("args", [["--help"], *[[g, "--help"] for g in _group_names()]])
+@pytest.mark.parametrize("args", [["--help"], *[[*p, "--help"] for p in _command_paths()]])
 def test_help_does_not_import_heavy_modules(args):
     code = (
         "import sys\n"

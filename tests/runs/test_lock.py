@@ -60,3 +60,55 @@ def test_release_does_not_remove_someone_elses_lock(tmp_path):
     path.write_text(json.dumps({"pid": 1, "host": "x"}))  # taken over meanwhile
     lock.release()
     assert path.exists()
+
+
+def test_lock_is_exclusive_under_contention(tmp_path):
+    # Four processes take and release the lock in a tight loop. While holding it, each creates an
+    # O_EXCL marker file: a second holder at the same time fails to create it and counts a clash.
+    script = """
+import os, sys, time
+from cellbench.errors import RunConflict
+from cellbench.runs.lock import RunLock
+lock_path, marker = sys.argv[1], sys.argv[2]
+clashes = held = 0
+deadline = time.time() + 2.0
+while time.time() < deadline:
+    try:
+        lock = RunLock(lock_path).acquire()
+    except RunConflict:
+        continue
+    held += 1
+    try:
+        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        clashes += 1
+    else:
+        os.close(fd)
+        os.unlink(marker)
+    lock.release()
+print(clashes, held)
+"""
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, str(tmp_path / "lock"), str(tmp_path / "marker")],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    results = [tuple(map(int, p.communicate(timeout=60)[0].split())) for p in procs]
+    assert sum(c for c, _ in results) == 0
+    assert sum(h for _, h in results) > 20  # the lock really changed hands many times
+
+
+def test_lock_of_a_reused_pid_is_stale(tmp_path):
+    # A crashed writer's pid now belongs to another process (here: ourselves, started earlier
+    # than the lock says): the start time differs, so the lock is taken over.
+    import socket
+
+    path = tmp_path / "lock"
+    path.write_text(
+        json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "pid_started": 1.0})
+    )
+    with RunLock(path):
+        assert read_lock(path)["pid_started"] != 1.0
