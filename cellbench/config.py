@@ -29,7 +29,7 @@ PROFILES_DIR = Path(__file__).parent / "profiles"
 TASKS = ("classify", "organ", "nuclei")
 
 
-def _choices(*values: str) -> dict:
+def _choices(*values: str | int) -> dict:
     return {"choices": values}
 
 
@@ -63,7 +63,7 @@ class DataConfig:
     randaugment: int = 0
     random_erasing: float = 0.0
     # nuclei / organ tasks: PanNuke protocol split (1..3) and organ family selection
-    split: int = 1
+    split: int = field(default=1, metadata=_choices(1, 2, 3))
     family: str | None = None
     families: dict[str, list[str]] | None = None  # None: the DESIGN.md defaults
 
@@ -214,6 +214,12 @@ def _check_value(key: str, value: Any, tp: Any) -> Any:
         (item_tp,) = typing.get_args(tp)
         if not isinstance(value, list | tuple):
             raise _ConfigValueError(key, f"{key}: expected a list, got {value!r}")
+        if item_tp is str:
+            # class names like 0, 1, 2 arrive from YAML as numbers: they are names here
+            value = [
+                str(v) if isinstance(v, int | float) and not isinstance(v, bool) else v
+                for v in value
+            ]
         return [_check_value(f"{key}[{i}]", v, item_tp) for i, v in enumerate(value)]
     if origin is dict:
         key_tp, val_tp = typing.get_args(tp)
@@ -269,7 +275,10 @@ def _merge(obj: Any, data: dict[str, Any], prefix: str = "") -> None:
             checked = {**current, **checked}  # mappings layer key by key
         choices = fields[name].metadata.get("choices")
         if choices and checked not in choices:
-            raise _ConfigValueError(key, f"{key}: '{checked}' is not one of {', '.join(choices)}")
+            close = difflib.get_close_matches(str(checked), [str(c) for c in choices], n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            listed = ", ".join(map(str, choices))
+            raise _ConfigValueError(key, f"{key}: '{checked}' is not one of {listed}{hint}")
         setattr(obj, name, checked)
 
 
@@ -343,14 +352,26 @@ def parse_override(text: str) -> tuple[str, Any]:
         tp = _field_type(key)
     except _ConfigValueError as exc:
         raise UsageError(f"--set {text}: {exc}") from exc
-    if tp is str:
-        value: Any = raw
+    if _is_text(tp):
+        # keep text as typed ("001", "on", "1e-3" stay strings); null still means None
+        value: Any = None if raw.strip() in ("null", "~") and tp is not str else raw
     else:
         try:
             value = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError as exc:
             raise UsageError(f"--set {text}: cannot parse value '{raw}'") from exc
     return key, value
+
+
+def _is_text(tp: Any) -> bool:
+    """str or ``str | None``."""
+    if tp is str:
+        return True
+    args = typing.get_args(tp)
+    return typing.get_origin(tp) in (typing.Union, types.UnionType) and set(args) == {
+        str,
+        type(None),
+    }
 
 
 def _nest(key: str, value: Any) -> dict[str, Any]:

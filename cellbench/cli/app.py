@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from typer.core import TyperGroup
 
 from cellbench import __version__
@@ -23,6 +24,10 @@ from cellbench.cli.train import train_command
 from cellbench.errors import CellbenchError, ExitCode
 
 
+def _print_error(message: str) -> None:
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
 class CellbenchGroup(TyperGroup):
     """Turns cellbench errors into one stderr line and the documented exit code."""
 
@@ -30,8 +35,14 @@ class CellbenchGroup(TyperGroup):
         try:
             return super().invoke(ctx)
         except CellbenchError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            _print_error(str(exc))
             raise typer.Exit(int(exc.exit_code)) from None
+        except OSError as exc:
+            # a file system refusal we did not foresee (a file where a folder was expected, a full
+            # disk, no permission): still one line naming the file, as bad input
+            where = f"{exc.filename}: " if exc.filename else ""
+            _print_error(f"{where}{exc.strerror or exc}")
+            raise typer.Exit(int(ExitCode.BAD_INPUT)) from None
         except KeyboardInterrupt:
             err_console.print("[yellow]interrupted[/]")
             raise typer.Exit(int(ExitCode.INTERRUPTED)) from None

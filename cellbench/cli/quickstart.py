@@ -92,7 +92,18 @@ def quickstart_command(
         ),
         (
             "Generate a classification dataset",
-            ["data", "synth", "--kind", "shapes", "--out", str(shapes), "--tiles", str(images)],
+            # --force only ever replaces a generated shapes dataset, so other sizes can follow
+            [
+                "data",
+                "synth",
+                "--kind",
+                "shapes",
+                "--out",
+                str(shapes),
+                "--tiles",
+                str(images),
+                "--force",
+            ],
         ),
         ("Class balance", ["data", "stats", str(shapes)]),
     ]

@@ -6,6 +6,7 @@ import datetime as dt
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from cellbench.cli.common import (
@@ -133,9 +134,8 @@ def show_run(
             hist.add_row(*(_fmt(e.get(k)) for k in keys))
         console.print(hist)
     for w in warnings:
-        console.print(
-            f"[yellow]{w.get('severity', 'warning')}[/] [{w.get('check')}] {w.get('message')}"
-        )
+        severity, check, message = (str(w.get(k, "-")) for k in ("severity", "check", "message"))
+        console.print(f"[yellow]{escape(severity)}[/] {escape(f'[{check}] {message}')}")
 
 
 def _fmt(value) -> str:

@@ -91,5 +91,5 @@ def summarize(run: RunPaths) -> RunSummary:
         best_value=(best or {}).get("value"),
         started=started,
         duration_s=duration,
-        warnings=sum(1 for e in events if e.get("kind") == "warning"),
+        warnings=sum(1 for e in attempt_events if e.get("kind") == "warning"),
     )

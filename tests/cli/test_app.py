@@ -107,3 +107,31 @@ def test_runs_dir_from_environment(tmp_path):
         app, ["runs", "list", "--json"], env={"CELLBENCH_RUNS_DIR": str(tmp_path)}
     )
     assert json.loads(result.stdout)[0]["name"] == "from-env"
+
+
+def test_unforeseen_os_errors_are_one_line_exit_3(tmp_path):
+    import typer
+
+    from cellbench.cli.app import CellbenchGroup
+
+    probe = typer.Typer(cls=CellbenchGroup)
+
+    @probe.command()
+    def read(path: str) -> None:
+        open(path).read()
+
+    @probe.command()
+    def other() -> None: ...
+
+    result = runner.invoke(probe, ["read", str(tmp_path)])  # a folder where a file is expected
+    assert result.exit_code == 3
+    assert result.stderr.strip() == f"error: {tmp_path}: Is a directory"
+
+
+def test_messages_with_brackets_are_printed_literally(tmp_path):
+    run = RunStore(tmp_path).create("r")
+    with EventWriter(run.events) as w:
+        w.emit("run_start", task="classify")
+        w.emit("warning", check="initial_loss", severity="warning", message="loss [bold]x too high")
+    result = runner.invoke(app, ["runs", "show", "r", "--runs-dir", str(tmp_path)])
+    assert "[initial_loss] loss [bold]x too high" in result.stdout

@@ -43,7 +43,8 @@ def test_quickstart_runs_every_step_and_a_second_run_retrains_from_nothing(tmp_p
     assert (run.eval_dir / "test-best.json").is_file()
     first_start = read_events(run.events, kind="run_start")[-1]
 
-    second = runner.invoke(app, ["quickstart", *SMALL])
+    # again, with another dataset size: the generated data is replaced, the run retrained
+    second = runner.invoke(app, ["quickstart", *SMALL[:-4], "--images", "28", "--epochs", "2"])
     assert second.exit_code == 0, second.output[-3000:]
     assert "clean --run quickstart --all --yes" in second.stdout
     again = RunStore(tmp_path / "runs").resolve("quickstart")
@@ -51,6 +52,7 @@ def test_quickstart_runs_every_step_and_a_second_run_retrains_from_nothing(tmp_p
     starts = read_events(again.events, kind="run_start")
     assert len(starts) == 1  # clean --all removed the first attempt's events
     assert starts[0]["init_fingerprint"] == first_start["init_fingerprint"]  # same seed, same start
+    assert len(list((tmp_path / "data/quickstart/shapes/circle").glob("*.png"))) == 28
     assert summarize(again).status == "completed"
 
 

@@ -145,3 +145,20 @@ def test_saved_config_reloads_identically(tmp_path):
     assert again == config
     assert again.hash() == config.hash()
     assert config_from_dict(config.to_dict()) == config
+
+
+def test_text_fields_keep_what_was_typed_on_the_command_line():
+    config = load_config(overrides=["model.weights=001", "data.family=on", "data.classes=[0, 1]"])
+    assert config.model.weights == "001"
+    assert config.data.family == "on"
+    assert config.data.classes == ["0", "1"]
+    assert load_config(overrides=["model.weights=null"]).model.weights is None
+
+
+def test_bad_choice_gets_a_did_you_mean_and_split_is_checked():
+    with pytest.raises(
+        UsageError, match="'clasify' is not one of .* \\(did you mean 'classify'\\?\\)"
+    ):
+        load_config(overrides=["task=clasify"])
+    with pytest.raises(UsageError, match="data.split: '7' is not one of 1, 2, 3"):
+        load_config(overrides=["data.split=7"])

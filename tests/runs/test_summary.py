@@ -57,6 +57,7 @@ def test_resume_continues_epochs_and_fresh_start_resets_them(tmp_path):
         w.emit("run_end", status="completed")
     assert (summarize(run).status, summarize(run).epochs) == ("completed", 2)
     with EventWriter(run.events) as w:
+        w.emit("warning", check="no_decrease", severity="warning", message="old attempt")
         w.emit("run_start", resumed=False, reset={"removed": ["checkpoints/last.pt"]})
     s = summarize(run)
-    assert (s.status, s.epochs) == ("crashed", 0)
+    assert (s.status, s.epochs, s.warnings) == ("crashed", 0, 0)
