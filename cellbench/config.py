@@ -83,7 +83,8 @@ class EarlyStoppingConfig:
     patience: int | None = None  # None: off
     min_delta: float = 0.0
     monitor: str = "val_loss"
-    mode: str = field(default="min", metadata=_choices("min", "max"))
+    # auto: min when the monitored name contains "loss", else max (accuracy, f1...)
+    mode: str = field(default="auto", metadata=_choices("auto", "min", "max"))
 
 
 @dataclass
@@ -120,12 +121,14 @@ class TrainConfig:
     amp: str = field(default="auto", metadata=_choices("auto", "off", "bf16", "fp16"))
     ema: bool = False
     ema_decay: float = 0.9998
+    ema_warmup: bool = True  # timm's EMA decay warmup: the EMA leaves the initial weights early
     eval_ema: bool = False
     grad_clip: float | None = None
     freeze_backbone_epochs: int = 0
     channels_last: bool = False
     compile: bool = False
-    deterministic: bool = True
+    # auto: on for CPU, off for CUDA (faster kernels, cuDNN autotuning); true/false force it
+    deterministic: bool | str = field(default="auto", metadata=_choices("auto", True, False))
     log_every: int = 10  # steps between ``step`` events
     limit_train_batches: int | None = None
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)

@@ -8,7 +8,10 @@ line (stderr) and exits with the class's code. Messages name the file and the pr
 
 from __future__ import annotations
 
+import re
 from enum import IntEnum
+
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 
 
 class ExitCode(IntEnum):
@@ -48,3 +51,14 @@ class RunConflict(CellbenchError):
     """The run exists, is locked by a live process, or would be overwritten (exit 4)."""
 
     exit_code = ExitCode.RUN_CONFLICT
+
+
+def one_line(exc: BaseException | str, limit: int = 240) -> str:
+    """The first non-empty line of an exception's text, ANSI escapes stripped, at most ``limit``
+    characters: library errors (torch's weights_only refusal, timm, PIL) span several lines and
+    colour codes, but an error message, a ``run_end`` reason or metrics.json gets one line."""
+    text = _ANSI_ESCAPE.sub("", str(exc))
+    line = next((part.strip() for part in text.splitlines() if part.strip()), "")
+    if not line:
+        line = type(exc).__name__ if isinstance(exc, BaseException) else ""
+    return line if len(line) <= limit else line[: limit - 1].rstrip() + "…"

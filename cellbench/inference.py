@@ -24,9 +24,9 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from cellbench.config import Config, config_from_dict
-from cellbench.engine.checkpoint import load_checkpoint, strip_compile_prefix
-from cellbench.engine.device import resolve_device as engine_device
-from cellbench.errors import BadInputError, UsageError
+from cellbench.engine.checkpoint import load_checkpoint
+from cellbench.engine.device import resolve_device
+from cellbench.errors import BadInputError, UsageError, one_line
 from cellbench.runs.layout import RunPaths
 from cellbench.runs.store import RunStore
 
@@ -69,11 +69,6 @@ class Prediction:
 # --------------------------------------------------------------------------- loading
 
 
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None``/``"auto"``: CUDA when available, else CPU; an unavailable CUDA is exit 2."""
-    return engine_device(str(device) if device is not None else "auto")
-
-
 def checkpoint_file(run: RunPaths, checkpoint: str) -> Path:
     if checkpoint not in CHECKPOINTS:
         raise UsageError(f"--checkpoint {checkpoint}: expected one of {', '.join(CHECKPOINTS)}")
@@ -95,14 +90,6 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return state
 
 
-def _strip_prefixes(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    # ModelEmaV3.state_dict() prefixes keys with "module." (when the whole EMA wrapper is saved);
-    # a torch.compile'd model with "_orig_mod.". Both must load into a plain model.
-    if state_dict and all(k.startswith("module.") for k in state_dict):
-        state_dict = {k[len("module.") :]: v for k, v in state_dict.items()}
-    return strip_compile_prefix(state_dict)
-
-
 def build_model_from_checkpoint(
     state: dict[str, Any], source: Path, use_ema: bool | None = None
 ) -> tuple[torch.nn.Module, Config, bool]:
@@ -111,7 +98,7 @@ def build_model_from_checkpoint(
     ``use_ema=None`` picks the weights the run validated on, as the engine does: the EMA weights
     when ``train.eval_ema`` is on and the checkpoint has them, else the model's.
     """
-    from cellbench.models import create_model  # heavy (timm): only when a model is built
+    from cellbench.models import create_model, strip_prefixes  # heavy (timm): when needed
 
     config = config_from_dict(state["config"], source=f"{source} (saved config)")
     classes = list(state["classes"])
@@ -120,16 +107,16 @@ def build_model_from_checkpoint(
         use_ema = bool(config.train.eval_ema) and ema_state is not None
     if use_ema and ema_state is None:
         raise BadInputError(f"{source}: EMA weights asked for but the checkpoint has none")
-    weights = _strip_prefixes(dict(ema_state if use_ema else state["model"]))
+    # a state saved from a DDP/EMA wrapper or a torch.compile'd model loads into a plain model
+    weights = strip_prefixes(dict(ema_state if use_ema else state["model"]))
     # pretrained=False: the checkpoint holds every weight, so nothing is fetched from a hub
     model_cfg = dataclasses.replace(config.model, pretrained=False, weights=None)
     model = create_model(model_cfg, num_classes=len(classes), in_chans=config.data.in_chans)
     try:
         model.load_state_dict(weights)
     except RuntimeError as exc:
-        first_line = str(exc).strip().splitlines()[0]
         raise BadInputError(
-            f"{source}: weights do not fit model '{model_cfg.name}' ({first_line})"
+            f"{source}: weights do not fit model '{model_cfg.name}' ({one_line(exc)})"
         ) from exc
     model.eval()
     return model, config, bool(use_ema)
@@ -162,7 +149,7 @@ def load_model(
     ``checkpoint``: "best" or "last". ``device``: "cpu", "cuda", "auto". ``use_ema``: None follows
     the run's ``train.eval_ema``.
     """
-    from cellbench.data.classify.dataset import build_eval_transform
+    from cellbench.data.classify.transforms import eval_transform
 
     target = _resolve_run(run, runs_dir)
     run_paths = target if isinstance(target, RunPaths) else None
@@ -176,7 +163,7 @@ def load_model(
     model.requires_grad_(False)  # inference only: no autograd bookkeeping
     return LoadedModel(
         model=model.to(dev),
-        transform=build_eval_transform(config.data),
+        transform=eval_transform(config.data),
         classes=list(state["classes"]),
         config=config,
         device=dev,
@@ -207,7 +194,7 @@ def to_pil(image: ImageInput, name: str | None = None) -> Image.Image:
         except FileNotFoundError as exc:
             raise BadInputError(f"{image}: image not found") from exc
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-            raise BadInputError(f"{image}: cannot read image ({exc})") from exc
+            raise BadInputError(f"{image}: cannot read image ({one_line(exc)})") from exc
     elif isinstance(image, Image.Image):
         pil = image
     elif isinstance(image, np.ndarray):

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -120,8 +121,8 @@ def synth_command(
         print_json(result)
     else:
         console.print(
-            f"Wrote {folds} folds x {tiles} tiles ({size}x{size}) to [bold]{out}[/]. "
-            f"Next: [bold]cellbench data prepare --pannuke {out} --out <store>[/]"
+            f"Wrote {folds} folds x {tiles} tiles ({size}x{size}) to [bold]{escape(str(out))}[/]. "
+            f"Next: [bold]cellbench data prepare --pannuke {escape(str(out))} --out <store>[/]"
         )
 
 
@@ -153,7 +154,8 @@ def _synth_shapes(
     verb = "Wrote" if made.created else "Up to date:"
     console.print(
         f"{verb} {len(made.classes)} classes x {per_class} images ({size}x{size}) in "
-        f"[bold]{out}[/]. Next: [bold]cellbench train --profile demo --data {out}[/]"
+        f"[bold]{escape(str(out))}[/]. "
+        f"Next: [bold]cellbench train --profile demo --data {escape(str(out))}[/]"
     )
 
 
@@ -182,9 +184,11 @@ def prepare_command(
         print_json({"out": str(out), "folds": [r.to_dict() for r in reports]})
         return
     if all(r.status == "up to date" for r in reports):
-        console.print(f"{out}: nothing to do, folds {selected} are up to date (use --force).")
+        console.print(
+            f"{escape(str(out))}: nothing to do, folds {selected} are up to date (use --force)."
+        )
         return
-    table = Table(title=f"Store {out}")
+    table = Table(title=escape(f"Store {out}"))
     columns = ("fold", "status", "tiles", "nuclei", "overlap", "reused", "split", "empty", "time")
     for column in columns:
         table.add_column(column, justify="left" if column == "status" else "right")
@@ -226,7 +230,7 @@ def check_command(
     if json_out:
         print_json(report.to_dict())
     else:
-        table = Table(title=f"data check {path} ({report.kind}, {report.tiles} tiles)")
+        table = Table(title=escape(f"data check {path} ({report.kind}, {report.tiles} tiles)"))
         for column in ("severity", "fold", "check", "message"):
             table.add_column(column, overflow="fold")
         for f in report.findings:
@@ -234,14 +238,14 @@ def check_command(
             table.add_row(
                 f"[{style}]{f.severity}[/]",
                 "-" if f.fold is None else str(f.fold),
-                f.check,
-                f.message,
+                escape(f.check),
+                escape(f.message),
             )
         if report.findings:
             console.print(table)
         verdict = "[green]ok[/]" if report.ok else "[bold red]failed[/]"
         console.print(
-            f"{path}: {verdict} · {report.count('error')} errors, "
+            f"{escape(str(path))}: {verdict} · {report.count('error')} errors, "
             f"{report.count('warning')} warnings, {report.count('info')} notes"
         )
     if not report.ok:
@@ -257,24 +261,22 @@ def _is_nuclei_dataset(path: Path) -> bool:
 
 
 def _class_stats(path: Path, json_out: bool) -> None:
-    try:
-        from cellbench.data.classify.stats import class_counts
-    except ImportError as exc:  # the classification sources are optional at this layer
-        raise BadInputError(f"{path}: not a nuclei dataset ({exc})") from exc
+    from cellbench.data.classify.stats import class_counts
+
     counts = class_counts(path)
     if json_out:
         print_json({"path": str(path), "kind": "classify", "splits": counts})
         return
     splits = list(counts)
     classes = sorted({c for per in counts.values() for c in per})
-    table = Table(title=f"Classes in {path}")
+    table = Table(title=escape(f"Classes in {path}"))
     table.add_column("class")
     for split in splits:
         table.add_column(split, justify="right")
     table.add_column("total", justify="right")
     for c in classes:
         row = [counts[s].get(c, 0) for s in splits]
-        table.add_row(c, *map(str, row), str(sum(row)))
+        table.add_row(escape(c), *map(str, row), str(sum(row)))
     totals = [sum(counts[s].values()) for s in splits]
     table.add_row("[bold]total[/]", *map(str, totals), str(sum(totals)))
     console.print(table)
@@ -287,28 +289,39 @@ def stats_command(
     family: Annotated[
         str | None, typer.Option("--family", help="Only the tiles of this organ family.")
     ] = None,
+    profile: Annotated[
+        str | None,
+        typer.Option(
+            "--profile", help="Use this profile's data.families (for --family and the table)."
+        ),
+    ] = None,
     json_out: JsonOption = False,
 ) -> None:
     """Counts per fold, tissue, family and nucleus type; nucleus sizes (or class counts)."""
     if not _is_nuclei_dataset(path):
-        if family or plot:
-            raise UsageError("--family and --plot apply to nuclei datasets only")
+        if family or plot or profile:
+            raise UsageError("--family, --profile and --plot apply to nuclei datasets only")
         _class_stats(path, json_out)
         return
     from cellbench.data.families import NUCLEUS_TYPES, check_family
     from cellbench.data.stats import dataset_stats, plot_stats
 
+    families = None
+    if profile:
+        from cellbench.config import load_config
+
+        families = load_config(profile=profile).data.families
     if family:
-        check_family(family)
-    stats = dataset_stats(path, family=family)
+        check_family(family, families)
+    stats = dataset_stats(path, families=families, family=family)
     if plot:
         plot_stats(stats, plot)
-        log(f"plot written to {plot}")
+        log(f"plot written to {escape(str(plot))}")
     if json_out:
         print_json(stats.to_dict())
         return
     suffix = f", family {family}" if family else ""
-    folds = Table(title=f"{path} ({stats.kind}{suffix})")
+    folds = Table(title=escape(f"{path} ({stats.kind}{suffix})"))
     for column in ("fold", "tiles", "nuclei", "empty tiles"):
         folds.add_column(column, justify="right")
     for fold, row in stats.folds.items():
@@ -323,7 +336,7 @@ def stats_command(
         table.add_column("tiles", justify="right")
         table.add_column("nuclei", justify="right")
         for name, row in rows.items():
-            table.add_row(name, str(row["tiles"]), str(row["nuclei"]))
+            table.add_row(escape(name), str(row["tiles"]), str(row["nuclei"]))
         console.print(table)
     types = Table(title="Nucleus types (area in pixels)")
     for column in ("type", "nuclei", "mean", "p5", "median", "p95"):

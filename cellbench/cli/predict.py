@@ -1,7 +1,8 @@
 """``cellbench predict --run RUN IMAGE...``: class and probability of each image.
 
-Every image is read before anything is predicted: if one cannot be read, the command exits 3
-naming every unreadable file and prints no partial result (a script never gets half a list).
+Every image is read before the model is loaded: if one cannot be read, the command exits 3 at
+once, naming every unreadable file, and prints no partial result (a script never gets half a
+list).
 """
 
 from __future__ import annotations
@@ -37,8 +38,8 @@ def predict_command(
 
     from cellbench.inference import load_model, predict_many, read_images  # torch: lazily
 
+    pil_images = read_images(images)  # first: a bad path fails before the model is loaded
     loaded = load_model(paths, checkpoint=checkpoint, device=device)
-    pil_images = read_images(images)
     predictions = predict_many(loaded, pil_images, batch_size=batch_size)
     k = min(top, len(loaded.classes))
     if json_out:

@@ -27,8 +27,8 @@ from cellbench.data.pannuke import (
     find_fold,
     read_tissues,
 )
-from cellbench.data.store import ARRAY_DTYPES, array_shapes, fold_dir, is_store, read_json
-from cellbench.data.targets import _global_labels, hv_maps
+from cellbench.data.store import fold_contract, fold_dir, is_store, read_json
+from cellbench.data.targets import global_labels, hv_maps
 from cellbench.errors import BadInputError
 
 SEVERITIES = ("error", "warning", "info")
@@ -246,43 +246,6 @@ def _report_quirks(report: CheckReport, fold: int, path: Path, q: Quirks) -> Non
 # --------------------------------------------------------------------------- store
 
 
-def _open_store_arrays(
-    folder: Path, fold: int, report: CheckReport
-) -> dict[str, np.ndarray] | None:
-    arrays = {}
-    for name, dtype in ARRAY_DTYPES.items():
-        path = folder / f"{name}.npy"
-        try:
-            arr = open_npy(path)
-        except BadInputError as exc:
-            report.add("error", fold, "files", str(exc))
-            return None
-        if arr.dtype != dtype:
-            hint = {
-                "images": " (int8 wraps values above 127)" if arr.dtype == np.int8 else "",
-                "hv": " (HV must be float32 in [-1, 1])",
-            }.get(name, "")
-            report.add("error", fold, "dtype", f"{path}: dtype {arr.dtype}, expected {dtype}{hint}")
-        arrays[name] = arr
-    inst = arrays["inst"]
-    if inst.ndim != 3:
-        report.add(
-            "error", fold, "shape", f"{folder / 'inst.npy'}: shape {inst.shape}, expected (N, H, W)"
-        )
-        return None
-    ok = True
-    for name, shape in array_shapes(*inst.shape).items():
-        if arrays[name].shape != shape:
-            report.add(
-                "error",
-                fold,
-                "shape",
-                f"{folder / (name + '.npy')}: shape {arrays[name].shape}, expected {shape}",
-            )
-            ok = False
-    return arrays if ok else None
-
-
 def _check_store_fold(
     root: Path,
     fold: int,
@@ -292,11 +255,9 @@ def _check_store_fold(
     progress: Progress | None,
 ) -> None:
     folder = fold_dir(root, fold)
-    if not (folder / "manifest.json").is_file():
-        report.add(
-            "error", fold, "incomplete", f"{folder}: no manifest.json (interrupted prepare?)"
-        )
-    arrays = _open_store_arrays(folder, fold, report)
+    arrays, problems = fold_contract(folder)
+    for check, message in problems:
+        report.add("error", fold, check, message)
     if arrays is None:
         return
     n = len(arrays["inst"])
@@ -346,7 +307,7 @@ def _check_store_fold(
         problems["ids"][start:stop] = _per_tile(k, inst < 0)
         empty += int((~_per_tile(k, inst > 0)).sum())
         if (inst >= 0).all():
-            labels, n_labels = _global_labels(inst)
+            labels, n_labels = global_labels(inst)
             fg = labels > 0
             lo = np.full(n_labels + 1, 255, np.int64)
             hi = np.zeros(n_labels + 1, np.int64)

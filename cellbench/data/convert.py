@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from skimage.measure import label as connected_components
 
-from cellbench.data.targets import _global_labels
+from cellbench.data.targets import global_labels
 from cellbench.errors import BadInputError
 
 N_TYPES = 5
@@ -71,7 +71,7 @@ def _check_ids(channels: np.ndarray, path: Path, start: int) -> None:
 
 def count_split_ids(inst: np.ndarray) -> int:
     """Number of nuclei (per tile ids) whose pixels form more than one 8-connected piece."""
-    labels, n_labels = _global_labels(inst)
+    labels, n_labels = global_labels(inst)
     if n_labels == 0:
         return 0
     # Ids are unique across tiles after offsetting, so components never join across tiles.

@@ -85,6 +85,52 @@ def release_rows(array: np.ndarray, start: int, stop: int) -> None:
         mm.madvise(mmap.MADV_DONTNEED, begin, end - begin)
 
 
+class NpyWriter:
+    """Write a .npy file row block by row block, sequentially, without holding it in memory.
+
+    Plain ``write`` calls rather than a writable memory map: nothing counts towards our RSS (the
+    page cache holds the data, not this process) and there are no page faults, which made a
+    memory-mapped writer about twice as slow. Closing checks that every row was written.
+
+        with NpyWriter(path, np.float64, (n, h, w, 3)) as out:
+            out.write(tile[None])
+    """
+
+    def __init__(self, path: Path, dtype, shape: tuple[int, ...]):
+        self.path = Path(path)
+        self.dtype = np.dtype(dtype)
+        self.shape = tuple(shape)
+        self.rows = 0
+        self._fh = open(self.path, "wb")  # noqa: SIM115 (closed in close())
+        header = {
+            "descr": np.lib.format.dtype_to_descr(self.dtype),
+            "fortran_order": False,
+            "shape": self.shape,
+        }
+        np.lib.format.write_array_header_1_0(self._fh, header)
+
+    def write(self, rows: np.ndarray) -> None:
+        rows = np.ascontiguousarray(rows, dtype=self.dtype)
+        if rows.shape[1:] != self.shape[1:] or self.rows + len(rows) > self.shape[0]:
+            raise ValueError(f"{self.path}: rows of shape {rows.shape} do not fit {self.shape}")
+        rows.tofile(self._fh)
+        self.rows += len(rows)
+
+    def close(self) -> None:
+        self._fh.close()
+        if self.rows != self.shape[0]:
+            raise ValueError(f"{self.path}: {self.rows} rows written, expected {self.shape[0]}")
+
+    def __enter__(self) -> NpyWriter:
+        return self
+
+    def __exit__(self, exc_type, *_) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self._fh.close()  # an error is already propagating; the caller discards the file
+
+
 def sha256_file(path: Path, chunk: int = 16 << 20) -> str:
     """Streaming sha256 (bounded memory)."""
     digest = hashlib.sha256()

@@ -85,14 +85,18 @@ class NucleiDataset(Dataset):
         return self._open[fold]
 
     def sample(self, i: int) -> NucleiSample:
-        """The stored arrays of item ``i`` (no augmentation, no normalisation)."""
+        """The stored arrays of item ``i`` (no augmentation, no normalisation).
+
+        Copies, not views of the read-only memory maps: tensors made from them must be writable
+        (torch warns otherwise, and an in-place op would write into a read-only mapping).
+        """
         fold, tile = self.index[i]
         f = self._fold(fold)
         return NucleiSample(
-            image=np.asarray(f.images[tile]),
-            inst=np.asarray(f.inst[tile]),
-            types=np.asarray(f.types[tile]),
-            hv=np.asarray(f.hv[tile]),
+            image=np.array(f.images[tile]),
+            inst=np.array(f.inst[tile]),
+            types=np.array(f.types[tile]),
+            hv=np.array(f.hv[tile]),
         )
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:

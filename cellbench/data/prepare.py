@@ -22,7 +22,7 @@ from cellbench.atomic import atomic_write_json
 from cellbench.data.convert import Quirks, convert_images, convert_masks
 from cellbench.data.families import FOLDS, NUCLEUS_TYPES
 from cellbench.data.npyio import release_rows, sha256_file
-from cellbench.data.pannuke import RawFold, open_raw_fold
+from cellbench.data.pannuke import RawFold, is_raw_dataset, open_raw_fold
 from cellbench.data.records import nucleus_records
 from cellbench.data.staging import staged_dir
 from cellbench.data.store import (
@@ -31,6 +31,7 @@ from cellbench.data.store import (
     STORE_FORMAT_VERSION,
     create_arrays,
     fold_dir,
+    is_store,
     read_json,
     store_folds,
     write_root_manifest,
@@ -206,6 +207,41 @@ def prepare_fold(
     )
 
 
+def _has_store_manifest(path: Path) -> bool:
+    try:
+        return read_json(path).get("format") == STORE_FORMAT
+    except (BadInputError, AttributeError):
+        return False
+
+
+def check_output(out: Path, folds: Sequence[int]) -> None:
+    """Refuse an ``out`` whose contents prepare would replace but did not write.
+
+    Preparing replaces ``out/fold<k>`` and ``out/manifest.json``: that is only safe when they are
+    absent, empty, or a cellbench store's (a raw PanNuke copy has its own ``fold1/masks.npy``).
+    """
+    if out.exists() and not out.is_dir():
+        raise BadInputError(f"{out}: exists and is not a folder")
+    # A store's fold<k>/images.npy looks like the flat raw layout: ask is_store first.
+    if not is_store(out) and is_raw_dataset(out):
+        raise BadInputError(
+            f"{out}: is a raw PanNuke dataset, not a store; choose another --out "
+            "(a new folder or an existing cellbench store)"
+        )
+    manifest = out / "manifest.json"
+    if manifest.exists() and not _has_store_manifest(manifest):
+        raise BadInputError(f"{manifest}: not a cellbench store manifest; refusing to replace it")
+    for fold in folds:
+        folder = fold_dir(out, fold)
+        if not folder.exists() or (folder.is_dir() and not any(folder.iterdir())):
+            continue
+        if not (folder.is_dir() and _has_store_manifest(folder / "manifest.json")):
+            raise BadInputError(
+                f"{folder}: exists and is not a cellbench store fold (no store manifest.json); "
+                "refusing to replace it"
+            )
+
+
 def prepare(
     pannuke: Path,
     out: Path,
@@ -217,11 +253,13 @@ def prepare(
     """Convert the raw folds under ``pannuke`` into the store ``out``.
 
     Every requested fold is opened and its headers validated before anything is written, so a
-    missing fold or a wrong dtype fails fast and leaves the store untouched.
+    missing fold or a wrong dtype fails fast and leaves the store untouched. An ``out`` holding
+    anything but a store is refused (see ``check_output``).
     """
     pannuke, out = Path(pannuke), Path(out)
     if out.resolve() == pannuke.resolve():
         raise BadInputError(f"{out}: output folder must differ from the PanNuke folder")
+    check_output(out, folds)
     raws = [open_raw_fold(pannuke, fold) for fold in folds]
     reports = []
     try:

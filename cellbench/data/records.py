@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cellbench.data.targets import _global_labels
+from cellbench.data.targets import global_labels
 
 
 @dataclass
@@ -38,7 +38,7 @@ def nucleus_records(inst: np.ndarray, types: np.ndarray, tile_offset: int = 0) -
     nucleus has the same type, so this is exact (``check`` reports stores where it is not).
     """
     n = len(inst)
-    labels, n_labels = _global_labels(inst)
+    labels, n_labels = global_labels(inst)
     fg = labels > 0
     lab = labels[fg]
     area = np.bincount(lab, minlength=n_labels + 1)

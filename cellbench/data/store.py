@@ -97,30 +97,62 @@ class StoreFold:
         return fold_dir(self.root, self.fold)
 
 
+def _dtype_hint(name: str, dtype: np.dtype) -> str:
+    """Why a wrong dtype matters, for the message."""
+    if name == "images" and dtype == np.int8:
+        return " (int8 wraps values above 127)"
+    return " (HV must be float32 in [-1, 1])" if name == "hv" else ""
+
+
+def fold_contract(folder: Path) -> tuple[dict[str, np.ndarray] | None, list[tuple[str, str]]]:
+    """Check one fold folder against the store contract: ``(arrays, problems)``.
+
+    ``problems`` are ``(check name, message naming the file)`` in the order they are found:
+    ``incomplete`` (no manifest.json), ``files`` (missing or truncated .npy), ``dtype``,
+    ``shape``. ``arrays`` are the memory-mapped (read-only) arrays, or None when a file cannot be
+    opened or the shapes disagree; a wrong dtype alone leaves them readable so that ``data check``
+    can still look at the values. ``open_fold`` raises on the first problem.
+    """
+    folder = Path(folder)
+    problems: list[tuple[str, str]] = []
+    if not (folder / "manifest.json").is_file():
+        problems.append(
+            ("incomplete", f"{folder}: incomplete fold (no manifest.json); run data prepare again")
+        )
+    arrays = {}
+    for name, dtype in ARRAY_DTYPES.items():
+        path = folder / f"{name}.npy"
+        try:
+            arr = open_npy(path)
+        except BadInputError as exc:
+            problems.append(("files", str(exc)))
+            return None, problems
+        if arr.dtype != dtype:
+            hint = _dtype_hint(name, arr.dtype)
+            problems.append(("dtype", f"{path}: dtype {arr.dtype}, expected {dtype}{hint}"))
+        arrays[name] = arr
+    inst = arrays["inst"]
+    if inst.ndim != 3:
+        problems.append(("shape", f"{folder / 'inst.npy'}: shape {inst.shape}, expected (N, H, W)"))
+        return None, problems
+    shapes_ok = True
+    for name, shape in array_shapes(*inst.shape).items():
+        if arrays[name].shape != shape:
+            path = folder / f"{name}.npy"
+            problems.append(("shape", f"{path}: shape {arrays[name].shape}, expected {shape}"))
+            shapes_ok = False
+    return (arrays if shapes_ok else None), problems
+
+
 def open_fold(root: Path, fold: int) -> StoreFold:
     """Open a store fold, refusing wrong dtypes or shapes with one line naming the file."""
     folder = fold_dir(root, fold)
     if not folder.is_dir():
         raise BadInputError(f"{folder}: fold {fold} not found in store {root}")
-    if not (folder / "manifest.json").is_file():
-        raise BadInputError(f"{folder}: incomplete fold (no manifest.json); run data prepare again")
-    arrays = {}
-    for name, dtype in ARRAY_DTYPES.items():
-        path = folder / f"{name}.npy"
-        arr = open_npy(path)
-        if arr.dtype != dtype:
-            raise BadInputError(f"{path}: dtype {arr.dtype}, expected {dtype}")
-        arrays[name] = arr
-    n, h, w = arrays["inst"].shape if arrays["inst"].ndim == 3 else (None, None, None)
-    if n is None:
-        raise BadInputError(
-            f"{folder / 'inst.npy'}: shape {arrays['inst'].shape}, expected (N,H,W)"
-        )
-    for name, shape in array_shapes(n, h, w).items():
-        if arrays[name].shape != shape:
-            raise BadInputError(
-                f"{folder / (name + '.npy')}: shape {arrays[name].shape}, expected {shape}"
-            )
+    arrays, problems = fold_contract(folder)
+    if problems or arrays is None:
+        raise BadInputError(problems[0][1])
+    n = len(arrays["inst"])
     tissues = read_json(folder / "tissues.json")
     if not isinstance(tissues, list) or len(tissues) != n:
         raise BadInputError(f"{folder / 'tissues.json'}: expected a list of {n} tissue names")

@@ -5,9 +5,10 @@ epoch (last completed, 1-based), global_step, rng, best, config, classes, task, 
 init_fingerprint. The engine adds ``history`` (the per-epoch rows up to this epoch: a resume
 rebuilds history.csv from the checkpoint, so the two can never disagree) and ``early_stopping``.
 
-The dict is serialised once into memory and then written to ``last.pt`` (and ``best.pt`` when the
-monitored metric improved) through temp file + fsync + rename: a crash at any moment leaves the
-previous complete file, never a torn one.
+The dict is serialised once into memory; those bytes go to ``best.pt`` (when the monitored metric
+improved) and then to ``last.pt``, each through temp file + fsync + rename: a crash at any moment
+leaves the previous complete file, never a torn one. ``last.pt`` is written last because it is the
+commit point: a resume starts from it, and ``repair_best`` makes ``best.pt`` agree with it.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from torch import nn
 
 from cellbench.atomic import atomic_write
 from cellbench.errors import BadInputError
+from cellbench.models.weights import torch_load_error
 
 
 def weights_fingerprint(model: nn.Module) -> str:
@@ -44,6 +46,42 @@ def write_checkpoint(path: str | Path, blob: bytes) -> Path:
     return atomic_write(path, lambda fh: fh.write(blob), mode="wb")
 
 
+def write_epoch_checkpoints(blob: bytes, last: Path, best: Path | None = None) -> None:
+    """``best.pt`` first (when given), then ``last.pt``, the commit point.
+
+    A kill between the two leaves ``last.pt`` one epoch behind a ``best.pt`` that the resumed run
+    writes again, identically: never a ``last.pt`` whose best epoch is missing from ``best.pt``.
+    """
+    if best is not None:
+        write_checkpoint(best, blob)
+    write_checkpoint(last, blob)
+
+
+def checkpoint_epoch(path: Path) -> int | None:
+    """The ``epoch`` of a checkpoint file, or None when it is missing or unreadable.
+
+    Memory-mapped: only the small fields are read, not the weights.
+    """
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        return int(state["epoch"])
+    except Exception:  # missing, torn by a crash, foreign: the caller rewrites it
+        return None
+
+
+def repair_best(state: dict[str, Any], last: Path, best: Path) -> bool:
+    """Make ``best.pt`` hold the epoch ``last.pt`` says is best, when that epoch is ``last.pt``'s
+    own and ``best.pt`` disagrees (a run killed between the two writes by an older cellbench, or
+    a ``best.pt`` lost since). Returns True when ``best.pt`` was rewritten."""
+    best_epoch = (state.get("best") or {}).get("epoch")
+    if best_epoch is None or best_epoch != state.get("epoch"):
+        return False
+    if checkpoint_epoch(best) == best_epoch:
+        return False
+    write_checkpoint(best, last.read_bytes())
+    return True
+
+
 def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
     """Load a cellbench checkpoint with ``weights_only=True``; bad files exit 3 naming the file."""
     path = Path(path)
@@ -52,15 +90,7 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # truncated zip, pickle refused by weights_only, not a torch file
-        raise BadInputError(
-            f"{path}: cannot load checkpoint ({type(exc).__name__}: {exc})"
-        ) from exc
+        raise BadInputError(f"{path}: cannot load checkpoint: {torch_load_error(exc)}") from exc
     if not isinstance(payload, dict) or "model" not in payload:
         raise BadInputError(f"{path}: not a cellbench checkpoint (no 'model' state)")
     return payload
-
-
-def strip_compile_prefix(state: dict[str, Any]) -> dict[str, Any]:
-    """State dicts of ``torch.compile``d modules prefix keys with ``_orig_mod.``."""
-    prefix = "_orig_mod."
-    return {k[len(prefix) :] if k.startswith(prefix) else k: v for k, v in state.items()}

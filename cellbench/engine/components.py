@@ -8,7 +8,7 @@ seeded, then the model is created, so the initial weights depend only on ``train
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -21,6 +21,8 @@ from cellbench.engine.optim import build_optimizer, build_scheduler
 from cellbench.engine.seeding import seed_everything, seed_worker
 from cellbench.engine.tasks.base import BatchTransform, Task, TaskData
 from cellbench.errors import BadInputError, UsageError
+from cellbench.models.params import count_parameters
+from cellbench.models.weights import WeightsReport, load_state
 
 
 @dataclass
@@ -42,11 +44,11 @@ class Components:
     train_loader: DataLoader
     val_loader: DataLoader
     train_generator: torch.Generator
-    init_report: dict[str, Any] = field(default_factory=dict)
+    init_report: WeightsReport | None = None  # what ``--init-from`` loaded
 
     @property
     def num_params(self) -> int:
-        return sum(p.numel() for p in self.model.parameters())
+        return count_parameters(self.model)
 
 
 def make_loader(
@@ -58,10 +60,12 @@ def make_loader(
     generator: torch.Generator,
     drop_last: bool = False,
     batch_size: int | None = None,
+    persistent: bool = False,
 ) -> DataLoader:
+    """``persistent`` keeps the workers between epochs. Only for loaders without randomness
+    (validation): training workers are re-created each epoch from the epoch's generator, which is
+    what makes augmentation in workers reproducible across a resume."""
     workers = config.data.num_workers
-    # Not persistent: workers are re-created each epoch from the epoch's generator, which is what
-    # makes augmentation in workers reproducible across a resume.
     return DataLoader(
         dataset,
         batch_size=batch_size or config.train.batch_size,
@@ -71,23 +75,16 @@ def make_loader(
         generator=generator,
         drop_last=drop_last,
         pin_memory=device.type == "cuda",
+        persistent_workers=persistent and workers > 0,
     )
 
 
-def load_matching_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> dict:
-    """Load the tensors of ``state`` whose name and shape fit ``model``; report the rest.
-
-    Used by ``--init-from`` and ``--weights``: a head for a different number of classes is left
-    at its fresh initialisation (and reported) instead of failing the whole load.
-    """
-    own = model.state_dict()
-    fitting = {k: v for k, v in state.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
-    if not fitting:
-        raise BadInputError(f"{source}: none of its weights fit model (different architecture?)")
-    skipped = sorted(set(state) - set(fitting))
-    missing = sorted(set(own) - set(fitting))
-    model.load_state_dict(fitting, strict=False)
-    return {"loaded": len(fitting), "skipped": skipped, "missing": missing}
+def resolve_deterministic(setting: bool | str, device: torch.device) -> bool:
+    """``train.deterministic``: ``auto`` is on for CPU (the same config gives the same curve, at
+    little cost) and off for CUDA (deterministic kernels and no cuDNN autotuning are slower)."""
+    if setting == "auto":
+        return device.type != "cuda"
+    return bool(setting)
 
 
 def build_components(
@@ -118,11 +115,13 @@ def build_components(
             "images, and mixup/cutmix drop the uneven last batch (nothing would be left)"
         )
 
-    seed_everything(train.seed, deterministic=train.deterministic)
+    seed_everything(train.seed, deterministic=resolve_deterministic(train.deterministic, device))
     model = task.build_model(config, data)
-    init_report: dict[str, Any] = {}
+    init_report = None
     if init_state is not None:
-        init_report = load_matching_weights(model, init_state, init_source)
+        # the rule of ``model.weights``: a classifier of another class count is left new and
+        # reported, any other mismatch is refused
+        init_report = load_state(model, init_state, init_source, model_name=config.model.name)
     model.to(device)
     if train.channels_last and device.type == "cuda":
         model.to(memory_format=torch.channels_last)
@@ -134,7 +133,9 @@ def build_components(
     if train.ema:
         from timm.utils import ModelEmaV3
 
-        ema = ModelEmaV3(model, decay=train.ema_decay)
+        # warmup: the decay ramps up over the first steps (timm's schedule); without it the EMA
+        # sits near the weights of the first step for thousands of steps
+        ema = ModelEmaV3(model, decay=train.ema_decay, use_warmup=train.ema_warmup)
     forward_model = model
     if train.compile and device.type == "cuda":
         forward_model = torch.compile(model)
@@ -145,7 +146,9 @@ def build_components(
     train_loader = make_loader(
         data.train, config, device, shuffle=True, generator=train_generator, drop_last=even
     )
-    val_loader = make_loader(data.val, config, device, shuffle=False, generator=val_generator)
+    val_loader = make_loader(
+        data.val, config, device, shuffle=False, generator=val_generator, persistent=True
+    )
     return Components(
         config=config,
         task=task,

@@ -17,7 +17,9 @@ import torch
 from cellbench.errors import UsageError
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str | torch.device | None) -> torch.device:
+    """``None``/``"auto"``: CUDA when available, else CPU; an unavailable CUDA is exit 2."""
+    name = "auto" if name is None else str(name)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:

@@ -1,7 +1,8 @@
 """The monitored metric: which epoch is best (``best.pt``) and when to stop early.
 
 Both read ``train.early_stopping.monitor`` (a history column such as ``val_loss`` or
-``val_accuracy``; a bare metric name like ``accuracy`` means its ``val_`` column) and ``mode``.
+``val_accuracy``; a bare metric name like ``accuracy`` means its ``val_`` column) and ``mode``
+(``auto``: ``min`` for a metric whose name contains "loss", ``max`` for any other).
 ``best.pt`` follows any strict improvement; early stopping counts epochs without an improvement
 larger than ``min_delta`` and stops after ``patience`` of them (``patience: null`` = never).
 Their state is plain numbers, saved in every checkpoint so a resumed run stops at the same epoch.
@@ -26,6 +27,12 @@ def resolve_monitor(name: str, columns: list[str]) -> str:
         f"train.early_stopping.monitor={name}: not a metric of this task "
         f"(available: {', '.join(c for c in columns if c != 'epoch')})"
     )
+
+
+def resolve_mode(mode: str, metric: str) -> str:
+    if mode != "auto":
+        return mode
+    return "min" if "loss" in metric else "max"
 
 
 def _better(value: float, reference: float | None, mode: str, margin: float = 0.0) -> bool:
@@ -56,7 +63,7 @@ class MonitorState:
 class Monitor:
     def __init__(self, config: EarlyStoppingConfig, metric: str):
         self.config = config
-        self.state = MonitorState(metric=metric, mode=config.mode)
+        self.state = MonitorState(metric=metric, mode=resolve_mode(config.mode, metric))
 
     def update(self, epoch: int, value: float) -> bool:
         """Record an epoch's value; True when it is the best so far (write ``best.pt``)."""

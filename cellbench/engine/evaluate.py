@@ -35,13 +35,9 @@ import torch.nn.functional as F
 from cellbench import __version__
 from cellbench.atomic import atomic_write_json, atomic_write_text
 from cellbench.config import Config
+from cellbench.engine.device import resolve_device
 from cellbench.errors import BadInputError, RunConflict, UsageError
-from cellbench.inference import (
-    build_model_from_checkpoint,
-    checkpoint_file,
-    read_checkpoint,
-    resolve_device,
-)
+from cellbench.inference import build_model_from_checkpoint, checkpoint_file, read_checkpoint
 from cellbench.metrics.classification import ClassificationReport, classification_report
 from cellbench.metrics.plots import confusion_figure, save_figure
 from cellbench.runs.events import EventWriter
@@ -167,15 +163,13 @@ def evaluate_run(
     checkpoint: str = "best",
     batch_size: int | None = None,
     device: str | torch.device | None = None,
-    events: EventWriter | None = None,
     on_batch: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``run`` on ``split`` with its ``checkpoint``; write ``eval/`` files and an event.
 
-    ``device`` None: the run's ``train.device`` (``auto`` = CUDA when available). ``events``: a
-    writer the caller already holds (with the run lock), e.g. the engine evaluating at the end of
-    training; without it the run lock is taken briefly to append the event. ``on_batch(done,
-    total)`` reports progress over the split's batches.
+    ``device`` None: the run's ``train.device`` (``auto`` = CUDA when available). The run lock is
+    taken briefly to append the event. ``on_batch(done, total)`` reports progress over the
+    split's batches.
     Raises BadInputError (exit 3) for a missing checkpoint, a split the run does not have, or
     data whose classes no longer match the checkpoint's.
     """
@@ -248,11 +242,6 @@ def evaluate_run(
     stem = f"{split}-{checkpoint}"
     paths = _sample_sources(dataset)
 
-    if events is not None:
-        result["event_written"] = True
-        write_eval_files(run.eval_dir, stem, result, report, probs, labels_np, paths)
-        _emit(events, result)
-        return result
     lock = RunLock(run.lock)
     try:
         lock.acquire()

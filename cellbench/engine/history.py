@@ -29,12 +29,6 @@ class History:
         self.path = Path(path)
         self.rows: list[dict[str, Any]] = [dict(r) for r in rows or []]
 
-    def append(self, row: dict[str, Any]) -> None:
-        if self.rows and row["epoch"] <= self.rows[-1]["epoch"]:
-            raise ValueError(f"history: epoch {row['epoch']} after {self.rows[-1]['epoch']}")
-        self.rows.append(dict(row))
-        self.write()
-
     def columns(self) -> list[str]:
         seen: dict[str, None] = {}
         for row in self.rows:

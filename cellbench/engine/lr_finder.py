@@ -17,8 +17,12 @@ Suggestion rule: the lr of the steepest descent of the smoothed curve, i.e. the 
 still settling) and the minimum of the smoothed curve (beyond it the loss is already rising).
 When that window has fewer than 3 points, the rule falls back to ``min-loss lr / 10``.
 
-The model and the optimizer are restored to their exact states afterwards (weights, buffers,
-optimizer moments and lr), and so are the global RNG states, so a range test leaves no trace.
+Under ``train.amp=fp16`` the steps go through the run's ``GradScaler`` like training steps
+(scaled backward, a step skipped when fp16 gradients overflow, scale update).
+
+The model, the optimizer and the grad scaler are restored to their exact states afterwards
+(weights, buffers, optimizer moments and lr, loss scale), and so are the global RNG states, so a
+range test leaves no trace.
 """
 
 from __future__ import annotations
@@ -123,6 +127,7 @@ def lr_range_test(
     beta: float = 0.98,
     diverge: float = 4.0,
     autocast: Callable[[], Any] | None = None,
+    scaler: torch.amp.GradScaler | None = None,
     batch_transform: Callable | None = None,
     on_step: Callable[[int, float, float], None] | None = None,
 ) -> LRFindResult:
@@ -133,6 +138,7 @@ def lr_range_test(
     device = torch.device(device)
     model_state = copy.deepcopy(model.state_dict())
     optimizer_state = copy.deepcopy(optimizer.state_dict())
+    scaler_state = copy.deepcopy(scaler.state_dict()) if scaler is not None else None
     rng_state = capture_rng()
     was_training = model.training
     lrs: list[float] = []
@@ -154,8 +160,13 @@ def lr_range_test(
             optimizer.zero_grad(set_to_none=True)
             with autocast() if autocast else torch.autocast(device.type, enabled=False):
                 loss = criterion(model(inputs), targets)
-            loss.backward()
-            optimizer.step()
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)  # skipped when the fp16 gradients overflowed
+                scaler.update()
+            else:
+                loss.backward()
+                optimizer.step()
             value = float(loss.detach())
             lrs.append(lr)
             losses.append(value)
@@ -175,6 +186,8 @@ def lr_range_test(
     finally:
         model.load_state_dict(model_state)
         optimizer.load_state_dict(optimizer_state)
+        if scaler is not None:
+            scaler.load_state_dict(scaler_state)
         restore_rng(rng_state)
         model.train(was_training)
     suggestion, min_lr = suggest_lr(lrs, smoothed)

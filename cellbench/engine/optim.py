@@ -12,8 +12,6 @@ epoch): warmup and decay are counted in epochs, and a resumed run lands on exact
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import torch
 from torch import nn
 
@@ -68,11 +66,3 @@ def build_scheduler(optimizer: torch.optim.Optimizer, train: TrainConfig, epochs
 def current_lr(optimizer: torch.optim.Optimizer) -> float:
     """The largest group lr: with layer decay, the head's (the lr the user configured)."""
     return max(float(group["lr"]) for group in optimizer.param_groups)
-
-
-def set_requires_grad(params: Iterable[nn.Parameter], flag: bool) -> int:
-    count = 0
-    for param in params:
-        param.requires_grad_(flag)
-        count += param.numel()
-    return count

@@ -22,6 +22,8 @@ import torch
 
 
 def seed_everything(seed: int, deterministic: bool = True) -> None:
+    """Seed every global RNG and set torch's deterministic mode either way (it is process-wide,
+    so a previous training in the same process must not leave it on or off)."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)  # also seeds every CUDA device
@@ -29,8 +31,9 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
         # cuBLAS needs this workspace setting to be deterministic; it must be set before the
         # first cuBLAS call, which is why it is set here rather than when CUDA is first used.
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    # cuDNN autotuning picks the fastest kernels for the (fixed) input shapes, not reproducibly
+    torch.backends.cudnn.benchmark = not deterministic
 
 
 def epoch_seed(seed: int, epoch: int) -> int:

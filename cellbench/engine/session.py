@@ -7,10 +7,12 @@ Rules (DESIGN.md "Run directory"):
   touched with ``--resume`` (continue from ``last.pt`` with its saved config; config options are
   refused) or ``--fresh`` (delete its checkpoints, history, metrics, eval and LR-finder outputs,
   release memory, start from new weights; its saved config is the base that command-line options
-  override). Anything else exits 4. A run folder that holds only ``lr_find`` outputs has not
-  trained and is trained into directly, its saved config as the base;
+  override). ``--fresh`` builds the new data and model before it deletes anything: a bad path or
+  option exits with the old run intact. Anything else exits 4. A run folder that holds only
+  ``lr_find`` outputs has not trained and is trained into directly, its saved config as the base;
 - ``--init-from RUN`` is the only way weights cross runs: the model weights of RUN's ``best.pt``
-  (loaded where names and shapes fit), recorded in ``run_start.init_from``;
+  (a classifier of another class count is left new, any other mismatch refused; the rule of
+  ``cellbench.models.weights``), recorded in ``run_start.init_from``;
 - the run lock is held from the first change to the folder until ``run_end``.
 """
 
@@ -198,7 +200,8 @@ def train(request: TrainRequest, reporter=None, callbacks: Sequence[Any] = ()):
         init_from, init_state = load_init_weights(store, request.init_from)
 
     def build():
-        return build_components(config, task, init_state=init_state, init_source=init_from or "")
+        source = f"--init-from {init_from}"
+        return build_components(config, task, init_state=init_state, init_source=source)
 
     if existing is None:
         components = build()  # before the folder exists: bad data or model leave no empty run
@@ -214,9 +217,11 @@ def train(request: TrainRequest, reporter=None, callbacks: Sequence[Any] = ()):
             return existing, _fit(
                 existing, config, build(), reporter, callbacks, resume_state=state
             )
+        # the new data and model first: a typo in --set must not cost the old checkpoints
+        components = build()
         reset = fresh_reset(store, existing) if request.fresh else None
         return existing, _fit(
-            existing, config, build(), reporter, callbacks, init_from=init_from, reset=reset
+            existing, config, components, reporter, callbacks, init_from=init_from, reset=reset
         )
 
 
@@ -279,7 +284,9 @@ def lr_find(request: TrainRequest, reporter=None):
     init_from, init_state = None, None
     if request.init_from:
         init_from, init_state = load_init_weights(store, request.init_from)
-    c = build_components(config, task, init_state=init_state, init_source=init_from or "")
+    c = build_components(
+        config, task, init_state=init_state, init_source=f"--init-from {init_from}"
+    )
     paths = existing or _run_for_tool(store, request, config, "")
     settings = config.train.lr_find
     with RunLock(paths.lock):
@@ -300,6 +307,7 @@ def lr_find(request: TrainRequest, reporter=None):
             beta=settings.smoothing,
             diverge=settings.diverge,
             autocast=c.precision.autocast,
+            scaler=c.scaler,
             batch_transform=c.batch_transform,
             on_step=(lambda i, lr, loss: reporter.advance()) if reporter is not None else None,
         )

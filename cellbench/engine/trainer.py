@@ -2,23 +2,29 @@
 
 Per step: move the batch, (mixup), forward under autocast, backward (through the grad scaler
 for fp16), clip, optimizer step, EMA update. Nothing in the step forces a device sync: the loss
-is summed on the device and read back every ``train.log_every`` steps (``step`` event, progress
-bar, non-finite check), as a plain PyTorch loop that logs would. Per epoch: validation (on the EMA
-weights with ``train.eval_ema``), schedule step, ``last.pt`` (+ ``best.pt``), ``history.csv``,
-``epoch`` and ``memory`` events, the epoch-level checks, early stopping.
+(weighted by the batch size, so ``train_loss`` is a per-sample mean like ``val_loss``) and, with
+clipping, the gradient norm are summed on the device and read back every ``train.log_every``
+steps (``step`` event, progress bar, non-finite check), as a plain PyTorch loop that logs would.
+Per epoch: validation (on the EMA weights with ``train.eval_ema``), schedule step, ``best.pt``
+(when improved) then ``last.pt``, ``history.csv``, ``epoch`` and ``memory`` events, the
+epoch-level checks, early stopping.
 
-Ordering makes a kill at any moment recoverable: the checkpoint is written first (it carries the
-history rows), then history.csv, then the ``epoch`` event; ``--resume`` rebuilds history.csv
-from the checkpoint, so rows are never lost or duplicated.
+Ordering makes a kill at any moment recoverable: the checkpoints are written first (they carry
+the history rows), ``last.pt`` last of them (the commit point), then history.csv, then the
+``epoch`` event; ``--resume`` rebuilds history.csv from ``last.pt`` and rewrites ``best.pt`` if it
+disagrees, so rows are never lost or duplicated and ``best.pt`` is the epoch the run reports.
 
 Ctrl-C (SIGINT) sets a flag checked after every step: the loop stops at the next step boundary,
 the partial epoch is discarded (``last.pt`` keeps the last completed epoch, so a resume redoes
-that epoch and stays on the uninterrupted curve), ``run_end`` says ``interrupted``. A second
-Ctrl-C aborts at once.
+that epoch and stays on the uninterrupted curve; interrupted in the first epoch, ``last.pt`` is
+written with the initial state as epoch 0), ``run_end`` says ``interrupted``. A second Ctrl-C
+aborts at once, with the same checkpoint guarantee.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import math
 import os
 import signal
@@ -33,28 +39,27 @@ import torch
 from cellbench import __version__
 from cellbench.engine import checks
 from cellbench.engine.checkpoint import (
+    repair_best,
     serialize,
-    strip_compile_prefix,
     weights_fingerprint,
     write_checkpoint,
+    write_epoch_checkpoints,
 )
 from cellbench.engine.components import Components
 from cellbench.engine.device import describe_device, memory_reading
 from cellbench.engine.early_stopping import Monitor, resolve_monitor
 from cellbench.engine.history import History
-from cellbench.engine.optim import current_lr, set_requires_grad
+from cellbench.engine.optim import current_lr
 from cellbench.engine.report import Reporter
 from cellbench.engine.seeding import capture_rng, epoch_seed, restore_rng
+from cellbench.errors import one_line
 from cellbench.runs.events import EventWriter
 from cellbench.runs.layout import RunPaths
 
-# Test hook: the epoch after which the process parks (sleeps), so a test can SIGKILL a real
-# training at a known point. Never set in normal use.
-PAUSE_AFTER_EPOCH_ENV = "CELLBENCH_TEST_PAUSE_AFTER_EPOCH"
-
 
 class NonFiniteError(Exception):
-    """Raised inside the loop when the loss, gradients or weights stop being finite."""
+    """Raised inside the loop when the loss, the gradient norm or the weights stop being
+    finite."""
 
 
 class Callback:
@@ -65,6 +70,13 @@ class Callback:
     def on_epoch_start(self, trainer: Trainer, epoch: int) -> None: ...
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, row: dict[str, Any]) -> None: ...
+
+
+def _kept(epoch: int) -> str:
+    """What ``last.pt`` holds after an interruption, for the ``run_end`` reason."""
+    if epoch == 0:
+        return "last.pt holds the initial state (epoch 0)"
+    return f"last.pt keeps epoch {epoch}"
 
 
 @dataclass
@@ -115,9 +127,14 @@ class Trainer:
         self.backbone_frozen = False
         self.stop_requested = False
         self.baselines = components.task.baselines(components.data)
-        self.init_fingerprint = weights_fingerprint(components.model)
         self.resumed = resume_state is not None
+        # a resumed run keeps the fingerprint of its first start (hashing the weights is skipped)
+        saved_fingerprint = (resume_state or {}).get("init_fingerprint")
+        self.init_fingerprint = saved_fingerprint or weights_fingerprint(components.model)
         self._resume_rng: dict[str, Any] | None = None
+        # the serialised state before the first step, written as an epoch-0 last.pt only if the
+        # run is interrupted before its first checkpoint; dropped once epoch 1 is saved
+        self._initial_blob: bytes | None = None
         if resume_state is not None:
             self._load_state(resume_state)
 
@@ -125,7 +142,7 @@ class Trainer:
 
     def _load_state(self, state: dict[str, Any]) -> None:
         c = self.c
-        c.model.load_state_dict(strip_compile_prefix(state["model"]))
+        c.model.load_state_dict(state["model"])
         c.optimizer.load_state_dict(state["optimizer"])
         if c.scheduler is not None and state.get("scheduler") is not None:
             c.scheduler.load_state_dict(state["scheduler"])
@@ -139,13 +156,14 @@ class Trainer:
         self.history.write()  # drop rows written after this checkpoint (a kill between the two)
         if state.get("early_stopping"):
             self.monitor.load_state_dict(state["early_stopping"])
-        self.init_fingerprint = state.get("init_fingerprint") or self.init_fingerprint
         self._resume_rng = state["rng"]
+        if repair_best(state, self.paths.last_checkpoint, self.paths.best_checkpoint):
+            self.reporter.message(f"best.pt rewritten from last.pt (epoch {state['epoch']})")
 
     def checkpoint_payload(self, epoch: int) -> dict[str, Any]:
         c = self.c
         return {
-            "model": strip_compile_prefix(c.model.state_dict()),
+            "model": c.model.state_dict(),  # the plain module: no torch.compile key prefix
             "optimizer": c.optimizer.state_dict(),
             "scheduler": c.scheduler.state_dict() if c.scheduler is not None else None,
             "ema": c.ema.module.state_dict() if c.ema is not None else None,
@@ -204,8 +222,8 @@ class Trainer:
             "monitor": self.monitor.state.metric,
             "baselines": self.baselines,
         }
-        if c.init_report:
-            info["init_report"] = c.init_report
+        if c.init_report is not None:
+            info["init_report"] = dataclasses.asdict(c.init_report)
         self.events.emit("run_start", **info)
         self.reporter.run_start(
             {
@@ -235,12 +253,8 @@ class Trainer:
         report = getattr(c.model, "weights_report", None)
         if report is not None and not self.resumed:
             found += [checks.Finding("weights", "info", line) for line in report.messages()]
-        if c.init_report and not self.resumed:
-            r = c.init_report
-            message = f"--init-from {self.init_from}: loaded {r['loaded']} tensors"
-            if r["skipped"] or r["missing"]:
-                message += f"; not fitting this model (left new): {', '.join(r['missing'][:5])}"
-            found.append(checks.Finding("init_from", "info", message))
+        if c.init_report is not None and not self.resumed:
+            found += [checks.Finding("init_from", "info", m) for m in c.init_report.messages()]
         return found
 
     # ------------------------------------------------------------------ loop
@@ -256,17 +270,25 @@ class Trainer:
                 callback.on_train_start(self)
             if self._resume_rng is not None:
                 restore_rng(self._resume_rng)  # last: nothing after this may draw random numbers
+            if self.start_epoch == 0:
+                # captured after the RNG is final, so a resume from it replays epoch 1 exactly
+                self._initial_blob = serialize(self.checkpoint_payload(0))
             status, reason = self._loop()
         except NonFiniteError as exc:
             status, reason = "failed", str(exc)
         except KeyboardInterrupt:
-            status, reason = "interrupted", "aborted by a second Ctrl-C"
+            saved = self.history.rows[-1]["epoch"] if self.history.rows else 0
+            status, reason = "interrupted", f"aborted by a second Ctrl-C; {_kept(saved)}"
         except BaseException as exc:
-            self._finish("failed", f"{type(exc).__name__}: {exc}")
+            self._finish("failed", f"{type(exc).__name__}: {one_line(exc)}")
             raise
         finally:
             self._restore_sigint(previous_handler)
             self.reporter.close()
+        if status == "interrupted" and self._initial_blob is not None:
+            # stopped inside epoch 1: the initial state, so ``--resume`` has a start to go from
+            write_checkpoint(self.paths.last_checkpoint, self._initial_blob)
+            self._initial_blob = None
         return self._finish(status, reason)
 
     def _loop(self) -> tuple[str, str]:
@@ -278,10 +300,10 @@ class Trainer:
             started = time.perf_counter()
             train_loss = self._train_epoch(epoch)
             if train_loss is None:
-                return "interrupted", f"Ctrl-C during epoch {number}; last.pt keeps epoch {epoch}"
+                return "interrupted", f"Ctrl-C during epoch {number}; {_kept(epoch)}"
             val = self._validate()
             if val is None:
-                return "interrupted", f"Ctrl-C during epoch {number}; last.pt keeps epoch {epoch}"
+                return "interrupted", f"Ctrl-C during epoch {number}; {_kept(epoch)}"
             self._check_weights_finite(number)
             lr = current_lr(self.c.optimizer)  # the lr this epoch trained with
             if self.c.scheduler is not None:
@@ -291,10 +313,10 @@ class Trainer:
             row["lr"] = lr
             improved = self.monitor.update(number, row[self.monitor.state.metric])
             self.history.rows.append(row)  # in the checkpoint first, then in history.csv
-            blob = serialize(self.checkpoint_payload(number))
-            write_checkpoint(self.paths.last_checkpoint, blob)
-            if improved:
-                write_checkpoint(self.paths.best_checkpoint, blob)
+            blob = serialize(self.checkpoint_payload(number))  # once, for both files
+            best_path = self.paths.best_checkpoint if improved else None
+            write_epoch_checkpoints(blob, self.paths.last_checkpoint, best_path)
+            self._initial_blob = None
             self.history.write()
             elapsed = time.perf_counter() - started
             best = self.monitor.state.best()
@@ -312,8 +334,6 @@ class Trainer:
             self._epoch_checks(row)
             for callback in self.callbacks:
                 callback.on_epoch_end(self, number, row)
-            if os.environ.get(PAUSE_AFTER_EPOCH_ENV) == str(number):
-                time.sleep(600)
             if self.monitor.should_stop():
                 s = self.monitor.state
                 return "completed", (
@@ -321,13 +341,13 @@ class Trainer:
                     f"{self.config.train.early_stopping.min_delta:g} for {s.bad_epochs} epochs"
                 )
             if self.stop_requested:
-                return "interrupted", f"Ctrl-C after epoch {number}; last.pt keeps epoch {number}"
+                return "interrupted", f"Ctrl-C after epoch {number}; {_kept(number)}"
         return "completed", f"{self.epochs} epochs"
 
     def _set_backbone_frozen(self, frozen: bool) -> None:
         if frozen == self.backbone_frozen:
             return
-        count = set_requires_grad(self.c.task.backbone_parameters(self.c.model), not frozen)
+        count = self.c.task.set_backbone_trainable(self.c.model, not frozen)
         self.backbone_frozen = frozen
         state = "frozen" if frozen else "unfrozen"
         self.reporter.message(f"backbone {state} ({count:,} parameters)")
@@ -342,19 +362,23 @@ class Trainer:
         steps = len(c.train_loader) if limit is None else min(limit, len(c.train_loader))
         self.reporter.epoch_start(epoch + 1, self.epochs, steps)
         check_first = epoch == 0 and not self.resumed
-        loss_sum = torch.zeros((), device=c.device)
-        synced_sum, synced_batches = 0.0, 0
-        batches, window_samples, window_start = 0, 0, time.perf_counter()
+        # device-side sums, read at the sync points only: sum of per-sample losses (batch mean x
+        # batch size) and, with clipping, of gradient norms (a non-finite one poisons it)
+        loss_sum = torch.zeros((), dtype=torch.float64, device=c.device)
+        norm_sum = torch.zeros((), dtype=torch.float64, device=c.device)
+        synced_loss, synced_samples = 0.0, 0
+        samples, window_samples, window_start = 0, 0, time.perf_counter()
         channels_last = t.channels_last and c.device.type == "cuda"
-        params = [p for p in c.model.parameters()]
-        for inputs, targets in c.train_loader:
-            if batches == steps:
-                break
+        params = list(c.model.parameters())
+        # islice stops before fetching a batch past the limit
+        for index, (inputs, targets) in enumerate(itertools.islice(c.train_loader, steps)):
+            first = index == 0
             inputs = inputs.to(c.device, non_blocking=True)
             targets = targets.to(c.device, non_blocking=True)
+            n = inputs.shape[0]
             if channels_last:
                 inputs = inputs.contiguous(memory_format=torch.channels_last)
-            if check_first and batches == 0:
+            if check_first and first:
                 self.check_log.report(checks.input_range(inputs, self.config.checks))
             if c.batch_transform is not None:
                 inputs, targets = c.batch_transform(inputs, targets)
@@ -372,17 +396,17 @@ class Trainer:
             else:
                 loss.backward()
                 if t.grad_clip:
-                    norm = torch.nn.utils.clip_grad_norm_(params, t.grad_clip)
-                    loss_sum += norm * 0  # a non-finite gradient norm poisons the running sum
+                    # summed here only: under the scaler an overflowed norm is normal (step skipped)
+                    norm_sum += torch.nn.utils.clip_grad_norm_(params, t.grad_clip)
                 c.optimizer.step()
             if c.ema is not None:
                 c.ema.update(c.model, step=self.global_step + 1)
             self.global_step += 1
-            batches += 1
-            window_samples += inputs.shape[0]
-            loss_sum += loss.detach()
+            samples += n
+            window_samples += n
+            loss_sum += loss.detach() * n
             self.reporter.advance()
-            if check_first and batches == 1:
+            if check_first and first:
                 self.check_log.report(
                     checks.initial_loss(
                         float(loss.detach()),
@@ -391,10 +415,9 @@ class Trainer:
                     )
                 )
             if self.global_step % self.log_every == 0:
-                total = float(loss_sum)  # the sync point
-                self._raise_if_non_finite(total, "loss", epoch + 1)
+                total = self._read_sums(loss_sum, norm_sum, epoch + 1)  # the sync point
                 now = time.perf_counter()
-                window_loss = (total - synced_sum) / max(batches - synced_batches, 1)
+                window_loss = (total - synced_loss) / max(samples - synced_samples, 1)
                 rate = window_samples / max(now - window_start, 1e-9)
                 lr = current_lr(c.optimizer)
                 self.events.emit(
@@ -406,13 +429,18 @@ class Trainer:
                     samples_per_s=rate,
                 )
                 self.reporter.step_stats(window_loss, lr, rate)
-                synced_sum, synced_batches = total, batches
+                synced_loss, synced_samples = total, samples
                 window_samples, window_start = 0, now
             if self.stop_requested:
                 return None
-        total = float(loss_sum)
-        self._raise_if_non_finite(total, "loss or gradient norm", epoch + 1)
-        return total / max(batches, 1)
+        return self._read_sums(loss_sum, norm_sum, epoch + 1) / max(samples, 1)
+
+    def _read_sums(self, loss_sum: torch.Tensor, norm_sum: torch.Tensor, epoch: int) -> float:
+        """One device sync for both sums; the loss sum, after the non-finite checks."""
+        total, norms = torch.stack([loss_sum, norm_sum]).tolist()
+        self._raise_if_non_finite(norms, "gradient norm", epoch)
+        self._raise_if_non_finite(total, "loss", epoch)
+        return total
 
     def _raise_if_non_finite(self, value: float, what: str, epoch: int) -> None:
         if math.isfinite(value):

@@ -15,7 +15,13 @@ from cellbench.models.params import (
     set_backbone_trainable,
 )
 from cellbench.models.simple_cnn import SimpleCNN
-from cellbench.models.weights import WeightsReport, load_weights, read_state_dict
+from cellbench.models.weights import (
+    WeightsReport,
+    load_state,
+    load_weights,
+    read_state_dict,
+    strip_prefixes,
+)
 
 __all__ = [
     "BUILTIN_MODELS",
@@ -28,7 +34,9 @@ __all__ = [
     "create_model",
     "head_parameters",
     "list_models",
+    "load_state",
     "load_weights",
     "read_state_dict",
     "set_backbone_trainable",
+    "strip_prefixes",
 ]

@@ -21,7 +21,7 @@ import timm
 from torch import nn
 
 from cellbench.config import ModelConfig
-from cellbench.errors import BadInputError, UsageError
+from cellbench.errors import BadInputError, UsageError, one_line
 from cellbench.models.hub import offline_hub_if_unreachable
 from cellbench.models.weights import WeightsReport, load_weights
 
@@ -73,7 +73,9 @@ def _create(name: str, num_classes: int, in_chans: int, kwargs: dict, **extra) -
     except (TypeError, ValueError, AssertionError) as exc:
         # a bad model.args entry surfaces as one of these from the model constructor
         args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items()) or "none"
-        raise UsageError(f"model {name}: cannot build with model.args ({args}): {exc}") from exc
+        raise UsageError(
+            f"model {name}: cannot build with model.args ({args}): {one_line(exc)}"
+        ) from exc
 
 
 def create_model(model_cfg: ModelConfig, num_classes: int, in_chans: int = 3) -> nn.Module:
@@ -119,9 +121,8 @@ def _create_timm_file(
     except UsageError:
         raise
     except (RuntimeError, OSError, KeyError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise BadInputError(
-            f"{weights}: timm could not load it into {name}: {first[:240]} "
+            f"{weights}: timm could not load it into {name}: {one_line(exc)} "
             "(set model.pretrained=false to use cellbench's lenient loader)"
         ) from exc
 
@@ -144,7 +145,6 @@ def _create_pretrained(name: str, num_classes: int, in_chans: int, kwargs: dict)
                     "cache); use --weights FILE with a local .pth/.safetensors, or run once "
                     "online to fill the cache"
                 ) from exc
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise BadInputError(
-                f"model {name}: cannot download pretrained weights: {first[:240]}"
+                f"model {name}: cannot download pretrained weights: {one_line(exc)}"
             ) from exc

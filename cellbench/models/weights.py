@@ -1,21 +1,26 @@
-"""Load a local weights file into a model and say exactly what happened.
+"""Load weights into a model and say exactly what happened: the one lenient loader.
 
-Accepted: ``.safetensors``; ``.pth``/``.pt``/``.bin`` read with ``torch.load(weights_only=True)``
-holding a raw state_dict, a dict with ``model``/``state_dict``/``model_state_dict`` (a cellbench
-checkpoint has ``model``), with ``module.`` (DDP) or ``_orig_mod.`` (torch.compile) prefixes.
-A classifier whose shape does not match (fine-tuning to another class count) is dropped and
-left freshly initialised; any other shape mismatch is an error, never a silent partial load.
+``model.weights: FILE`` (``load_weights``) and ``train --init-from RUN`` (``load_state``) follow
+one rule: a classifier whose shape does not match (fine-tuning to another class count) is dropped
+and left freshly initialised, and reported; any other shape mismatch is an error, never a silent
+partial load.
+
+Accepted files: ``.safetensors``; ``.pth``/``.pt``/``.bin`` read with
+``torch.load(weights_only=True)`` holding a raw state_dict, a dict with
+``model``/``state_dict``/``model_state_dict`` (a cellbench checkpoint has ``model``), with
+``module.`` (DDP, timm's EMA wrapper) or ``_orig_mod.`` (torch.compile) prefixes.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from cellbench.errors import BadInputError
+from cellbench.errors import BadInputError, one_line
 
 NESTED_KEYS = ("model", "state_dict", "model_state_dict")
 STRIP_PREFIXES = ("module.", "_orig_mod.")
@@ -52,14 +57,35 @@ def _preview(keys: list[str], n: int = 5) -> str:
     return ", ".join(keys[:n]) + more
 
 
-def _strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    out = {}
-    for key, value in state.items():
+def strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Drop the wrapper prefixes (``module.``, ``_orig_mod.``) that every key carries.
+
+    Only a prefix shared by all keys is a wrapper's; a submodule that happens to be called
+    ``module`` keeps its name.
+    """
+    changed = True
+    while state and changed:
+        changed = False
         for prefix in STRIP_PREFIXES:
-            while key.startswith(prefix):
-                key = key[len(prefix) :]
-        out[key] = value
-    return out
+            if all(k.startswith(prefix) for k in state):
+                state = {k[len(prefix) :]: v for k, v in state.items()}
+                changed = True
+    return state
+
+
+def torch_load_error(exc: BaseException) -> str:
+    """One line on why ``torch.load(weights_only=True)`` failed.
+
+    torch's refusal of pickled objects is a multi-line text with colour codes whose first line
+    names no cause; the useful part is the global it refused.
+    """
+    refused = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+    if refused:
+        return (
+            f"holds pickled Python objects ({refused.group(1)}) that "
+            "torch.load(weights_only=True) refuses"
+        )
+    return one_line(exc, limit=200)
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -74,15 +100,16 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         try:
             obj = load_file(str(path), device="cpu")
         except (SafetensorError, OSError, ValueError) as exc:
-            raise BadInputError(f"{path}: not a readable safetensors file ({exc})") from exc
+            raise BadInputError(
+                f"{path}: not a readable safetensors file ({one_line(exc)})"
+            ) from exc
     else:
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # pickle, zip and torch errors all mean "not loadable safely"
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise BadInputError(
-                f"{path}: cannot read weights with torch.load(weights_only=True): {first[:200]} "
-                "(save model.state_dict(), not the pickled model)"
+                f"{path}: cannot read weights with torch.load(weights_only=True): "
+                f"{torch_load_error(exc)} (save model.state_dict(), not the pickled model)"
             ) from exc
     if isinstance(obj, dict):
         for key in NESTED_KEYS:
@@ -95,7 +122,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if not tensors:
         keys = ", ".join(list(obj)[:8])
         raise BadInputError(f"{path}: no tensors found (top-level keys: {keys})")
-    return _strip_prefixes(tensors)
+    return strip_prefixes(tensors)
 
 
 def classifier_keys(model: nn.Module) -> set[str]:
@@ -112,11 +139,20 @@ def classifier_keys(model: nn.Module) -> set[str]:
 
 
 def load_weights(model: nn.Module, path: str | Path, model_name: str = "model") -> WeightsReport:
-    """Load ``path`` into ``model`` (in place); return what was loaded, dropped and missing."""
-    state = read_state_dict(path)
+    """Load the file ``path`` into ``model`` (in place); return what was loaded, dropped and
+    missing."""
+    return load_state(model, read_state_dict(path), str(path), model_name)
+
+
+def load_state(
+    model: nn.Module, state: dict[str, torch.Tensor], source: str, model_name: str = "model"
+) -> WeightsReport:
+    """Load the tensors of ``state`` into ``model`` by the module's rule; ``source`` names where
+    they come from in messages (a file, ``--init-from RUN``)."""
+    state = strip_prefixes(state)
     own = model.state_dict()
     head = classifier_keys(model)
-    report = WeightsReport(path=str(path))
+    report = WeightsReport(path=source)
     usable: dict[str, torch.Tensor] = {}
     for key, value in state.items():
         if key not in own:
@@ -126,14 +162,14 @@ def load_weights(model: nn.Module, path: str | Path, model_name: str = "model") 
                 report.dropped_head.append(key)
             else:
                 raise BadInputError(
-                    f"{path}: '{key}' has shape {tuple(value.shape)} but {model_name} expects "
+                    f"{source}: '{key}' has shape {tuple(value.shape)} but {model_name} expects "
                     f"{tuple(own[key].shape)} (weights for another architecture or in_chans?)"
                 )
         else:
             usable[key] = value
     if not usable:
         raise BadInputError(
-            f"{path}: none of its {len(state)} tensors match {model_name} "
+            f"{source}: none of its {len(state)} tensors match {model_name} "
             f"(first keys: {_preview(sorted(state), 3)})"
         )
     result = model.load_state_dict(usable, strict=False)

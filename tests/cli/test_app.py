@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
 import sys
 
 import pytest
@@ -118,7 +119,7 @@ def test_unforeseen_os_errors_are_one_line_exit_3(tmp_path):
 
     @probe.command()
     def read(path: str) -> None:
-        open(path).read()
+        Path(path).read_text()
 
     @probe.command()
     def other() -> None: ...

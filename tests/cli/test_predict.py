@@ -73,3 +73,12 @@ def test_predict_bad_checkpoint_option(runs, expected):
     result = runner.invoke(app, [*args, "--runs-dir", str(root)])
     assert result.exit_code == 2
     assert "--checkpoint x" in result.stderr
+
+
+def test_a_bad_image_fails_before_the_model_is_loaded(tmp_path_factory, tmp_path):
+    root, run = copy_runs(trained_run(tmp_path_factory), tmp_path)
+    run.best_checkpoint.write_bytes(b"a checkpoint that would fail to load")
+    args = ["predict", "--run", "1", str(tmp_path / "missing.png"), "--runs-dir", str(root)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 3
+    assert "missing.png: image not found" in result.stderr and "checkpoint" not in result.stderr

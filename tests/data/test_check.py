@@ -161,3 +161,15 @@ def test_not_a_dataset(tmp_path):
     result = _check(tmp_path)
     assert result.exit_code == 1 and "no folds found" in result.stderr
     assert _check(tmp_path / "nope").exit_code == 3
+
+
+def test_markup_in_paths_and_messages_is_printed_verbatim(store_master, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(store_master, tmp_path / "[bold]s")
+    result = _check(Path("[bold]s"))
+    assert result.exit_code == 0 and "[bold]s: ok" in result.stdout
+    _hv_out_of_range(tmp_path / "[bold]s")
+    result = _check(Path("[bold]s"))
+    assert result.exit_code == 1
+    assert "[bold]s/fold1/hv.npy" in result.stdout  # the finding's message, in the table
+    assert "[bold]s: failed" in result.stdout

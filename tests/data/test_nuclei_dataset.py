@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
@@ -34,19 +36,42 @@ def test_family_selection(store_master):
         assert len(ds) == sum(family_of(t) == family for t in full.tissues)
 
 
+def test_items_are_writable_copies_without_warnings(store_master):
+    ds = NucleiDataset(store_master, [1])
+    sample = ds.sample(0)
+    for name in ("image", "inst", "types", "hv"):
+        array = getattr(sample, name)
+        assert array.flags.writeable and not isinstance(array, np.memmap), name
+    with warnings.catch_warnings():
+        # torch warns (once per process) on tensors over read-only arrays.
+        warnings.simplefilter("error")
+        item = ds[0]
+    item["hv"].zero_()  # over a read-only mapping this would crash
+    assert ds[0]["hv"].abs().max() > 0  # and the store is not written through
+
+
+def _differs_from_stored(ds: NucleiDataset, i: int, item) -> bool:
+    return not np.array_equal(item["inst"].numpy(), ds.sample(i).inst)
+
+
 def test_augmented_items_stay_consistent(store_master):
     torch.manual_seed(0)
     ds = NucleiDataset(store_master, [3], augment=NucleiAugment(0.5, 0.5, True))
+    changed = 0
     for i in range(len(ds)):
         item = ds[i]
         inst = item["inst"].numpy().astype(np.int32)
         np.testing.assert_allclose(item["hv"].numpy(), hv_map(inst), atol=1e-5)
         assert torch.equal(item["types"] > 0, item["inst"] > 0)
+        changed += _differs_from_stored(ds, i, item)
+    assert changed > 0  # augmentation did something
 
 
 def test_augmentation_follows_torch_seed(store_master):
     ds = NucleiDataset(store_master, [1], augment=True)
     torch.manual_seed(5)
-    a = ds[2]["hv"]
+    first = [ds[i] for i in range(len(ds))]
     torch.manual_seed(5)
-    assert torch.equal(a, ds[2]["hv"])
+    again = [ds[i] for i in range(len(ds))]
+    assert all(torch.equal(a["hv"], b["hv"]) for a, b in zip(first, again, strict=True))
+    assert any(_differs_from_stored(ds, i, item) for i, item in enumerate(first))

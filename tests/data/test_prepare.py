@@ -195,3 +195,26 @@ def test_failure_in_a_later_fold_keeps_earlier_complete_folds_only(raw_dir, tmp_
 def test_bad_folds_option(raw_dir, tmp_path):
     result = _prepare(raw_dir, tmp_path / "s", "--folds", "x")
     assert result.exit_code == 2 and "--folds" in result.stderr
+
+
+def test_refuses_an_out_that_is_not_a_store(raw_master, raw_dir, tmp_path):
+    # A raw PanNuke copy as --out: its fold1/masks.npy must not be replaced.
+    masks = raw_dir / "Fold 1" / "masks" / "fold1" / "masks.npy"
+    before = masks.read_bytes()
+    result = _prepare(raw_master, raw_dir)
+    assert result.exit_code == 3 and "raw PanNuke dataset" in result.stderr
+    assert masks.read_bytes() == before
+    # A folder whose fold1/ is someone else's.
+    foreign = tmp_path / "foreign"
+    (foreign / "fold1").mkdir(parents=True)
+    (foreign / "fold1" / "notes.txt").write_text("keep me")
+    result = _prepare(raw_master, foreign)
+    assert result.exit_code == 3 and str(foreign / "fold1") in result.stderr
+    assert sorted(p.name for p in foreign.rglob("*")) == ["fold1", "notes.txt"]
+    # A manifest.json that is not a store's.
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "manifest.json").write_text('{"name": "my project"}')
+    result = _prepare(raw_master, other)
+    assert result.exit_code == 3 and "manifest.json" in result.stderr
+    assert sorted(p.name for p in other.iterdir()) == ["manifest.json"]

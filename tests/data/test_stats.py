@@ -59,3 +59,22 @@ def test_classification_folder_shows_class_counts(tmp_path):
         for cls, count in per.items():
             totals[cls] = totals.get(cls, 0) + count
     assert totals == {"cats": 3, "dogs": 5}
+
+
+def test_profile_families_replace_the_defaults(store_master, tmp_path):
+    first, second = sorted(set(json.loads((store_master / "fold1" / "tissues.json").read_text())))[
+        :2
+    ]
+    profile = tmp_path / "mine.yaml"
+    profile.write_text(f"data:\n  families:\n    one: [{first}]\n    two: [{second}]\n")
+    args = ["data", "stats", str(store_master), "--json", "--profile", str(profile)]
+    full = json.loads(runner.invoke(app, args).stdout)
+    assert {"one", "two"} <= set(full["families"]) <= {"one", "two", "(none)"}
+    result = runner.invoke(app, [*args, "--family", "one"])
+    assert result.exit_code == 0, result.output
+    part = json.loads(result.stdout)
+    assert set(part["tissues"]) == {first}
+    assert part["families"]["one"]["tiles"] == full["tissues"][first]["tiles"]
+    # Without the profile, "one" is not a family.
+    default = runner.invoke(app, ["data", "stats", str(store_master), "--family", "one"])
+    assert default.exit_code == 2

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from typer.testing import CliRunner
@@ -9,7 +11,7 @@ from typer.testing import CliRunner
 from cellbench.cli.app import app
 from cellbench.data.families import TISSUES
 from cellbench.data.pannuke import open_raw_fold
-from cellbench.data.synth import STYLES, synth, synth_tile, tissue_profile
+from cellbench.data.synth import MARKER, STYLES, synth, synth_tile, tissue_profile
 
 
 def test_raw_layout_dtypes_and_ranges(raw_master):
@@ -85,3 +87,54 @@ def test_cli_refuses_to_overwrite_without_force(tmp_path):
 def test_cli_bad_options(tmp_path, bad):
     result = CliRunner().invoke(app, ["data", "synth", "--out", str(tmp_path / "x"), *bad])
     assert result.exit_code == 2
+
+
+def _synth_cli(out, *extra: str):
+    args = ["data", "synth", "--out", str(out), "--folds", "1", "--tiles", "1", "--size", "32"]
+    return CliRunner().invoke(app, [*args, *extra])
+
+
+def test_force_replaces_only_a_folder_synth_wrote(tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    refused = _synth_cli(mine, "--force")
+    assert refused.exit_code == 2 and str(mine) in refused.stderr and "synth.json" in refused.stderr
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]  # no staging left behind
+
+    ours = tmp_path / "ours"
+    assert _synth_cli(ours).exit_code == 0
+    marker = json.loads((ours / MARKER).read_text())
+    assert marker["generator"] == "cellbench-synth-pannuke"
+    assert {k: marker[k] for k in ("folds", "tiles", "seed", "size", "layout")} == {
+        "folds": 1,
+        "tiles": 1,
+        "seed": 0,
+        "size": 32,
+        "layout": "official",
+    }
+    assert _synth_cli(ours, "--force", "--seed", "1").exit_code == 0
+    assert json.loads((ours / MARKER).read_text())["seed"] == 1
+
+
+def test_refuses_the_current_directory_without_leaving_a_staging_folder(tmp_path, monkeypatch):
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    result = _synth_cli(".")
+    assert result.exit_code == 2 and "current directory" in result.stderr
+    assert list(tmp_path.iterdir()) == [work] and not any(work.iterdir())
+
+
+def test_fold_files_are_complete_npy_files(tmp_path):
+    synth(tmp_path / "f", folds=1, tiles=3, seed=1, size=32, layout="flat")
+    images = np.load(tmp_path / "f" / "fold1" / "images.npy")
+    masks = np.load(tmp_path / "f" / "fold1" / "masks.npy")
+    assert images.shape == (3, 32, 32, 3) and masks.shape == (3, 32, 32, 6)
+    assert images.dtype == masks.dtype == np.float64
+    # Tile 2 is exactly what synth_tile draws from the (seed, fold, tile) generator.
+    tissues = np.load(tmp_path / "f" / "fold1" / "types.npy").tolist()
+    rng = np.random.default_rng([1, 1, 2])
+    image, mask = synth_tile(rng, tissues[2], 32, empty=rng.random() < 0.04)
+    assert np.array_equal(images[2], image) and np.array_equal(masks[2], mask)

@@ -107,15 +107,41 @@ def test_suggestion_agrees_with_torch_lr_finder_within_a_factor_2():
     assert 0.5 <= ours.suggestion / theirs <= 2.0, (ours.suggestion, theirs)
 
 
+def test_fp16_steps_go_through_the_grad_scaler_and_its_state_is_restored():
+    model, loader = _problem()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+    # growth every step: each scaler.update() doubles the scale (halves it after an overflow)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**8, growth_interval=1)
+    before = copy.deepcopy(scaler.state_dict())
+    scales = []
+    result = lr_range_test(
+        model,
+        optimizer,
+        nn.CrossEntropyLoss(),
+        loader,
+        steps=20,
+        autocast=lambda: torch.autocast("cpu", dtype=torch.float16),
+        scaler=scaler,
+        on_step=lambda i, lr, loss: scales.append(scaler.get_scale()),
+    )
+    assert len(result.lrs) == 20 and all(math.isfinite(v) for v in result.losses)
+    assert scales[0] == 2.0**9 and len(set(scales)) > 1  # the scaler stepped and updated
+    assert scaler.state_dict() == before  # and left no trace
+
+
 def test_cli_lr_find_writes_curve_and_suggestion(tmp_path, tiny_overrides):
-    from cellbench.engine.checkpoint import weights_fingerprint
     from cellbench.engine.session import TrainRequest, lr_find
 
-    overrides = tiny_overrides("train.lr_find.steps=30", "train.lr_find.start_lr=1e-5")
+    # fp16 on CPU: the run's grad scaler goes into the range test
+    overrides = tiny_overrides(
+        "train.lr_find.steps=30", "train.lr_find.start_lr=1e-5", "train.amp=fp16"
+    )
     paths, result = lr_find(TrainRequest(overrides=overrides, runs_dir=tmp_path / "runs"))
     for name in ("lr_find.csv", "lr_find.png", "lr_find.json"):
         assert (paths.root / name).stat().st_size > 0
     summary = json.loads((paths.root / "lr_find.json").read_text())
     assert summary["suggestion"] == result.suggestion and "steepest" in summary["rule"]
     assert (paths.root / "lr_find.csv").read_text().splitlines()[0] == "step,lr,loss,smoothed"
-    assert weights_fingerprint is not None
+    assert all(math.isfinite(v) for v in result.losses[:10])
+    # a range test is not a training: the run keeps its config and has no checkpoint
+    assert paths.config.is_file() and not paths.checkpoints.exists()

@@ -130,6 +130,46 @@ def test_init_from_loads_the_other_runs_best_weights(tmp_path, tiny_overrides):
     assert start["init_fingerprint"] == loaded["fp"]
 
 
+def test_fresh_with_bad_options_keeps_the_old_run(tmp_path, tiny_overrides):
+    paths, _ = train(_request(tmp_path, overrides=tiny_overrides("train.epochs=1"), run="keep"))
+    before = {p.name: p.read_bytes() for p in paths.checkpoints.iterdir()}
+    history = paths.history.read_text()
+    typo = ["data.path=/nonexistent/shapes"]
+    with pytest.raises(BadInputError) as info:
+        train(_request(tmp_path, overrides=typo, run="keep", fresh=True))
+    assert info.value.exit_code == 3 and "/nonexistent/shapes" in str(info.value)
+    assert {p.name: p.read_bytes() for p in paths.checkpoints.iterdir()} == before
+    assert paths.history.read_text() == history
+
+
+def test_init_from_leaves_another_class_count_head_new_and_says_so(tmp_path, tiny_overrides):
+    source, _ = train(_request(tmp_path, overrides=tiny_overrides("train.epochs=1"), run="four"))
+    best = torch.load(source.best_checkpoint, weights_only=True)["model"]
+    three = tiny_overrides("train.epochs=1", "data.classes=[circle, cross, square]")
+    loaded = {}
+
+    class Capture(Callback):
+        def on_train_start(self, trainer):
+            loaded.update({k: v.clone() for k, v in trainer.c.model.state_dict().items()})
+
+    paths, _ = train(
+        _request(tmp_path, overrides=three, run="three", init_from="four"), callbacks=[Capture()]
+    )
+    assert torch.equal(loaded["fc1.weight"], best["fc1.weight"])  # the backbone came over
+    assert loaded["fc.weight"].shape[0] == 3  # the head is new
+    messages = [w["message"] for w in read_events(paths.events, "warning")]
+    assert any("fc.weight" in m and "dropped" in m for m in messages)
+
+
+def test_init_from_another_architecture_is_refused(tmp_path, tiny_overrides):
+    train(_request(tmp_path, overrides=tiny_overrides("train.epochs=1"), run="small"))
+    wider = tiny_overrides("train.epochs=1", "model.args={channels: [8, 16], hidden: 48}")
+    with pytest.raises(BadInputError, match="'fc1.weight' has shape") as info:
+        train(_request(tmp_path, overrides=wider, run="wide", init_from="small"))
+    assert "--init-from" in str(info.value) and "\n" not in str(info.value)
+    assert RunStore(tmp_path / "runs").find("wide") is None  # refused before the folder
+
+
 def test_init_from_is_refused_with_resume(tmp_path, tiny_overrides):
     train(_request(tmp_path, overrides=tiny_overrides("train.epochs=1"), run="a"))
     with pytest.raises(UsageError, match="--init-from"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import signal
 
@@ -12,6 +13,7 @@ from cellbench.engine.history import read_history
 from cellbench.engine.session import TrainRequest, train
 from cellbench.engine.trainer import Callback
 from cellbench.runs.events import read_events
+from cellbench.runs.store import RunStore
 
 
 def _train(tmp_path, overrides, name="r", callbacks=()):
@@ -61,13 +63,79 @@ def test_same_config_gives_the_same_curve(tmp_path, tiny_overrides):
     assert start_a["init_fingerprint"] == start_b["init_fingerprint"]
 
 
+class Snapshots(Callback):
+    """The model weights at the end of every epoch."""
+
+    def __init__(self):
+        self.weights = {}
+
+    def on_epoch_end(self, trainer, epoch, row):
+        self.weights[epoch] = {k: v.clone() for k, v in trainer.c.model.state_dict().items()}
+
+
+class SpoilHead(Callback):
+    """Scales the classifier at the start of an epoch: that epoch ends far worse."""
+
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
+    def on_epoch_start(self, trainer, epoch):
+        if epoch == self.epoch:
+            with torch.no_grad():
+                for p in trainer.c.model.get_classifier().parameters():
+                    p.mul_(50)
+
+
 def test_a_worse_epoch_never_overwrites_best(tmp_path, tiny_overrides):
-    # a huge lr makes later epochs worse than the first one
-    paths, result = _train(tmp_path, tiny_overrides("train.lr=0.5", "train.epochs=3"))
+    snapshots = Snapshots()
+    paths, result = _train(tmp_path, tiny_overrides(), callbacks=[snapshots, SpoilHead(3)])
     rows = read_history(paths.history)
+    assert rows[2]["val_loss"] > max(rows[0]["val_loss"], rows[1]["val_loss"])  # made worse
     best_epoch = min(rows, key=lambda r: r["val_loss"])["epoch"]
-    assert result.best["epoch"] == best_epoch
-    assert torch.load(paths.best_checkpoint, weights_only=True)["epoch"] == best_epoch
+    assert best_epoch < 3 and result.best["epoch"] == best_epoch
+    best = torch.load(paths.best_checkpoint, weights_only=True)
+    assert best["epoch"] == best_epoch
+    assert torch.load(paths.last_checkpoint, weights_only=True)["epoch"] == 3
+    expected = snapshots.weights[best_epoch]
+    assert all(torch.equal(best["model"][k], expected[k]) for k in expected)
+
+
+def test_early_stopping_mode_follows_the_monitored_metric(tmp_path, tiny_overrides):
+    # val_accuracy is a higher-is-better metric: best.pt must hold its maximum
+    extra = ("train.early_stopping.monitor=val_accuracy", "train.epochs=3")
+    paths, result = _train(tmp_path, tiny_overrides(*extra), callbacks=[SpoilHead(2)])
+    accuracies = {r["epoch"]: r["val_accuracy"] for r in read_history(paths.history)}
+    assert result.best["value"] == max(accuracies.values())
+    assert accuracies[result.best["epoch"]] == max(accuracies.values())
+    assert torch.load(paths.best_checkpoint, weights_only=True)["epoch"] == result.best["epoch"]
+
+
+def test_best_pt_is_the_reported_best_after_a_crash_between_the_two_writes(
+    tmp_path, tiny_overrides, monkeypatch
+):
+    from cellbench.engine import checkpoint
+
+    real_write = checkpoint.write_checkpoint
+    armed = {"epoch": None}
+
+    class ArmAtEpoch3(Callback):
+        def on_epoch_start(self, trainer, epoch):
+            armed["epoch"] = epoch
+
+    def write_dying_in_best(path, blob):
+        if armed["epoch"] == 3 and path.name == "best.pt":
+            armed["epoch"] = None
+            raise RuntimeError("killed while writing best.pt")
+        return real_write(path, blob)
+
+    monkeypatch.setattr(checkpoint, "write_checkpoint", write_dying_in_best)
+    with pytest.raises(RuntimeError, match="killed while writing"):
+        _train(tmp_path, tiny_overrides("train.lr=0.003"), callbacks=[ArmAtEpoch3()])
+    request = TrainRequest(run="r", resume=True, runs_dir=tmp_path / "runs")
+    paths, result = train(request)
+    assert result.status == "completed" and result.best["epoch"] == 3  # epoch 3 was the best
+    assert torch.load(paths.best_checkpoint, weights_only=True)["epoch"] == result.best["epoch"]
+    assert result.metrics["best"]["epoch"] == 3
 
 
 class InjectNaN(Callback):
@@ -195,3 +263,92 @@ def test_sigint_stops_gracefully(tmp_path, tiny_overrides):
     assert torch.load(paths.last_checkpoint, weights_only=True)["epoch"] == 1
     assert read_events(paths.events, "run_end")[-1]["status"] == "interrupted"
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+
+
+def test_ctrl_c_in_the_first_epoch_leaves_a_resumable_initial_state(tmp_path, tiny_overrides):
+    class CtrlCAtStart(Callback):
+        def on_epoch_start(self, trainer, epoch):
+            if epoch == 1:
+                signal.raise_signal(signal.SIGINT)
+
+    # augmentation and dropout draw random numbers: the epoch-0 state must carry the RNG too
+    extra = ("data.hflip=0.5", "model.drop_rate=0.2", "train.epochs=2")
+    whole, _ = _train(tmp_path, tiny_overrides(*extra), name="whole")
+    cut, result = _train(tmp_path, tiny_overrides(*extra), name="cut", callbacks=[CtrlCAtStart()])
+    assert result.status == "interrupted" and "epoch 0" in result.reason
+    assert torch.load(cut.last_checkpoint, weights_only=True)["epoch"] == 0
+    assert not cut.best_checkpoint.exists()
+
+    paths, resumed = train(TrainRequest(run="cut", resume=True, runs_dir=tmp_path / "runs"))
+    assert resumed.status == "completed"
+    assert paths.history.read_text() == whole.history.read_text()
+    a = torch.load(whole.last_checkpoint, weights_only=True)["model"]
+    b = torch.load(paths.last_checkpoint, weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_ema_warmup_moves_the_ema_off_the_initial_weights(tmp_path, tiny_overrides):
+    initial = {}
+
+    class Initial(Callback):
+        def on_train_start(self, trainer):
+            initial.update({k: v.clone() for k, v in trainer.c.model.state_dict().items()})
+
+    # the default decay 0.9998 over 6 steps: without warmup the EMA stays where the first update
+    # copied it (the weights after step 1); with warmup it follows the model
+    extra = ("train.ema=true", "train.epochs=2", "train.lr=0.01")
+    paths, _ = _train(tmp_path, tiny_overrides(*extra), callbacks=[Initial()])
+    last = torch.load(paths.last_checkpoint, weights_only=True)
+
+    def distance(a, b):
+        return sum(float((a[k].float() - b[k].float()).norm()) for k in initial)
+
+    trained = distance(last["model"], initial)
+    assert trained > 0 and distance(last["ema"], last["model"]) < 0.4 * trained
+
+
+def test_train_loss_is_a_per_sample_mean(tmp_path, tiny_overrides):
+    """With lr 0 the weights never move: train_loss must be the mean loss over the samples,
+    whatever the batch sizes (48 images in batches of 20: 20, 20, 8)."""
+    from cellbench.config import load_config
+    from cellbench.data.classify import build_classification_data
+    from cellbench.inference import build_model_from_checkpoint
+
+    extra = ("train.lr=0", "train.scheduler=none", "train.batch_size=20", "train.epochs=1")
+    overrides = tiny_overrides(*extra, "data.augment=false")
+    paths, _ = _train(tmp_path, overrides)
+    state = torch.load(paths.last_checkpoint, weights_only=True)
+    model, _, _ = build_model_from_checkpoint(state, paths.last_checkpoint)
+    data = build_classification_data(load_config(overrides=overrides))
+    assert len(data.train) % 20  # uneven batches, or the test proves nothing
+    images = torch.stack([data.train[i][0] for i in range(len(data.train))])
+    labels = torch.tensor([data.train[i][1] for i in range(len(data.train))])
+    with torch.no_grad():
+        expected = float(torch.nn.functional.cross_entropy(model(images), labels))
+    assert read_history(paths.history)[0]["train_loss"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_a_non_finite_gradient_norm_is_named_as_such(tmp_path, tiny_overrides):
+    class InfiniteGradients(Callback):
+        def on_epoch_start(self, trainer, epoch):
+            if epoch == 2:
+                first = next(trainer.c.model.parameters())
+                first.register_hook(lambda grad: grad * float("inf"))
+
+    extra = ("train.grad_clip=1.0", "train.epochs=3")
+    _, result = _train(tmp_path, tiny_overrides(*extra), callbacks=[InfiniteGradients()])
+    assert result.status == "failed"
+    assert "non-finite gradient norm" in result.reason and "epoch 2" in result.reason
+
+
+def test_a_crash_is_reported_on_one_line(tmp_path, tiny_overrides):
+    class Crash(Callback):
+        def on_epoch_start(self, trainer, epoch):
+            raise RuntimeError("\x1b[1mfirst line\x1b[0m\n\tdetails\n\tmore details")
+
+    with pytest.raises(RuntimeError):
+        _train(tmp_path, tiny_overrides("train.epochs=1"), callbacks=[Crash()])
+    paths = RunStore(tmp_path / "runs").resolve("r")
+    reason = read_events(paths.events, "run_end")[-1]["reason"]
+    assert reason == "RuntimeError: first line"
+    assert json.loads(paths.metrics.read_text())["reason"] == reason

@@ -23,12 +23,13 @@ def test_head_and_backbone_partition_the_parameters():
 
 def test_frozen_backbone_trains_only_the_head():
     model = create_model(ModelConfig(name="simple_cnn"), num_classes=3)
-    set_backbone_trainable(model, False)
+    frozen = set_backbone_trainable(model, False)  # the count the engine logs
+    assert frozen == count_parameters(model) - (128 * 3 + 3)
     assert count_parameters(model, trainable_only=True) == 128 * 3 + 3
     before = [p.clone() for p in backbone_parameters(model)]
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
     model(torch.randn(4, 3, 16, 16)).sum().backward()
     opt.step()
     assert all(torch.equal(a, b) for a, b in zip(before, backbone_parameters(model), strict=True))
-    set_backbone_trainable(model, True)
+    assert set_backbone_trainable(model, True) == frozen
     assert count_parameters(model, trainable_only=True) == count_parameters(model)

@@ -25,10 +25,6 @@ from cellbench.data.classify.sources import ResolvedSource, resolve_source
 from cellbench.data.classify.splits import stratified_subset
 from cellbench.data.classify.transforms import eval_transform, train_transform
 
-# the names the engine and inference import
-build_eval_transform = eval_transform
-build_train_transform = train_transform
-
 
 class ClassificationDataset(Dataset):
     """(image tensor, class index) pairs from one split, transformed on access."""

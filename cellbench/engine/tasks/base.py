@@ -8,9 +8,8 @@ accumulator. A new task (organ head, nuclei decoders) subclasses ``Task`` and re
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -21,20 +20,19 @@ from cellbench.config import Config
 BatchTransform = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
-@dataclass
-class TaskData:
+class TaskData(Protocol):
+    """What the loop reads of a task's data (``ClassificationData`` is one). A dataclass, so
+    ``--overfit-small`` can ``dataclasses.replace`` its splits."""
+
     train: Dataset
     val: Dataset
     test: Dataset | None
     classes: list[str]
-    in_chans: int
-    source: str = ""
-    warnings: list[str] = field(default_factory=list)
-    class_counts: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str]  # shown once at the start of a training
+    class_counts: dict[str, dict[str, int]]  # split -> class name -> count
 
     @property
-    def num_classes(self) -> int:
-        return len(self.classes)
+    def num_classes(self) -> int: ...
 
 
 class MetricAccumulator:
@@ -86,10 +84,9 @@ class Task:
         """Scores that need no model (majority class, uniform random)."""
         return {}
 
-    def head_parameters(self, model: nn.Module) -> Iterable[nn.Parameter]:
-        raise NotImplementedError
-
-    def backbone_parameters(self, model: nn.Module) -> Iterable[nn.Parameter]:
+    def set_backbone_trainable(self, model: nn.Module, trainable: bool) -> int:
+        """Freeze/unfreeze the backbone (``train.freeze_backbone_epochs``); returns the number
+        of parameter values changed."""
         raise NotImplementedError
 
     def overfit_config(self, config: Config) -> Config:

@@ -10,9 +10,6 @@ folder split per class, Hugging Face datasets) and models from ``cellbench.model
 from __future__ import annotations
 
 import math
-from collections import Counter
-from collections.abc import Iterable
-from typing import Any
 
 import numpy as np
 import torch
@@ -55,21 +52,6 @@ class ConfusionAccumulator(MetricAccumulator):
         }
 
 
-def _labels_of(dataset: Any) -> list[int] | None:
-    """The integer labels of a dataset when it exposes them without decoding images."""
-    for attr in ("targets", "labels"):
-        values = getattr(dataset, attr, None)
-        if values is not None:
-            return [int(v) for v in values]
-    inner = getattr(dataset, "dataset", None)  # torch Subset
-    indices = getattr(dataset, "indices", None)
-    if inner is not None and indices is not None:
-        labels = _labels_of(inner)
-        if labels is not None:
-            return [labels[i] for i in indices]
-    return None
-
-
 class ClassificationTask(Task):
     name = "classify"
     metric_names = ("accuracy", "macro_f1")
@@ -77,23 +59,13 @@ class ClassificationTask(Task):
     def build_data(self, config: Config) -> TaskData:
         from cellbench.data.classify import build_classification_data
 
-        data = build_classification_data(config)
-        return TaskData(
-            train=data.train,
-            val=data.val,
-            test=data.test,
-            classes=list(data.classes),
-            in_chans=config.data.in_chans,
-            source=str(getattr(data, "source", "")),
-            warnings=list(getattr(data, "warnings", []) or []),
-            class_counts=dict(getattr(data, "class_counts", {}) or {}),
-        )
+        return build_classification_data(config)
 
     def build_model(self, config: Config, data: TaskData) -> nn.Module:
         from cellbench.models import create_model
 
         num_classes = config.model.num_classes or data.num_classes
-        return create_model(config.model, num_classes=num_classes, in_chans=data.in_chans)
+        return create_model(config.model, num_classes=num_classes, in_chans=config.data.in_chans)
 
     def train_criterion(self, config: Config, data: TaskData) -> nn.Module:
         if _mixing(config):
@@ -128,18 +100,6 @@ class ClassificationTask(Task):
         # an untrained head gives near-uniform probabilities: cross-entropy = ln(C)
         return math.log(data.num_classes) if data.num_classes > 1 else None
 
-    def _split_counts(self, data: TaskData, split: str) -> list[int] | None:
-        counts = data.class_counts.get(split)
-        if isinstance(counts, dict):
-            return [int(counts.get(c, 0)) for c in data.classes]
-        if isinstance(counts, list | tuple) and len(counts) == data.num_classes:
-            return [int(c) for c in counts]
-        labels = _labels_of(getattr(data, split))
-        if labels is None:
-            return None
-        tally = Counter(labels)
-        return [tally.get(i, 0) for i in range(data.num_classes)]
-
     def baselines(self, data: TaskData) -> dict[str, float]:
         """Accuracy of always predicting the train majority class, and of uniform guessing.
 
@@ -147,23 +107,18 @@ class ClassificationTask(Task):
         """
         c = data.num_classes
         out: dict[str, float] = {"random_accuracy": 1.0 / c, "uniform_loss": math.log(c)}
-        train_counts = self._split_counts(data, "train")
-        val_counts = self._split_counts(data, "val")
-        if train_counts and val_counts and sum(val_counts):
+        train_counts = [data.class_counts["train"].get(name, 0) for name in data.classes]
+        val_counts = [data.class_counts["val"].get(name, 0) for name in data.classes]
+        if sum(val_counts):
             majority = int(np.argmax(train_counts))
             out["majority_class"] = data.classes[majority]
             out["majority_accuracy"] = val_counts[majority] / sum(val_counts)
         return out
 
-    def head_parameters(self, model: nn.Module) -> Iterable[nn.Parameter]:
-        from cellbench.models import head_parameters
+    def set_backbone_trainable(self, model: nn.Module, trainable: bool) -> int:
+        from cellbench.models import set_backbone_trainable
 
-        return head_parameters(model)
-
-    def backbone_parameters(self, model: nn.Module) -> Iterable[nn.Parameter]:
-        from cellbench.models import backbone_parameters
-
-        return backbone_parameters(model)
+        return set_backbone_trainable(model, trainable)  # everything but get_classifier()
 
     def overfit_config(self, config: Config) -> Config:
         """Same data and model, nothing that fights memorisation."""
