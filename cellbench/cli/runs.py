@@ -6,6 +6,7 @@ import datetime as dt
 from typing import Annotated
 
 import typer
+from rich import box
 from rich.markup import escape
 from rich.table import Table
 
@@ -33,7 +34,11 @@ STATUS_STYLE = {
 
 
 def _started(ts: float | None) -> str:
-    return dt.datetime.fromtimestamp(ts).strftime("%m-%d %H:%M") if ts else "-"
+    """Today's runs by time, older ones by date: the table stays narrow."""
+    if not ts:
+        return "-"
+    when = dt.datetime.fromtimestamp(ts)
+    return when.strftime("%H:%M") if when.date() == dt.date.today() else when.strftime("%Y-%m-%d")
 
 
 def _best(s: RunSummary) -> str:
@@ -53,7 +58,9 @@ def list_runs(runs_dir: RunsDirOption = None, json_out: JsonOption = False) -> N
     if not summaries:
         console.print(f"No runs in {store.root}/ yet. Start one with [bold]cellbench train[/].")
         return
-    table = Table(title=f"Runs in {store.root}/")
+    table = Table(
+        title=f"Runs in {store.root}/", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True
+    )
     for column in ("id", "name", "task", "status", "epochs", "best", "started", "duration"):
         # a narrow terminal folds the name and best columns; the others keep their width
         foldable = column in ("name", "best")
@@ -62,7 +69,7 @@ def list_runs(runs_dir: RunsDirOption = None, json_out: JsonOption = False) -> N
             justify="right" if column in ("id", "epochs") else "left",
             no_wrap=not foldable,
             overflow="fold",
-            min_width=12 if foldable else len(column),
+            min_width=10 if foldable else len(column),
         )
     for s in summaries:
         style = STATUS_STYLE.get(s.status, "")
