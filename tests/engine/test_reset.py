@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 
@@ -51,10 +50,17 @@ def test_cuda_cache_is_emptied_and_peak_reset() -> None:
     assert torch.cuda.max_memory_allocated(0) == torch.cuda.memory_allocated(0)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("pynvml") is not None, reason="nvidia-ml-py installed")
-def test_missing_nvml_is_said_plainly() -> None:
+def test_missing_nvml_is_said_plainly(monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "pynvml", None)  # as if nvidia-ml-py were not installed
     report = gpu_processes()
     assert report == {"available": False, "message": NVML_MISSING, "devices": [], "processes": []}
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU machine has an NVML driver")
+def test_nvml_without_a_driver_is_said_plainly() -> None:
+    report = gpu_processes()
+    assert report["available"] is False and report["message"].startswith("NVML unavailable")
+    assert report["devices"] == [] and report["processes"] == []
 
 
 def test_importing_reset_or_the_clean_cli_does_not_import_torch() -> None:
