@@ -19,14 +19,8 @@ import numpy as np
 
 from cellbench.data.convert import Quirks, convert_masks
 from cellbench.data.families import FOLDS, NUCLEUS_TYPES, TISSUES
-from cellbench.data.npyio import open_npy, release_rows
-from cellbench.data.pannuke import (
-    check_image_header,
-    check_mask_header,
-    discover_folds,
-    find_fold,
-    read_tissues,
-)
+from cellbench.data.npyio import release_rows
+from cellbench.data.pannuke import discover_folds, open_raw_fold
 from cellbench.data.store import fold_contract, fold_dir, is_store, read_json
 from cellbench.data.targets import global_labels, hv_maps
 from cellbench.errors import BadInputError
@@ -134,15 +128,11 @@ def _check_raw_fold(
     progress: Progress | None,
 ) -> None:
     try:
-        files = find_fold(root, fold)
-        images = open_npy(files.images)
-        check_image_header(files.images, images)
-        masks = open_npy(files.masks)
-        check_mask_header(files.masks, masks, images.shape)
-        tissues = read_tissues(files.types, expected=len(images), strict=False)
+        raw = open_raw_fold(root, fold, strict_tissues=False)  # unknown tissues reported below
     except BadInputError as exc:
         report.add("error", fold, "files", str(exc))
         return
+    files, images, masks, tissues = raw.files, raw.images, raw.masks, raw.tissues
     n = len(images)
     report.tiles += n
     unknown = sorted(set(tissues) - set(TISSUES))
