@@ -187,7 +187,7 @@ def evaluate_run(
     model, config, ema = build_model_from_checkpoint(state, path)
     classes = list(state["classes"])
 
-    data = build_classification_data(config)
+    data = build_classification_data(config, scan=(split,))  # header scan of this split only
     dataset = data.val if split == "val" else data.test
     if dataset is None:
         raise BadInputError(

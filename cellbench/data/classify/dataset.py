@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -98,14 +99,21 @@ def rgb_conversion_warning(modes: Counter) -> str | None:
     return f"{total} images converted to RGB ({detail})"
 
 
-def build_classification_data(config: Config) -> ClassificationData:
-    """Datasets, classes and data warnings for ``task: classify``; see the module docstring."""
+def build_classification_data(
+    config: Config, scan: Collection[str] | None = None
+) -> ClassificationData:
+    """Datasets, classes and data warnings for ``task: classify``; see the module docstring.
+
+    ``scan``: the splits whose image headers are read up front (unreadable files fail here,
+    non-RGB images are counted); None reads all. Evaluating one split scans only that one.
+    """
     data = config.data
     source = _cap(resolve_source(data), data.max_samples, data.split_seed)
     warnings = list(source.warnings)
     modes: Counter = Counter()
-    for split in source.splits().values():
-        modes.update(split.modes())
+    for role, split in source.splits().items():
+        if scan is None or role in scan:
+            modes.update(split.modes())
     message = rgb_conversion_warning(modes)
     if message and data.in_chans == 3:
         warnings.append(message)

@@ -69,3 +69,14 @@ def test_dataloader_with_workers(shapes_flat):
     loader = torch.utils.data.DataLoader(data.val, batch_size=4, num_workers=1)
     images, labels = next(iter(loader))
     assert images.shape == (4, 3, 16, 16) and labels.dtype == torch.int64
+
+
+def test_scan_reads_only_the_named_splits(tmp_path, shapes_tree):
+    root = tmp_path / "tree"
+    shutil.copytree(shapes_tree, root)
+    broken = next((root / "train" / "circle").glob("*.png"))
+    broken.write_bytes(b"not a png")
+    with pytest.raises(BadInputError, match="unreadable image"):
+        build_classification_data(config(root))  # every split is scanned by default
+    data = build_classification_data(config(root), scan=("val",))  # evaluation of val
+    assert len(data.val) > 0 and data.warnings == []
