@@ -1,6 +1,8 @@
 """Typed configuration, profiles and ``--set`` overrides.
 
 Layering, lowest first: dataclass defaults < profile or ``--config`` file < ``--set a.b=value``.
+A layer that gives a mapping (``model.args``, ``expect``, ``data.families``) replaces it whole;
+``--set model.args.num_modules=6`` changes one entry of it.
 The resolved config is saved with every run (``config.yaml``) and can be fed back with
 ``--config`` to re-run it exactly.
 
@@ -10,6 +12,7 @@ Problems in a file exit 3, problems on the command line exit 2.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import hashlib
@@ -274,8 +277,6 @@ def _merge(obj: Any, data: dict[str, Any], prefix: str = "") -> None:
             _merge(current, value, prefix=f"{key}.")
             continue
         checked = _check_value(key, value, hints[name])
-        if isinstance(current, dict) and isinstance(checked, dict):
-            checked = {**current, **checked}  # mappings layer key by key
         choices = fields[name].metadata.get("choices")
         if choices and checked not in choices:
             close = difflib.get_close_matches(str(checked), [str(c) for c in choices], n=1)
@@ -413,8 +414,44 @@ def load_config(
         _apply(config, read_yaml(path), str(path), BadInputError)
     for text in overrides:
         key, value = parse_override(text)
+        inside = _inside_mapping(config, key)
+        if inside is not None:
+            # --set model.args.M=6 changes one entry; --set model.args={...} replaces them all
+            field_key, rest = inside
+            key, value = field_key, _with_entry(_get(config, field_key), rest, value)
         _apply(config, _nest(key, value), f"--set {text}", UsageError)
     return config
+
+
+def _get(config: Config, key: str) -> Any:
+    node: Any = config
+    for part in key.split("."):
+        node = getattr(node, part)
+    return node
+
+
+def _inside_mapping(config: Config, key: str) -> tuple[str, list[str]] | None:
+    """For a key below a free-form mapping field (``model.args.num_modules``): the field's key
+    and the path inside it; None for an ordinary field (already checked by parse_override)."""
+    node: Any = config
+    parts = key.split(".")
+    for i, part in enumerate(parts):
+        if not dataclasses.is_dataclass(node):
+            return ".".join(parts[:i]), parts[i:]
+        node = getattr(node, part)
+    return None
+
+
+def _with_entry(mapping: dict | None, path: list[str], value: Any) -> dict:
+    """A copy of ``mapping`` with ``path`` set to ``value``."""
+    result = copy.deepcopy(mapping) if isinstance(mapping, dict) else {}
+    node = result
+    for part in path[:-1]:
+        if not isinstance(node.get(part), dict):
+            node[part] = {}
+        node = node[part]
+    node[path[-1]] = value
+    return result
 
 
 def config_from_dict(data: dict[str, Any], source: str = "config") -> Config:

@@ -84,7 +84,8 @@ def create_model(model_cfg: ModelConfig, num_classes: int, in_chans: int = 3) ->
     check_model_name(name)
     if model_cfg.num_classes is not None and model_cfg.num_classes != num_classes:
         raise UsageError(
-            f"model.num_classes={model_cfg.num_classes} but the data has {num_classes} classes"
+            f"model.num_classes={model_cfg.num_classes} but the data has {num_classes} classes "
+            "(--set model.num_classes=null takes the number from the data)"
         )
     kwargs = _model_kwargs(model_cfg)
     weights = Path(model_cfg.weights).expanduser() if model_cfg.weights else None

@@ -74,10 +74,15 @@ def test_int_is_accepted_for_a_float_but_not_the_reverse():
         load_config(overrides=["train.epochs=2.5"])
 
 
-def test_mapping_fields_merge_key_by_key(tmp_path):
+def test_mapping_fields_take_one_entry_or_a_whole_mapping(tmp_path):
     profile = write(tmp_path / "p.yaml", {"model": {"args": {"num_modules": 6}}})
     config = load_config(profile=str(profile), overrides=["model.args.branch_channels=[64,64,64]"])
     assert config.model.args == {"num_modules": 6, "branch_channels": [64, 64, 64]}
+    # a whole mapping replaces the profile's: switching models leaves no stale arguments
+    config = load_config(profile=str(profile), overrides=["model.args={channels: [8]}"])
+    assert config.model.args == {"channels": [8]}
+    nested = load_config(overrides=["data.families.mine=[Colon, Stomach]"])
+    assert nested.data.families == {"mine": ["Colon", "Stomach"]}
 
 
 def test_unknown_key_in_set_is_usage_error_with_did_you_mean():

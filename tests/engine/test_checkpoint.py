@@ -11,6 +11,7 @@ from cellbench.engine.checkpoint import (
     load_checkpoint,
     repair_best,
     serialize,
+    weights_fingerprint,
     write_epoch_checkpoints,
 )
 from cellbench.errors import BadInputError, one_line
@@ -77,3 +78,11 @@ def test_one_line_keeps_the_first_meaningful_line_without_colour():
     assert one_line(ValueError("")) == "ValueError"
     long = one_line("x" * 500, limit=50)
     assert len(long) == 50 and long.endswith("…")
+
+
+def test_fingerprint_covers_batchnorm_buffers():
+    # BatchNorm holds a 0-dim int64 buffer (num_batches_tracked): it must hash, and count
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    before = weights_fingerprint(model)
+    model[1].num_batches_tracked += 1
+    assert weights_fingerprint(model) != before

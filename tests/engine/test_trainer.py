@@ -352,3 +352,28 @@ def test_a_crash_is_reported_on_one_line(tmp_path, tiny_overrides):
     reason = read_events(paths.events, "run_end")[-1]["reason"]
     assert reason == "RuntimeError: first line"
     assert json.loads(paths.metrics.read_text())["reason"] == reason
+
+
+def test_a_model_num_classes_that_disagrees_with_the_data_is_refused(tmp_path, tiny_overrides):
+    from cellbench.engine.session import TrainRequest, train
+    from cellbench.errors import UsageError
+
+    request = TrainRequest(overrides=tiny_overrides("model.num_classes=200"), runs_dir=tmp_path)
+    with pytest.raises(UsageError, match="model.num_classes=200 but the data has 4 classes"):
+        train(request)
+    assert not any(tmp_path.iterdir())  # refused before a run folder was made
+
+
+def test_batchnorm_models_train(tmp_path, tiny_overrides):
+    from cellbench.engine.session import TrainRequest, train
+
+    request = TrainRequest(
+        overrides=tiny_overrides(
+            "model.name=inception_multibranch",
+            "model.args={num_modules: 2, branch_channels: [8, 8, 8]}",
+            "train.epochs=1",
+        ),
+        runs_dir=tmp_path,
+    )
+    _, result = train(request)
+    assert result.status == "completed"

@@ -64,8 +64,10 @@ class ClassificationTask(Task):
     def build_model(self, config: Config, data: TaskData) -> nn.Module:
         from cellbench.models import create_model
 
-        num_classes = config.model.num_classes or data.num_classes
-        return create_model(config.model, num_classes=num_classes, in_chans=config.data.in_chans)
+        # the data decides; a model.num_classes that disagrees is refused by create_model
+        return create_model(
+            config.model, num_classes=data.num_classes, in_chans=config.data.in_chans
+        )
 
     def train_criterion(self, config: Config, data: TaskData) -> nn.Module:
         if _mixing(config):
