@@ -24,7 +24,7 @@ RunsDirOption = Annotated[
     typer.Option(
         "--runs-dir",
         envvar=RUNS_DIR_ENV,
-        help=f"Folder holding the runs [default: ./runs, or ${RUNS_DIR_ENV}].",
+        help="Folder holding the runs (default: ./runs).",
         show_default=False,
     ),
 ]

@@ -84,7 +84,7 @@ def synth_command(
     seed: Annotated[int, typer.Option(help="Random seed; same seed, same bytes.")] = 0,
     size: Annotated[
         int | None,
-        typer.Option(help="Image side in pixels [default: 256 pannuke, 32 shapes].", min=8),
+        typer.Option(help="Image side in pixels (default: 256 pannuke, 32 shapes).", min=8),
     ] = None,
     layout: Annotated[
         str | None,

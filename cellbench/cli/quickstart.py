@@ -48,7 +48,7 @@ def quickstart_command(
         int, typer.Option(help="Generated classification images per class.", min=10)
     ] = 200,
     epochs: Annotated[
-        int | None, typer.Option(help="Training epochs [default: the demo profile's].", min=1)
+        int | None, typer.Option(help="Training epochs (default: the demo profile's).", min=1)
     ] = None,
 ) -> None:
     """Run the whole workflow on generated data: a few minutes on a laptop CPU, no download.

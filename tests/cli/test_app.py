@@ -136,3 +136,11 @@ def test_messages_with_brackets_are_printed_literally(tmp_path):
         w.emit("warning", check="initial_loss", severity="warning", message="loss [bold]x too high")
     result = runner.invoke(app, ["runs", "show", "r", "--runs-dir", str(tmp_path)])
     assert "[initial_loss] loss [bold]x too high" in result.stdout
+
+
+def test_help_texts_survive_rich_markup():
+    # square brackets in a help string are Rich markup and vanish: defaults are written (...)
+    result = runner.invoke(app, ["runs", "list", "--help"])
+    assert "Folder holding the runs (default: ./runs)." in result.stdout
+    synth = runner.invoke(app, ["data", "synth", "--help"])
+    assert "(default: 256 pannuke, 32 shapes)" in synth.stdout
