@@ -59,17 +59,21 @@ def list_runs(runs_dir: RunsDirOption = None, json_out: JsonOption = False) -> N
         console.print(f"No runs in {store.root}/ yet. Start one with [bold]cellbench train[/].")
         return
     table = Table(
-        title=f"Runs in {store.root}/", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True
+        title=f"Runs in {store.root}/",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+        show_edge=False,
     )
     for column in ("id", "name", "task", "status", "epochs", "best", "started", "duration"):
-        # a narrow terminal folds the name and best columns; the others keep their width
-        foldable = column in ("name", "best")
+        # a narrow terminal folds the name only; numbers are never split across lines
+        foldable = column == "name"
         table.add_column(
             column,
             justify="right" if column in ("id", "epochs") else "left",
             no_wrap=not foldable,
             overflow="fold",
-            min_width=10 if foldable else len(column),
+            min_width=8 if foldable else len(column),
         )
     for s in summaries:
         style = STATUS_STYLE.get(s.status, "")

@@ -261,6 +261,7 @@ def prepare(
         raise BadInputError(f"{out}: output folder must differ from the PanNuke folder")
     check_output(out, folds)
     raws = [open_raw_fold(pannuke, fold) for fold in folds]
+    created = not out.exists()
     reports = []
     try:
         for raw in raws:
@@ -269,4 +270,6 @@ def prepare(
         # Folds completed before a failure are complete and stay listed.
         if store_folds(out):
             write_root_manifest(out, __version__)
+        elif created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # a failed first fold leaves no empty store folder behind
     return reports

@@ -79,6 +79,9 @@ def smooth(losses: Iterable[float], beta: float) -> list[float]:
     return out
 
 
+SKIP_END = 5
+
+
 def suggest_lr(lrs: list[float], smoothed: list[float]) -> tuple[float | None, float | None]:
     """(suggestion, lr at the smoothed minimum) by the documented rule."""
     if len(lrs) < 2:
@@ -93,7 +96,11 @@ def suggest_lr(lrs: list[float], smoothed: list[float]) -> tuple[float | None, f
     if low - start + 1 >= 3:
         window = values[start : low + 1]
         slope = np.gradient(window, np.log10(np.asarray(lrs[start : low + 1])))
-        return float(lrs[start + int(np.argmin(slope))]), min_lr
+        # The smoothed curve lags the raw loss, so its slope is often steepest right at its
+        # minimum, where training already diverges: the last SKIP_END points are not candidates
+        # (torch-lr-finder skips the same number by default).
+        candidates = slope[: max(1, len(slope) - SKIP_END)]
+        return float(lrs[start + int(np.argmin(candidates))]), min_lr
     return min_lr / 10, min_lr
 
 

@@ -101,7 +101,11 @@ class RunLock:
                 # new holder linked meanwhile and delete it while that holder is alive
                 info = read_lock(self.path)
                 if info is None:
-                    continue  # released meanwhile (or not readable yet): try to create again
+                    if self.path.exists():
+                        # locks appear whole (hard link), so an unreadable one is corrupt, not
+                        # half-written: nothing can be holding it
+                        self.path.unlink(missing_ok=True)
+                    continue  # released meanwhile, or corrupt and removed: try to create again
                 if holder_alive(info):
                     raise RunConflict(
                         f"{self.path.parent}: locked by pid {info.get('pid')} on "

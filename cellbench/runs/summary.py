@@ -49,6 +49,24 @@ def _task_and_model(run: RunPaths, start: dict | None) -> tuple[str | None, str 
     return config.get("task"), (config.get("model") or {}).get("name")
 
 
+def _training_seconds(events: list[dict], running: bool) -> float | None:
+    """Time spent training: each run_start to the last training event after it. Pauses between
+    an interruption and its resume, and later ``eval`` events, do not count."""
+    total, segment_start, last = 0.0, None, None
+    for event in events:
+        if event.get("kind") == "eval" or "time" not in event:
+            continue
+        t = float(event["time"])
+        if event.get("kind") == "run_start":
+            if segment_start is not None:
+                total += last - segment_start
+            segment_start = t
+        last = t
+    if segment_start is None:
+        return None
+    return total + (time.time() if running else last) - segment_start
+
+
 def summarize(run: RunPaths) -> RunSummary:
     events = read_events(run.events)
     starts = [i for i, e in enumerate(events) if e.get("kind") == "run_start"]
@@ -71,14 +89,10 @@ def summarize(run: RunPaths) -> RunSummary:
     best = (end or {}).get("best") or next(
         (e.get("best") for e in reversed(epoch_events) if e.get("best")), None
     )
-    started = first_start.get("time") if first_start else None
-    if started is None:
-        duration = None
-    elif status == "running":
-        duration = time.time() - started
-    else:
-        duration = float(events[-1].get("time", started)) - started
-    task, model = _task_and_model(run, first_start)
+    attempt_start = events[attempt[-1]] if attempt else first_start
+    started = attempt_start.get("time") if attempt_start else None
+    duration = _training_seconds(attempt_events, running=status == "running") if starts else None
+    task, model = _task_and_model(run, attempt_start)
     return RunSummary(
         id=run.id,
         name=run.name,

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from cellbench.engine.lr_finder import lr_range_test, smooth, suggest_lr
+from cellbench.engine.lr_finder import SKIP_END, lr_range_test, smooth, suggest_lr
 
 matplotlib.use("Agg")
 
@@ -145,3 +145,13 @@ def test_cli_lr_find_writes_curve_and_suggestion(tmp_path, tiny_overrides):
     assert all(math.isfinite(v) for v in result.losses[:10])
     # a range test is not a training: the run keeps its config and has no checkpoint
     assert paths.config.is_file() and not paths.checkpoints.exists()
+
+
+def test_suggestion_is_not_the_minimum_when_the_curve_is_steepest_there():
+    # a loss that keeps falling faster and faster until it blows up: the steepest smoothed
+    # slope sits at the minimum, where training already diverges
+    lrs = [10 ** (-6 + i * 0.1) for i in range(60)]
+    curve = [2.0 - 0.001 * math.exp(i / 5) if i <= 40 else 50.0 for i in range(60)]
+    suggestion, min_lr = suggest_lr(lrs, curve)
+    assert min_lr == pytest.approx(lrs[40])
+    assert suggestion == pytest.approx(lrs[40 - SKIP_END])

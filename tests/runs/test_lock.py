@@ -112,3 +112,10 @@ def test_lock_of_a_reused_pid_is_stale(tmp_path):
     )
     with RunLock(path):
         assert read_lock(path)["pid_started"] != 1.0
+
+
+def test_corrupt_lock_file_is_taken_over(tmp_path):
+    path = tmp_path / "lock"
+    path.write_text("{not json")  # e.g. a disk that filled up, or a hand edit
+    with RunLock(path):
+        assert read_lock(path)["pid"] == os.getpid()

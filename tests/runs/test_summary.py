@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 from cellbench.runs.events import EventWriter
@@ -61,3 +62,20 @@ def test_resume_continues_epochs_and_fresh_start_resets_them(tmp_path):
         w.emit("run_start", resumed=False, reset={"removed": ["checkpoints/last.pt"]})
     s = summarize(run)
     assert (s.status, s.epochs, s.warnings) == ("crashed", 0, 0)
+
+
+def test_duration_counts_training_only(tmp_path):
+    run = make_run(tmp_path)
+    events = [
+        {"kind": "run_start", "time": 100.0, "resumed": False},
+        {"kind": "epoch", "time": 110.0, "epoch": 1},
+        {"kind": "run_end", "time": 112.0, "status": "interrupted"},
+        {"kind": "run_start", "time": 5000.0, "resumed": True},  # resumed much later
+        {"kind": "epoch", "time": 5010.0, "epoch": 2},
+        {"kind": "run_end", "time": 5011.0, "status": "completed"},
+        {"kind": "eval", "time": 9000.0, "split": "test"},  # evaluated the next day
+    ]
+    run.events.write_text("".join(json.dumps(e) + "\n" for e in events))
+    s = summarize(run)
+    assert s.duration_s == 12.0 + 11.0
+    assert s.started == 100.0
