@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import difflib
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -15,13 +17,15 @@ from cellbench.cli.common import (
     RunsDirOption,
     console,
     format_duration,
+    log,
     print_json,
     run_store,
 )
+from cellbench.errors import BadInputError, UsageError
 from cellbench.runs.events import read_events
 from cellbench.runs.summary import RunSummary, summarize
 
-app = typer.Typer(help="List and inspect runs.", no_args_is_help=True)
+app = typer.Typer(help="List, inspect and compare runs.", no_args_is_help=True)
 
 STATUS_STYLE = {
     "completed": "green",
@@ -155,3 +159,65 @@ def _fmt(value) -> str:
     if isinstance(value, dict):
         return ", ".join(f"{k}={_fmt(v)}" for k, v in value.items())
     return "-" if value is None else str(value)
+
+
+@app.command("compare")
+def compare_runs(
+    runs: Annotated[list[str], typer.Argument(help="Two or more runs (id, name or folder).")],
+    metric: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--metric", "-m", help="History column to compare (repeatable; default: all)."
+        ),
+    ] = None,
+    plot: Annotated[
+        Path | None, typer.Option("--plot", help="Write the runs' curves to this PNG.")
+    ] = None,
+    runs_dir: RunsDirOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Compare runs side by side: final and best value of each metric; curves with --plot."""
+    from cellbench.runs.compare import compare, load_curves, metric_names, plot_curves
+
+    store = run_store(runs_dir)
+    resolved = [store.resolve(ref) for ref in runs]
+    curves = load_curves(resolved)
+    available = metric_names(curves)
+    metrics = list(metric) if metric else available
+    unknown = [m for m in metrics if m not in available]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], available, n=1)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        raise UsageError(
+            f"--metric {unknown[0]}: not in these runs' history.csv ({hint}"
+            f"available: {', '.join(available) or 'none, no epoch finished yet'})"
+        )
+    if not metrics:
+        raise BadInputError(f"{resolved[0].history}: no epoch finished yet, nothing to compare")
+    records = compare(curves, metrics)
+    if plot is not None:
+        plot_curves(curves, metrics, plot)
+        log(f"curves written to {plot}")
+    if json_out:
+        print_json(records)
+        return
+    # runs as columns: a study compares a few runs over many metrics
+    table = Table(title="Runs compared: final value, and best (epoch)", box=box.SIMPLE_HEAD)
+    table.add_column("")
+    for record in records:
+        table.add_column(record["folder"], justify="right", overflow="fold")
+    table.add_row("status", *(r["status"] for r in records))
+    table.add_row("epochs", *(str(r["epochs"]) for r in records), end_section=True)
+    for m in metrics:
+        values = [r["metrics"][m] for r in records]
+        table.add_row(f"[bold]{escape(m)}[/]", *(_cell(v, "final") for v in values))
+        table.add_row("  best", *(_cell(v, "best") for v in values))
+    console.print(table)
+
+
+def _cell(value: dict | None, which: str) -> str:
+    if value is None:
+        return "-"
+    if which == "final":
+        return f"{value['final']:.4g}"
+    return f"{value['best']:.4g} ({value['best_epoch']})"

@@ -14,6 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from cellbench.atomic import atomic_write_text
+from cellbench.runs.history import read_history
+
+__all__ = ["History", "read_history"]
 
 
 def _format(value: Any) -> str:
@@ -49,23 +52,3 @@ class History:
 
     def column(self, name: str) -> list[float]:
         return [float(r[name]) for r in self.rows if r.get(name) is not None]
-
-
-def read_history(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of a history.csv as floats (``epoch`` as int); a missing file has no rows."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    with open(path, newline="") as fh:
-        rows = []
-        for raw in csv.DictReader(fh):
-            row: dict[str, Any] = {}
-            for key, value in raw.items():
-                if value in ("", None):
-                    row[key] = None
-                elif key == "epoch":
-                    row[key] = int(value)
-                else:
-                    row[key] = float(value)
-            rows.append(row)
-    return rows
