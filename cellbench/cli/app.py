@@ -21,6 +21,7 @@ from cellbench.cli.common import err_console
 from cellbench.cli.predict import predict_command
 from cellbench.cli.quickstart import quickstart_command
 from cellbench.cli.train import train_command
+from cellbench.cli.tui import tui_command
 from cellbench.errors import CellbenchError, ExitCode
 
 
@@ -86,6 +87,7 @@ app.command("train", rich_help_panel="Train")(train_command)
 app.add_typer(eval_cli.app, name="eval", rich_help_panel="Models")
 app.command("predict", rich_help_panel="Models")(predict_command)
 app.command("clean", rich_help_panel="Runs")(clean_command)
+app.command("tui", rich_help_panel="Runs")(tui_command)
 
 
 def main() -> None:

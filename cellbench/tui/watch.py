@@ -1,0 +1,369 @@
+"""Incremental readers of run folders: what the TUI knows about each run (no Textual here).
+
+The TUI talks to a training only through its run folder. A ``RunWatcher`` keeps a byte offset
+into ``events.jsonl`` and reads only what was appended since the last poll; a line flushed in two
+writes (or torn by a killed writer) waits in a buffer until its newline arrives. A file that
+shrank, or whose first bytes or inode changed (``clean``, ``--fresh`` rewriting, a deleted and
+recreated run), is read again from the start. A ``RunStoreWatcher`` does this for every run of a
+runs root; a poll of an idle run costs a few ``stat`` calls.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cellbench.runs.layout import RunPaths
+from cellbench.runs.lock import lock_holder_alive
+from cellbench.runs.store import RunStore
+
+HEAD_BYTES = 64  # enough to tell a replaced file: the first line starts with its own timestamp
+
+
+def as_number(value: Any) -> float | None:
+    """A float from an event field; the writer stores NaN/inf as the strings "nan"/"inf"."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+def is_finite(value: float | None) -> bool:
+    return value is not None and math.isfinite(value)
+
+
+class EventTail:
+    """The complete JSON lines appended to a file since the last ``read``."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._offset = 0
+        self._pending = b""
+        self._head = b""
+        self._identity: tuple[int, int] | None = None
+
+    def _restart(self) -> None:
+        self._offset, self._pending, self._head, self._identity = 0, b"", b"", None
+
+    def read(self) -> tuple[list[dict[str, Any]], bool]:
+        """``(new events, reset)``; ``reset`` says the file was replaced, truncated or removed
+        and the events are the new file's from its start."""
+        try:
+            stat = os.stat(self.path)
+        except FileNotFoundError:
+            reset = self._identity is not None
+            self._restart()
+            return [], reset
+        reset = False
+        identity = (stat.st_dev, stat.st_ino)
+        if self._identity is not None and (
+            identity != self._identity or stat.st_size < self._offset or not self._same_head()
+        ):
+            self._restart()
+            reset = True
+        self._identity = identity
+        if stat.st_size == self._offset:
+            return [], reset
+        with open(self.path, "rb") as fh:
+            fh.seek(self._offset)
+            data = fh.read()
+        self._offset += len(data)
+        if len(self._head) < HEAD_BYTES:
+            self._head = (self._head + data)[:HEAD_BYTES]
+        *lines, self._pending = (self._pending + data).split(b"\n")
+        return [e for e in map(_parse, lines) if e is not None], reset
+
+    def _same_head(self) -> bool:
+        # a file truncated and rewritten past our offset between two polls keeps its inode and
+        # its size grows: only its first bytes tell it is another file
+        if not self._head:
+            return True
+        with open(self.path, "rb") as fh:
+            return fh.read(len(self._head)) == self._head
+
+
+def _parse(line: bytes) -> dict[str, Any] | None:
+    try:
+        event = json.loads(line.decode("utf-8", errors="replace"))
+    except ValueError:
+        return None  # a torn fragment left by a killed writer, or a foreign line
+    return event if isinstance(event, dict) else None
+
+
+@dataclass(frozen=True)
+class StepLoss:
+    epoch: int
+    step: int  # global optimizer step
+    loss: float | None
+
+
+@dataclass(frozen=True)
+class EpochRow:
+    epoch: int
+    train_loss: float | None
+    val_loss: float | None
+    metrics: dict[str, float | None]
+    lr: float | None
+    time_s: float | None
+
+
+@dataclass(frozen=True)
+class MemoryReading:
+    time: float
+    device: str
+    allocated: int | None
+    reserved: int | None
+    peak: int | None
+    rss: int | None
+
+    @property
+    def cuda(self) -> bool:
+        return self.allocated is not None
+
+
+@dataclass(frozen=True)
+class CheckWarning:
+    time: float | None
+    check: str
+    severity: str
+    message: str
+
+
+@dataclass
+class RunState:
+    """Everything the current attempt of a run has said so far (a ``--fresh`` start clears it)."""
+
+    start: dict[str, Any] | None = None
+    end: dict[str, Any] | None = None
+    started_ever: bool = False
+    steps: list[StepLoss] = field(default_factory=list)
+    epochs: list[EpochRow] = field(default_factory=list)
+    memory: list[MemoryReading] = field(default_factory=list)
+    warnings: list[CheckWarning] = field(default_factory=list)
+    evals: list[dict[str, Any]] = field(default_factory=list)
+    best: dict[str, Any] | None = None
+
+    def apply(self, event: dict[str, Any]) -> None:
+        kind = event.get("kind")
+        if kind == "run_start":
+            self._start(event)
+        elif kind == "step":
+            self.steps.append(
+                StepLoss(
+                    int(event.get("epoch") or 0),
+                    int(event.get("step") or 0),
+                    as_number(event.get("loss")),
+                )
+            )
+        elif kind == "epoch":
+            self._epoch(event)
+        elif kind == "memory":
+            self.memory.append(
+                MemoryReading(
+                    time=float(event.get("time") or 0.0),
+                    device=str(event.get("device") or ""),
+                    allocated=event.get("allocated"),
+                    reserved=event.get("reserved"),
+                    peak=event.get("peak"),
+                    rss=event.get("rss"),
+                )
+            )
+        elif kind == "warning":
+            self.warnings.append(
+                CheckWarning(
+                    time=event.get("time"),
+                    check=str(event.get("check") or "?"),
+                    severity=str(event.get("severity") or "warning"),
+                    message=str(event.get("message") or ""),
+                )
+            )
+        elif kind == "eval":
+            self.evals.append(event)
+        elif kind == "run_end":
+            self.end = event
+            self.best = event.get("best") or self.best
+
+    def _start(self, event: dict[str, Any]) -> None:
+        self.start, self.end, self.started_ever = event, None, True
+        if event.get("resumed"):
+            # a resume redoes the epochs after its checkpoint: forget what the killed attempt
+            # logged past it, so no step or epoch is drawn twice
+            kept = int(event.get("start_epoch") or 0)
+            self.steps = [s for s in self.steps if s.epoch <= kept]
+            self.epochs = [e for e in self.epochs if e.epoch <= kept]
+            return
+        # a new attempt (a new run or --fresh): same rule as `cellbench runs list`
+        self.steps, self.epochs, self.memory, self.warnings, self.evals = [], [], [], [], []
+        self.best = None
+
+    def _epoch(self, event: dict[str, Any]) -> None:
+        row = EpochRow(
+            epoch=int(event.get("epoch") or 0),
+            train_loss=as_number(event.get("train_loss")),
+            val_loss=as_number(event.get("val_loss")),
+            metrics={k: as_number(v) for k, v in (event.get("metrics") or {}).items()},
+            lr=as_number(event.get("lr")),
+            time_s=as_number(event.get("time_s")),
+        )
+        self.epochs = [e for e in self.epochs if e.epoch != row.epoch] + [row]
+        self.best = event.get("best") or self.best
+
+
+class RunWatcher:
+    """One run folder, read incrementally. ``poll()`` says whether anything changed;
+    ``version`` counts the changes, so a view re-renders only when it moved."""
+
+    def __init__(self, run: RunPaths):
+        self.run = run
+        self.state = RunState()
+        self.status = "created"
+        self.config: dict[str, Any] = {}
+        self.version = 0
+        self._tail = EventTail(run.events)
+        self._config_mtime: float | None = None
+
+    def poll(self) -> bool:
+        events, reset = self._tail.read()
+        if reset:
+            self.state = RunState()
+        for event in events:
+            self.state.apply(event)
+        changed = reset or bool(events)
+        changed |= self._read_config()
+        status = self._status()
+        changed |= status != self.status
+        self.status = status
+        if changed:
+            self.version += 1
+        return changed
+
+    def _status(self) -> str:
+        # the rules of cellbench.runs.summary.summarize, applied to what was read incrementally
+        # (summarize re-reads the whole file: too much once a second for every run)
+        state = self.state
+        if not state.started_ever:
+            return "created"
+        if state.end is not None:
+            return str(state.end.get("status", "completed"))
+        return "running" if lock_holder_alive(self.run.lock) else "crashed"
+
+    def _read_config(self) -> bool:
+        try:
+            mtime = self.run.config.stat().st_mtime
+        except OSError:
+            mtime = None
+        if mtime == self._config_mtime:
+            return False
+        self._config_mtime = mtime
+        try:
+            self.config = yaml.safe_load(self.run.config.read_text()) or {}
+        except (OSError, yaml.YAMLError):
+            self.config = {}
+        return True
+
+    # ------------------------------------------------------------------ derived views
+
+    @property
+    def model(self) -> str | None:
+        start = self.state.start or {}
+        return start.get("model") or (self.config.get("model") or {}).get("name")
+
+    @property
+    def epochs_done(self) -> int:
+        return max((e.epoch for e in self.state.epochs), default=0)
+
+    @property
+    def epochs_planned(self) -> int | None:
+        epochs = (self.config.get("train") or {}).get("epochs")
+        return int(epochs) if isinstance(epochs, int) else None
+
+    @property
+    def best(self) -> dict[str, Any] | None:
+        return self.state.best
+
+    def steps_per_epoch(self) -> float | None:
+        """Estimated from the step events: a step s of epoch e has (e-1)·n < s ≤ e·n, so n is at
+        least s/e. Exact once an epoch's last step is logged; during epoch 1 it is the steps
+        seen so far (the epoch-1 curve then spans the whole first epoch)."""
+        bounds = [s.step / s.epoch for s in self.state.steps if s.epoch > 0 and s.step > 0]
+        return math.ceil(max(bounds) - 1e-9) if bounds else None
+
+    def step_curve(self) -> tuple[list[float], list[float]]:
+        """Per-step training losses, x in (fractional) epochs; non-finite losses left out."""
+        per_epoch = self.steps_per_epoch()
+        if not per_epoch:
+            return [], []
+        points = [(s.step / per_epoch, s.loss) for s in self.state.steps if is_finite(s.loss)]
+        return [p[0] for p in points], [p[1] for p in points]
+
+    def epoch_curve(self, name: str) -> tuple[list[float], list[float]]:
+        """``train_loss``, ``val_loss`` or a metric per completed epoch (finite values only)."""
+        points = []
+        for row in self.state.epochs:
+            value = getattr(row, name) if name in ("train_loss", "val_loss") else None
+            if value is None:
+                value = row.metrics.get(name)
+            if is_finite(value):
+                points.append((float(row.epoch), value))
+        return [p[0] for p in points], [p[1] for p in points]
+
+
+@dataclass
+class StoreChanges:
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.removed or self.changed)
+
+
+class RunStoreWatcher:
+    """Every run of a runs root, keyed by folder name (``0002-digestive``), in id order."""
+
+    def __init__(self, root: str | os.PathLike | None = None):
+        self.store = RunStore(root)
+        self.watchers: dict[str, RunWatcher] = {}
+
+    @property
+    def root(self) -> Path:
+        return self.store.root
+
+    def poll(self) -> StoreChanges:
+        changes = StoreChanges()
+        runs = self.store.runs()
+        current = {run.root.name for run in runs}
+        for folder in [f for f in self.watchers if f not in current]:
+            del self.watchers[folder]
+            changes.removed.append(folder)
+        watchers = {}
+        for run in runs:
+            folder = run.root.name
+            watcher = self.watchers.get(folder)
+            if watcher is None:
+                watcher = RunWatcher(run)
+                changes.added.append(folder)
+            if watcher.poll() and folder not in changes.added:
+                changes.changed.append(folder)
+            watchers[folder] = watcher
+        self.watchers = watchers  # rebuilt so iteration follows the store's id order
+        return changes
+
+    def get(self, folder: str) -> RunWatcher | None:
+        return self.watchers.get(folder)
+
+    def newest_running(self) -> str | None:
+        running = [f for f, w in self.watchers.items() if w.status == "running"]
+        return running[-1] if running else None

@@ -1,0 +1,1 @@
+"""The TUI's widgets: one panel each, fed by a ``RunWatcher``."""
