@@ -136,7 +136,8 @@ def quickstart_command(
     console.print(Rule("[bold green]quickstart done", align="left"))
     console.print(
         f"Finished in {time.perf_counter() - started:.0f} s. Next: [bold]cellbench runs list[/], "
-        f"[bold]cellbench runs show {QUICKSTART_RUN}[/], or train on your own data with "
+        f"[bold]cellbench tui --run {QUICKSTART_RUN}[/] (curves, memory, warnings), or train on "
+        "your own data with "
         f"[bold]cellbench train --data DIR --model NAME[/]."
     )
 
