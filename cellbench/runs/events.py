@@ -91,6 +91,64 @@ def read_events(path: str | os.PathLike, kind: str | None = None) -> list[dict[s
     return events
 
 
+HEAD_BYTES = 64  # enough to tell a replaced file: the first line starts with its own timestamp
+
+
+class EventTail:
+    """The complete JSON lines appended to a file since the last ``read``."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._offset = 0
+        self._pending = b""
+        self._head = b""
+        self._identity: tuple[int, int] | None = None
+
+    def _restart(self) -> None:
+        self._offset, self._pending, self._head, self._identity = 0, b"", b"", None
+
+    def read(self) -> tuple[list[dict[str, Any]], bool]:
+        """``(new events, reset)``; ``reset`` says the file was replaced, truncated or removed
+        and the events are the new file's from its start."""
+        try:
+            stat = os.stat(self.path)
+        except FileNotFoundError:
+            reset = self._identity is not None
+            self._restart()
+            return [], reset
+        reset = False
+        identity = (stat.st_dev, stat.st_ino)
+        if self._identity is not None and (
+            identity != self._identity or stat.st_size < self._offset or not self._same_head()
+        ):
+            self._restart()
+            reset = True
+        self._identity = identity
+        if stat.st_size == self._offset:
+            return [], reset
+        with open(self.path, "rb") as fh:
+            fh.seek(self._offset)
+            data = fh.read()
+        self._offset += len(data)
+        if len(self._head) < HEAD_BYTES:
+            self._head = (self._head + data)[:HEAD_BYTES]
+        *lines, self._pending = (self._pending + data).split(b"\n")
+        return [e for e in map(_parse_bytes, lines) if e is not None], reset
+
+    def _same_head(self) -> bool:
+        # a file truncated and rewritten past our offset between two polls keeps its inode and
+        # its size grows: only its first bytes tell it is another file
+        if not self._head:
+            return True
+        with open(self.path, "rb") as fh:
+            return fh.read(len(self._head)) == self._head
+
+
+def _parse_bytes(line: bytes) -> dict[str, Any] | None:
+    # a torn fragment left by a killed writer, or a foreign line, is skipped
+    return _parse(line.decode("utf-8", errors="replace"))
+
+
 def follow_events(
     path: str | os.PathLike,
     stop: Callable[[], bool] = lambda: False,
@@ -99,30 +157,16 @@ def follow_events(
 ) -> Iterator[dict[str, Any]]:
     """Yield events as they are appended; ends when ``stop()`` is true and nothing is left.
 
-    A partial line is kept until its newline arrives, so a line flushed in two writes is
-    read once and whole.
+    A missing file is waited for; a partial line is kept until its newline arrives, so a line
+    flushed in two writes is read once and whole.
     """
-    path = Path(path)
-    pending = ""
-    position = 0
-    while not path.exists():
-        if stop():
-            return
-        time.sleep(poll)
+    tail = EventTail(path)
     if not from_start:
-        position = path.stat().st_size
+        tail.read()  # skip what is already there
     while True:
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            fh.seek(position)
-            chunk = fh.read()
-            position = fh.tell()
-        if chunk:
-            pending += chunk
-            *lines, pending = pending.split("\n")
-            for line in lines:
-                event = _parse(line)
-                if event is not None:
-                    yield event
+        events, _ = tail.read()
+        if events:
+            yield from events
             continue
         if stop():
             return

@@ -10,7 +10,6 @@ runs root; a poll of an idle run costs a few ``stat`` calls.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -19,11 +18,10 @@ from typing import Any
 
 import yaml
 
+from cellbench.runs.events import EventTail
 from cellbench.runs.layout import RunPaths
 from cellbench.runs.lock import lock_holder_alive
 from cellbench.runs.store import RunStore
-
-HEAD_BYTES = 64  # enough to tell a replaced file: the first line starts with its own timestamp
 
 
 def as_number(value: Any) -> float | None:
@@ -42,64 +40,6 @@ def as_number(value: Any) -> float | None:
 
 def is_finite(value: float | None) -> bool:
     return value is not None and math.isfinite(value)
-
-
-class EventTail:
-    """The complete JSON lines appended to a file since the last ``read``."""
-
-    def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-        self._offset = 0
-        self._pending = b""
-        self._head = b""
-        self._identity: tuple[int, int] | None = None
-
-    def _restart(self) -> None:
-        self._offset, self._pending, self._head, self._identity = 0, b"", b"", None
-
-    def read(self) -> tuple[list[dict[str, Any]], bool]:
-        """``(new events, reset)``; ``reset`` says the file was replaced, truncated or removed
-        and the events are the new file's from its start."""
-        try:
-            stat = os.stat(self.path)
-        except FileNotFoundError:
-            reset = self._identity is not None
-            self._restart()
-            return [], reset
-        reset = False
-        identity = (stat.st_dev, stat.st_ino)
-        if self._identity is not None and (
-            identity != self._identity or stat.st_size < self._offset or not self._same_head()
-        ):
-            self._restart()
-            reset = True
-        self._identity = identity
-        if stat.st_size == self._offset:
-            return [], reset
-        with open(self.path, "rb") as fh:
-            fh.seek(self._offset)
-            data = fh.read()
-        self._offset += len(data)
-        if len(self._head) < HEAD_BYTES:
-            self._head = (self._head + data)[:HEAD_BYTES]
-        *lines, self._pending = (self._pending + data).split(b"\n")
-        return [e for e in map(_parse, lines) if e is not None], reset
-
-    def _same_head(self) -> bool:
-        # a file truncated and rewritten past our offset between two polls keeps its inode and
-        # its size grows: only its first bytes tell it is another file
-        if not self._head:
-            return True
-        with open(self.path, "rb") as fh:
-            return fh.read(len(self._head)) == self._head
-
-
-def _parse(line: bytes) -> dict[str, Any] | None:
-    try:
-        event = json.loads(line.decode("utf-8", errors="replace"))
-    except ValueError:
-        return None  # a torn fragment left by a killed writer, or a foreign line
-    return event if isinstance(event, dict) else None
 
 
 @dataclass(frozen=True)

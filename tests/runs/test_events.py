@@ -6,7 +6,9 @@ import json
 import threading
 import time
 
-from cellbench.runs.events import EventWriter, follow_events, read_events
+import pytest
+
+from cellbench.runs.events import EventTail, EventWriter, follow_events, read_events
 
 
 def test_writer_flushes_each_line(tmp_path):
@@ -68,3 +70,66 @@ def test_follow_yields_appended_events_and_joins_split_lines(tmp_path):
     thread.join(timeout=5)
     assert [e["kind"] for e in seen] == ["run_start", "step"]
     assert seen[1]["step"] == 1
+
+
+def line(kind: str, **fields) -> bytes:
+    return (json.dumps({"kind": kind, "time": 1.0, **fields}) + "\n").encode()
+
+
+def test_tail_reads_only_what_was_appended(tmp_path):
+    path = tmp_path / "events.jsonl"
+    tail = EventTail(path)
+    assert tail.read() == ([], False)  # no file yet
+    path.write_bytes(line("step", step=1))
+    events, reset = tail.read()
+    assert [e["step"] for e in events] == [1] and not reset
+    assert tail.read() == ([], False)
+    with open(path, "ab") as fh:
+        fh.write(line("step", step=2) + line("step", step=3))
+    assert [e["step"] for e in tail.read()[0]] == [2, 3]
+
+
+def test_a_line_written_in_two_parts_is_read_once_whole(tmp_path):
+    path = tmp_path / "events.jsonl"
+    whole = line("epoch", epoch=1, train_loss=0.5)
+    path.write_bytes(whole[:17])
+    tail = EventTail(path)
+    assert tail.read() == ([], False)  # the half line waits for its newline
+    with open(path, "ab") as fh:
+        fh.write(whole[17:])
+    events, _ = tail.read()
+    assert events == [json.loads(whole)]
+
+
+def test_a_torn_line_of_a_killed_writer_is_skipped_and_later_lines_read(tmp_path):
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(line("step", step=1) + b'{"kind": "step", "st')  # writer died mid-line
+    watcher_tail = EventTail(path)
+    assert [e["step"] for e in watcher_tail.read()[0]] == [1]
+    with EventWriter(path) as writer:  # a resumed writer starts on a fresh line
+        writer.emit("step", epoch=1, step=2, loss=0.5)
+    assert [e["step"] for e in watcher_tail.read()[0]] == [2]
+
+
+@pytest.mark.parametrize("how", ["truncated", "replaced", "rewritten_longer", "removed"])
+def test_a_replaced_or_truncated_file_is_read_again_from_the_start(tmp_path, how):
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(line("step", step=1) + line("step", step=2))
+    tail = EventTail(path)
+    assert len(tail.read()[0]) == 2
+    if how == "truncated":
+        path.write_bytes(line("run_start", model="b"))
+    elif how == "replaced":  # a new file renamed over the old one: another inode
+        other = tmp_path / "new.jsonl"
+        other.write_bytes(line("run_start", model="b") + line("step", step=9) * 3)
+        other.replace(path)
+    elif how == "rewritten_longer":  # same inode, longer than before: only the head tells
+        path.write_bytes(line("run_start", model="b", time=2.0) + line("step", step=9) * 3)
+    else:
+        path.unlink()
+    events, reset = tail.read()
+    assert reset
+    if how == "removed":
+        assert events == []
+    else:
+        assert events[0]["kind"] == "run_start" and events[0]["model"] == "b"
