@@ -71,7 +71,10 @@ class CellbenchTUI(App):
         yield Footer()
 
     def on_mount(self) -> None:
-        table = self.query_one(RunsTable)
+        # Keep the widgets: a query from a timer tick would search whichever screen is on top
+        # (the help screen, or none while the app shuts down) and find nothing.
+        self.runs_table = table = self.query_one(RunsTable)
+        self.run_view = self.query_one(RunView)
         table.border_title = f"runs · {shown_path(self.watcher.root)}"
         self.poll_runs()
         found = self.watcher.store.find(self.preselect) if self.preselect is not None else None
@@ -80,15 +83,20 @@ class CellbenchTUI(App):
         elif self.watcher.watchers:  # the newest run is the one most likely being watched
             self.select(self.watcher.newest_running() or list(self.watcher.watchers)[-1])
         table.focus()
-        self.set_interval(self.interval, self.poll_runs)
+        self.poll_timer = self.set_interval(self.interval, self.poll_runs)
+
+    def on_unmount(self) -> None:
+        self.poll_timer.stop()
 
     # ------------------------------------------------------------------ polling
 
     def poll_runs(self, force: bool = False) -> None:
+        if not self.is_running:
+            return  # a last timer tick while the app shuts down
         changes = self.watcher.poll()
         watchers = self.watcher.watchers
         self.set_class(not watchers, "-empty")
-        table = self.query_one(RunsTable)
+        table = self.runs_table
         table.sync(watchers, changes.changed)
         if self.follow:
             newest = self.watcher.newest_running()
@@ -99,7 +107,7 @@ class CellbenchTUI(App):
         self.show_selected(force)
 
     def show_selected(self, force: bool = False) -> None:
-        view = self.query_one(RunView)
+        view = self.run_view
         watcher = self.watcher.get(self.selected) if self.selected else None
         view.display = watcher is not None
         if watcher is not None:
@@ -108,7 +116,7 @@ class CellbenchTUI(App):
 
     def select(self, folder: str) -> None:
         self.selected = folder
-        self.query_one(RunsTable).select(folder)
+        self.runs_table.select(folder)
         self.show_selected()
 
     def on_runs_table_highlighted(self, message: RunsTable.Highlighted) -> None:

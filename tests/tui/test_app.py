@@ -196,3 +196,19 @@ def test_a_real_training_opens_in_the_tui(store, shapes_dir):
         assert "baselines" in shown(app.query_one(WarningsLog))
 
     drive(CellbenchTUI(store.root, run="real"), scenario)
+
+
+def test_polling_goes_on_while_the_help_screen_is_open(store, running_run):
+    run, writer, history = running_run
+
+    async def scenario(pilot):
+        await pilot.press("question_mark")
+        await pilot.pause()
+        epoch_event(writer, history, 1, 0.9)
+        await pilot.pause(0.3)  # several timer ticks with the help screen on top
+        assert type(pilot.app.screen).__name__ == "HelpScreen"
+        await pilot.press("escape")
+        await pilot.pause()
+        assert "epoch 1: train_loss 1 · val_loss 0.9" in shown(pilot.app.query_one(MetricsLine))
+
+    drive(CellbenchTUI(store.root, interval=0.05), scenario)

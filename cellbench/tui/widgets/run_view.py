@@ -18,11 +18,16 @@ class RunView(Vertical):
         self._shown: tuple[str, int] | None = None  # (run folder, watcher version) on screen
 
     def compose(self) -> ComposeResult:
-        yield RunHeader(id="run-header")
-        yield LossCurves(id="curves")
-        yield MetricsLine(id="metrics")
-        yield MemoryPanel(id="memory")
-        yield WarningsLog(id="warnings")
+        # kept as a tuple: no DOM query on every refresh, and none that can miss while the app
+        # shuts down and removes the children first
+        self.panels = (
+            RunHeader(id="run-header"),
+            LossCurves(id="curves"),
+            MetricsLine(id="metrics"),
+            MemoryPanel(id="memory"),
+            WarningsLog(id="warnings"),
+        )
+        yield from self.panels
 
     def show(self, watcher: RunWatcher, force: bool = False) -> bool:
         """Render ``watcher``; a no-op when this run at this version is already shown."""
@@ -30,9 +35,6 @@ class RunView(Vertical):
         if shown == self._shown and not force:
             return False
         self._shown = shown
-        self.query_one(RunHeader).show(watcher)
-        self.query_one(LossCurves).show(watcher)
-        self.query_one(MetricsLine).show(watcher)
-        self.query_one(MemoryPanel).show(watcher)
-        self.query_one(WarningsLog).show(watcher)
+        for panel in self.panels:
+            panel.show(watcher)
         return True
