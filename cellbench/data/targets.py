@@ -96,3 +96,24 @@ def compact_ids(inst: np.ndarray) -> np.ndarray:
     if offset == 0:
         return (inverse + 1).reshape(inst.shape).astype(np.int32)
     return inverse.reshape(inst.shape).astype(np.int32)
+
+
+def hv_map_reference(inst: np.ndarray) -> np.ndarray:
+    """The HV convention written straight, one full-image pass per nucleus.
+
+    Slow on purpose: it is the definition ``hv_map`` is tested against and the baseline
+    ``benchmarks/bench_hv.py`` measures it against.
+    """
+    out = np.zeros((2,) + inst.shape, np.float64)
+    ys, xs = np.mgrid[: inst.shape[0], : inst.shape[1]]
+    for i in np.unique(inst[inst > 0]):
+        m = inst == i
+        for axis, coord in ((0, xs), (1, ys)):
+            d = coord[m] - coord[m].mean()
+            v = np.zeros_like(d)
+            if (d < 0).any():
+                v[d < 0] = d[d < 0] / -d.min()
+            if (d > 0).any():
+                v[d > 0] = d[d > 0] / d.max()
+            out[axis][m] = v
+    return out.astype(np.float32)
