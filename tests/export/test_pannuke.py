@@ -1,15 +1,16 @@
-"""PanNuke-format export: the masks read back (by the PanNuke reader and converter that
-``data prepare`` and ``eval pannuke`` use) give the same nuclei, types and scores."""
+"""PanNuke-format export: ``cellbench eval pannuke`` re-scores it to the same numbers, and an
+interrupted export or a user's folder is never left half-written or overwritten."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-import numpy as np
 import pytest
+from typer.testing import CliRunner
 
-from cellbench.data.convert import convert_masks
-from cellbench.data.pannuke import check_mask_header, read_tissues
+from cellbench.cli.app import app
+from cellbench.data.nuclei_labels import write_pannuke
 from cellbench.data.perturb import perturb_tiles
 from cellbench.errors import UsageError
 from cellbench.export.pannuke import MARKER, pannuke_export
@@ -23,20 +24,23 @@ def _export(out: Path, inst, types, tissues) -> None:
             writer.write(inst[i], types[i])
 
 
-def test_export_reads_back_to_the_same_scores(tmp_path):
+def test_eval_pannuke_rescores_the_export_to_identical_numbers(tmp_path):
     true_inst, true_types, tissues = generated_maps(6, 64, seed=2)
     pred_inst, pred_types = perturb_tiles(true_inst, true_types, seed=1)
+    write_pannuke(tmp_path / "true", true_inst, true_types, list(tissues))
     out = tmp_path / "pred"
     _export(out, pred_inst, pred_types, tissues)
-    masks = np.load(out / "masks.npy", mmap_mode="r")
-    assert masks.dtype == np.float64 and masks.shape == (6, 64, 64, 6)
-    check_mask_header(out / "masks.npy", masks, (6, 64, 64, 3))
-    assert read_tissues(out / "types.npy", expected=6) == list(tissues)
-    back_inst, back_types, quirks = convert_masks(masks, out / "masks.npy")
-    assert quirks.overlap_pixels == 0 and quirks.background_mismatch_pixels == 0
+    assert json.loads((out / MARKER).read_text())["run"] == "test"
+    result = CliRunner().invoke(
+        app, ["eval", "pannuke", "--true", str(tmp_path / "true"), "--pred", str(out), "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    rescored = json.loads(result.stdout)
     direct = score_set(true_inst, true_types, pred_inst, pred_types, tissues).to_dict()
-    reread = score_set(true_inst, true_types, back_inst, back_types, tissues).to_dict()
-    assert reread == direct
+    for key in ("bPQ", "mPQ", "bPQ_image_avg", "mPQ_image_avg", "mPQ_plus", "dice", "aji"):
+        assert rescored[key] == direct[key], key
+    assert rescored["per_type"] == direct["per_type"]
+    assert rescored["per_tissue"] == direct["per_tissue"]
     assert direct["bPQ"] < 1.0  # the perturbation mattered: the test compares real scores
 
 
