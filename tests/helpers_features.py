@@ -71,3 +71,17 @@ def tiny_vit_weights(tiny_vit, tmp_path) -> Path:
     path = tmp_path / "tiny-vit.safetensors"
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
     return path
+
+
+@pytest.fixture(scope="session")
+def organ_features(tmp_path_factory) -> Path:
+    """vit-demo features of a generated store big enough to learn organ families from:
+    two folds of 80 tiles (96 px), extracted once for the session. Read-only for the tests."""
+    from cellbench.features.extract import extract_features
+    from cellbench.models.backbones import build_backbone
+
+    base = tmp_path_factory.mktemp("organ")
+    synth(base / "raw", folds=2, tiles=80, seed=11, size=96)
+    prepare(base / "raw", base / "store", folds=(1, 2))
+    root, _ = extract_features(base / "store", build_backbone("vit-demo", device="cpu"))
+    return root

@@ -35,6 +35,7 @@ from cellbench.features.store import (
     fold_path,
     preprocessing_now,
     read_manifest,
+    source_manifest,
     staleness,
 )
 
@@ -111,7 +112,7 @@ def _check_fold(report: FeatureCheckReport, root: Path, k: int, prep, expect) ->
             "rerun cellbench features extract to resume",
         )
         return
-    for reason in staleness(fm, prep):
+    for reason in staleness(fm, prep, folder):
         report.add("error", k, "stale", f"{folder}: stale: {reason}; extract again")
     try:
         cls, tokens = open_npy(folder / "cls.npy"), open_npy(folder / "tokens.npy")
@@ -172,7 +173,7 @@ def _check_counts(report: FeatureCheckReport, folder: Path, fm: dict, k: int, n:
 
     from cellbench.data.store import read_json
 
-    source = Path((fm.get("source") or {}).get("fold_manifest", ""))
+    source = source_manifest(folder, k)
     try:
         tiles = read_json(source).get("tiles")
     except (BadInputError, AttributeError):

@@ -88,14 +88,23 @@ def preprocessing_now(manifest: dict[str, Any]) -> dict[str, Any] | None:
         return None
 
 
-def staleness(fold_manifest: dict[str, Any], current_prep: dict[str, Any] | None) -> list[str]:
+def source_manifest(feature_fold: Path, fold: int) -> Path:
+    """The source fold's manifest: ``<store>/fold<k>/manifest.json`` for features in
+    ``<store>/features/<tag>/fold<k>``, so a store moved or copied whole stays consistent."""
+    return Path(feature_fold).parent.parent.parent / f"fold{fold}" / "manifest.json"
+
+
+def staleness(
+    fold_manifest: dict[str, Any], current_prep: dict[str, Any] | None, feature_fold: Path
+) -> list[str]:
     """Why a fold's features no longer describe their source (empty: they do)."""
     reasons = []
     source = fold_manifest.get("source") or {}
-    sha = file_sha256(Path(source.get("fold_manifest", "")))
     fold = fold_manifest.get("fold")
+    path = source_manifest(feature_fold, fold)
+    sha = file_sha256(path)
     if sha is None:
-        reasons.append(f"source fold {fold} is gone ({source.get('fold_manifest')})")
+        reasons.append(f"source fold {fold} is gone ({path})")
     elif sha != source.get("manifest_sha256"):
         reasons.append(f"source fold {fold} changed since extraction (re-prepared?)")
     if current_prep is None:
@@ -206,7 +215,7 @@ def open_feature_store(
                 "rerun cellbench features extract to resume"
             )
         else:
-            problems += staleness(fm, prep)
+            problems += staleness(fm, prep, folder)
             if check_values:
                 problems += value_problems(fm, cls_range)
                 problems += cls_row_problems(folder / "cls.npy", k)

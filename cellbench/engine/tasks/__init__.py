@@ -13,4 +13,10 @@ def get_task(name: str) -> Task:
         from cellbench.engine.tasks.classify import ClassificationTask
 
         return ClassificationTask()
-    raise UsageError(f"--task {name}: training is available for 'classify' only in this version")
+    if name == "organ":
+        from cellbench.engine.tasks.organ import OrganTask
+
+        return OrganTask()
+    raise UsageError(
+        f"--task {name}: training is available for 'classify' and 'organ' in this version"
+    )
