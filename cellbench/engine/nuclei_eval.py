@@ -285,8 +285,15 @@ def evaluate_nuclei_run(
     truth_inst, truth_types = _Truth(dataset, "inst"), _Truth(dataset, "types")
     info = {"run": run.root.name, "checkpoint": checkpoint, "split": split, "fold": fold}
     if export is not None:
-        with pannuke_export(export, tissues, h, w, {**info, "postproc": postproc}) as writer:
-            scored = score_nuclei(nuclei, truth_inst, truth_types, tissues, sink=writer.write)
+        info["tiles_of_fold"] = [tile for _, tile in dataset.tiles.index]
+        with pannuke_export(
+            export, tissues, h, w, {**info, "postproc": postproc}, with_truth=True
+        ) as writer:
+
+            def sink(i: int, inst: np.ndarray, kinds: np.ndarray) -> None:
+                writer.write(inst, kinds, truth_inst[i], truth_types[i])
+
+            scored = score_nuclei(nuclei, truth_inst, truth_types, tissues, sink=sink)
     else:
         scored = score_nuclei(nuclei, truth_inst, truth_types, tissues)
 

@@ -57,11 +57,11 @@ def score_nuclei(
     true_inst: np.ndarray,
     true_types: np.ndarray,
     tissues: Sequence[str],
-    sink: Callable[[np.ndarray, np.ndarray], None] | None = None,
+    sink: Callable[[int, np.ndarray, np.ndarray], None] | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> ScoredSet:
     """Score each tile's nuclei against the ground truth (N, H, W arrays, may be memory-mapped);
-    ``sink(inst, type_map)`` receives every tile (the PanNuke export)."""
+    ``sink(i, inst, type_map)`` receives every tile (the PanNuke export)."""
     scores: list[TileScores] = []
     n = len(tissues)
     for i, (inst, types) in enumerate(nuclei):
@@ -70,7 +70,7 @@ def score_nuclei(
         kinds = type_map(inst, types)
         scores.append(score_tile(np.asarray(true_inst[i]), np.asarray(true_types[i]), inst, kinds))
         if sink is not None:
-            sink(inst, kinds)
+            sink(i, inst, kinds)
         if progress is not None:
             progress(i + 1, n)
     if len(scores) != n:

@@ -18,21 +18,22 @@ from cellbench.metrics.nuclei import score_set
 from tests.metrics.conftest import generated_maps
 
 
-def _export(out: Path, inst, types, tissues) -> None:
-    with pannuke_export(out, tissues, *inst.shape[1:], info={"run": "test"}) as writer:
+def _export(out: Path, inst, types, tissues, truth=None) -> None:
+    shape = inst.shape[1:]
+    with pannuke_export(out, tissues, *shape, {"run": "test"}, with_truth=truth is not None) as w:
         for i in range(len(inst)):
-            writer.write(inst[i], types[i])
+            w.write(inst[i], types[i], *(() if truth is None else (truth[0][i], truth[1][i])))
 
 
 def test_eval_pannuke_rescores_the_export_to_identical_numbers(tmp_path):
     true_inst, true_types, tissues = generated_maps(6, 64, seed=2)
     pred_inst, pred_types = perturb_tiles(true_inst, true_types, seed=1)
-    write_pannuke(tmp_path / "true", true_inst, true_types, list(tissues))
-    out = tmp_path / "pred"
-    _export(out, pred_inst, pred_types, tissues)
+    out = tmp_path / "export"
+    _export(out, pred_inst, pred_types, tissues, truth=(true_inst, true_types))
     assert json.loads((out / MARKER).read_text())["run"] == "test"
+    write_pannuke(tmp_path / "true", true_inst, true_types, list(tissues))
     result = CliRunner().invoke(
-        app, ["eval", "pannuke", "--true", str(tmp_path / "true"), "--pred", str(out), "--json"]
+        app, ["eval", "pannuke", "--true", str(out / "true"), "--pred", str(out / "pred"), "--json"]
     )
     assert result.exit_code == 0, result.output
     rescored = json.loads(result.stdout)
@@ -42,6 +43,9 @@ def test_eval_pannuke_rescores_the_export_to_identical_numbers(tmp_path):
     assert rescored["per_type"] == direct["per_type"]
     assert rescored["per_tissue"] == direct["per_tissue"]
     assert direct["bPQ"] < 1.0  # the perturbation mattered: the test compares real scores
+    # the ground truth it carries is the one given
+    for name in ("masks.npy", "types.npy"):
+        assert (out / "true" / name).read_bytes() == (tmp_path / "true" / name).read_bytes()
 
 
 def test_an_interrupted_export_leaves_nothing_and_a_foreign_folder_is_refused(tmp_path):

@@ -31,7 +31,11 @@ def test_streamed_scores_equal_whole_set_scores_and_the_sink_sees_every_tile(tmp
     chunks = [(np_prob[s : s + 2], hv[s : s + 2], nt[s : s + 2]) for s in range(0, 5, 2)]
     seen = []
     scored = score_nuclei(
-        nuclei_of_maps(chunks, SMALL), inst, types, tissues, sink=lambda i, t: seen.append((i, t))
+        nuclei_of_maps(chunks, SMALL),
+        inst,
+        types,
+        tissues,
+        sink=lambda k, i, t: seen.append((i, t)),
     )
     whole = postprocess_tiles(np_prob, hv, nt, SMALL)
     pred_inst = np.stack([w[0] for w in whole])
