@@ -77,10 +77,11 @@ def plain_loop(features: Path, epochs: int) -> tuple[float, int]:
     """A hand-written loop over the engine's own datasets and decoder; (seconds, steps)."""
     import dataclasses
 
-    from cellbench.config import load_config
-    from cellbench.engine.tasks import get_task
     from cellbench.models.nuclei_decoder import NucleiDecoder
     from cellbench.models.nuclei_losses import NucleiLoss
+
+    from cellbench.config import load_config
+    from cellbench.engine.tasks import get_task
 
     started = time.perf_counter()
     config = load_config(overrides=overrides(features, epochs))
@@ -182,14 +183,14 @@ def main(argv: list[str] | None = None) -> int:
             f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.tiles} tiles per "
             f"fold of {args.size} px, vit-demo tokens, decoder widths {WIDTHS} stem {STEM}, batch 8"
         )
-        p_all, p_max, p_med = _rate(plain_runs)
-        e_all, e_max, e_med = _rate(engine_runs)
-        print(
-            f" plain: {len(plain_runs)} epochs · steps/s overall {p_all:.2f}, max {p_max:.2f}, median {p_med:.2f}"
-        )
-        print(
-            f"engine: {len(engine_runs)} epochs · steps/s overall {e_all:.2f}, max {e_max:.2f}, median {e_med:.2f}"
-        )
+        p_all, p_max, _ = _rate(plain_runs)
+        e_all, e_max, _ = _rate(engine_runs)
+        for name, runs in (("plain", plain_runs), ("engine", engine_runs)):
+            overall, best, median = _rate(runs)
+            print(
+                f"{name:>6}: {len(runs)} epochs · steps/s overall {overall:.2f}, max {best:.2f}, "
+                f"median {median:.2f}"
+            )
         print(
             f" ratio engine/plain time per step: overall {p_all / e_all:.3f}, best runs "
             f"{p_max / e_max:.3f} (goal <= 1.05)"
