@@ -121,6 +121,14 @@ def eval_run(
         int,
         typer.Option("--workers", min=1, help="Nuclei runs: post-processing worker processes."),
     ] = 1,
+    fold: Annotated[
+        int | None,
+        typer.Option(
+            "--fold",
+            help="Nuclei runs: evaluate this fold of the store instead of --split's (the run's "
+            "training fold needs --allow-leak).",
+        ),
+    ] = None,
     runs_dir: RunsDirOption = None,
     json_out: JsonOption = False,
 ) -> None:
@@ -152,10 +160,15 @@ def eval_run(
 
         eval_nuclei_run(
             paths, split, checkpoint, batch_size, device, tune_postproc, allow_leak, export,
-            workers, json_out,
+            workers, json_out, fold,
         )  # fmt: skip
         return
-    nuclei_only = {"--tune-postproc": tune_postproc, "--allow-leak": allow_leak, "--export": export}
+    nuclei_only = {
+        "--tune-postproc": tune_postproc,
+        "--allow-leak": allow_leak,
+        "--export": export,
+        "--fold": fold,
+    }
     used = [name for name, value in nuclei_only.items() if value]
     if used:
         raise UsageError(f"{used[0]} is for nuclei runs; {paths.root.name} is not one")

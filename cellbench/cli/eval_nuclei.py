@@ -21,13 +21,15 @@ def eval_nuclei_run(
     export: Path | None,
     workers: int,
     json_out: bool,
+    fold: int | None = None,
 ) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from cellbench.cli.eval import render_pannuke
     from cellbench.engine.nuclei_eval import evaluate_nuclei_run  # torch: only when evaluating
 
-    log(f"evaluating {paths.root.name} on {split} with {checkpoint}.pt ...")
+    where = f"fold {fold}" if fold is not None else split
+    log(f"evaluating {paths.root.name} on {where} with {checkpoint}.pt ...")
     with Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -54,6 +56,7 @@ def eval_nuclei_run(
             export=export,
             workers=workers,
             progress=report,
+            fold=fold,
         )
     tuning = result.get("tuning")
     if tuning:
@@ -72,7 +75,7 @@ def eval_nuclei_run(
         return
     family = f" · {result['family']}" if result.get("family") else ""
     title = (
-        f"{result['run']} · {split} (fold {result['fold']}){family} · {checkpoint}"
+        f"{result['run']} · {result['split']} (fold {result['fold']}){family} · {checkpoint}"
         f" (epoch {result.get('epoch')}) · {result['tiles']} tiles"
     )
     render_pannuke(result["metrics"], title)

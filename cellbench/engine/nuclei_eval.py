@@ -158,14 +158,19 @@ class _Truth:
 
 
 def check_leak(config: Config, fold: int, split: str, allow_leak: bool) -> None:
+    """Refuse the fold the run trained on (its numbers would be inflated) unless told."""
+    if fold in _trained_folds(config) and not allow_leak:
+        raise UsageError(
+            f"fold {fold} is the fold this run trained on (data.split {config.data.split}: "
+            f"train fold {fold}); its numbers would be inflated. --allow-leak evaluates anyway"
+        )
+
+
+def _stage_of(config: Config, fold: int) -> str:
     from cellbench.data.families import folds_for_split
 
-    trained = folds_for_split(config.data.split).train
-    if fold in trained and not allow_leak:
-        raise UsageError(
-            f"--split {split}: fold {fold} is the fold this run trained on (data.split "
-            f"{config.data.split}); its numbers would be inflated. --allow-leak evaluates anyway"
-        )
+    split = folds_for_split(config.data.split)
+    return "val" if fold in split.val else "test"
 
 
 def _fold_of(config: Config, split: str) -> int:
@@ -236,20 +241,27 @@ def evaluate_nuclei_run(
     export: str | Path | None = None,
     workers: int = 1,
     progress: Progress | None = None,
+    fold: int | None = None,
 ) -> dict[str, Any]:
-    """Evaluate a nuclei run on its ``split`` fold; see the module docstring."""
+    """Evaluate a nuclei run on its ``split`` fold (or on ``fold``, any fold of the store: the
+    run's training fold only with ``allow_leak``); see the module docstring."""
     from cellbench.export.pannuke import pannuke_export
     from cellbench.inference import checkpoint_file, read_checkpoint
     from cellbench.metrics.nuclei_report import tile_rows, write_tile_csv
 
     if split not in SPLITS:
         raise UsageError(f"--split {split}: expected one of {', '.join(SPLITS)}")
+    if fold is not None and fold not in (1, 2, 3):
+        raise UsageError(f"--fold {fold}: PanNuke folds are 1, 2 and 3")
     path = checkpoint_file(run, checkpoint)
     state = read_checkpoint(path)
     config = config_from_dict(state["config"], source=f"{path} (saved config)")
     if config.task != "nuclei":
         raise BadInputError(f"{path}: a '{config.task}' run, not a nuclei run")
-    fold = _fold_of(config, split)
+    if fold is None:
+        fold = _fold_of(config, split)
+    else:
+        split = "train" if fold in _trained_folds(config) else _stage_of(config, fold)
     check_leak(config, fold, split, allow_leak)
     dataset = fold_dataset(config, fold)
     model, ema = load_decoder(state, path, config, dataset)
@@ -319,7 +331,7 @@ def evaluate_nuclei_run(
         "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "version": __version__,
     }
-    stem = f"{split}-{checkpoint}"
+    stem = f"{split}-{checkpoint}" if split != "train" else f"fold{fold}-{checkpoint}"
     files = {
         "json": run.eval_dir / f"{stem}.json",
         "tiles_csv": run.eval_dir / f"tiles_{stem}.csv",
