@@ -68,7 +68,7 @@ def fold_dataset(config: Config, fold: int):
         if not config.data.features:
             raise BadInputError("the run's config names no feature store (data.features)")
         store = open_feature_store(
-            config.data.features, folds=[fold], force=config.data.force_features
+            config.data.features, folds=[fold], force=config.data.features_force
         )
         identity = store.fold(fold).manifest
         root = Path((identity.get("source") or {}).get("store") or store.path.parent.parent)
