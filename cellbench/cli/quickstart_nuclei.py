@@ -165,6 +165,8 @@ def summary(plan: NucleiPlan, runs_dir: Path | None, seconds: float) -> dict[str
     organ = store.resolve(ORGAN_RUN)
     nuclei = store.resolve(NUCLEI_RUN)
     features = _read(plan.features / "manifest.json")
+    cls_std = (_read(plan.features / "fold1" / "manifest.json").get("stats") or {}).get("cls_std")
+    cls_range = (features.get("expect") or {}).get("cls_std")
     organ_metrics = _read(organ.metrics)
     nuclei_metrics = _read(nuclei.metrics)
     tuned = _read(nuclei.root / "postproc.json")
@@ -175,8 +177,8 @@ def summary(plan: NucleiPlan, runs_dir: Path | None, seconds: float) -> dict[str
     rows: list[tuple[str, str, str]] = [
         (
             "features",
-            "CLS std",
-            _fmt((features.get("cls") or {}).get("std") or features.get("cls_std")),
+            f"CLS std (fold 1), expected {cls_range}",
+            _fmt(cls_std),
         ),
         (
             "organ head",
