@@ -69,6 +69,10 @@ class DataConfig:
     split: int = field(default=1, metadata=_choices(1, 2, 3))
     family: str | None = None
     families: dict[str, list[str]] | None = None  # None: the DESIGN.md defaults
+    # organ / nuclei tasks: feature store STORE/features/TAG (the canonical store it was
+    # extracted from is read from its manifest); force: use it even when stale or failed
+    features: str | None = None
+    force_features: bool = False
 
 
 @dataclass
@@ -176,9 +180,6 @@ class NucleiLossConfig:
 class NucleiConfig:
     """Task ``nuclei``: a CellViT-style decoder per organ family (docs/nuclei.md)."""
 
-    # feature store STORE/features/TAG (the tokens the decoder reads); data.path is the
-    # canonical store the features came from
-    features: str | None = None
     # run the frozen backbone on the fly instead of reading the store (image augmentations apply)
     online_features: bool = False
     backbone: str | None = None  # --online-features: backbone profile or timm name

@@ -28,8 +28,35 @@ def train_command(
         ),
     ] = None,
     task: Annotated[
-        str | None, typer.Option("--task", help="Task: classify. Shorthand for --set task=.")
+        str | None,
+        typer.Option("--task", help="Task: classify or nuclei. Shorthand for --set task=."),
     ] = None,
+    family: Annotated[
+        str | None,
+        typer.Option(
+            "--family",
+            help="Organ family decoder (glandular, digestive, urologic, respiratory, epidermal): "
+            "shorthand for --set task=nuclei --set data.family=F.",
+        ),
+    ] = None,
+    features: Annotated[
+        Path | None,
+        typer.Option(
+            "--features", help="Feature store STORE/features/TAG. Shorthand for data.features."
+        ),
+    ] = None,
+    online_features: Annotated[
+        bool,
+        typer.Option(
+            "--online-features",
+            help="Run the frozen backbone (nuclei.backbone) on each batch instead of reading "
+            "the feature store, so image augmentations reach the tokens.",
+        ),
+    ] = False,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Train on a stale or failed feature store anyway."),
+    ] = False,
     data: Annotated[
         str | None, typer.Option("--data", help="Dataset folder. Shorthand for --set data.path=.")
     ] = None,
@@ -78,8 +105,18 @@ def train_command(
     if lr_find and overfit_small is not None:
         raise UsageError("--lr-find and --overfit-small are separate checks: use one at a time")
     sets = list(overrides or [])
+    if family is not None:
+        if task not in (None, "nuclei"):
+            raise UsageError(f"--family trains a nuclei decoder; it excludes --task {task}")
+        # --set and the profile's own keys still refine them (they come later)
+        sets[:0] = ["task=nuclei", "model.name=nuclei_decoder", f"data.family={family}"]
+    if online_features:
+        sets.append("nuclei.online_features=true")
+    if force:
+        sets.append("data.force_features=true")
     for key, value in (
         ("task", task),
+        ("data.features", features),
         ("data.path", data),
         ("model.name", model),
         ("train.epochs", epochs),

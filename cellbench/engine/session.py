@@ -67,6 +67,8 @@ def unique_name(store: RunStore, base: str) -> str:
 
 
 def default_name(config: Config, suffix: str = "") -> str:
+    if config.task == "nuclei":  # the decoder is the model: name the run by its family
+        return f"nuclei-{config.data.family or 'all'}{suffix}"
     model = config.model.name.replace("/", "_").replace(":", "_")
     return f"{model}-{config.task}{suffix}"
 
@@ -104,6 +106,8 @@ def anchor_local_paths(config: Config) -> None:
         config.data.path = str(Path(path).expanduser().resolve())
     if config.model.weights:
         config.model.weights = str(Path(config.model.weights).expanduser().resolve())
+    if config.data.features:
+        config.data.features = str(Path(config.data.features).expanduser().resolve())
 
 
 def find_existing(store: RunStore, request: TrainRequest) -> RunPaths | None:

@@ -146,3 +146,34 @@ class NucleiDecoder(nn.Module):
         if self.hv_activation == "tanh":
             out["hv"] = torch.tanh(out["hv"])
         return out
+
+
+class _Frozen:
+    """Holds the frozen backbone outside the module tree: not in ``state_dict`` (checkpoints hold
+    the decoder only; H-optimus-0 alone is 4.5 GB), not in ``parameters()`` (the optimizer never
+    sees it), not switched to train mode, and shared, not copied, by ``deepcopy`` (the EMA)."""
+
+    def __init__(self, backbone):
+        self.backbone = backbone
+
+    def __deepcopy__(self, memo):
+        return self
+
+
+class OnlineFeatureDecoder(nn.Module):
+    """``--online-features``: the frozen backbone (``cellbench.models.backbones.Backbone``) turns
+    the raw uint8 tiles of the batch into tokens, then the decoder runs as on stored ones."""
+
+    def __init__(self, backbone, decoder: NucleiDecoder):
+        super().__init__()
+        self._frozen = _Frozen(backbone)
+        self.decoder = decoder
+
+    @property
+    def backbone(self):
+        return self._frozen.backbone
+
+    def forward(self, raw: torch.Tensor, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        _, tokens = self.backbone.extract(raw)  # inference mode, the backbone's preprocessing
+        # a copy outside inference mode: the decoder's autograd may keep it for backward
+        return self.decoder(tokens.clone(), image)
