@@ -105,3 +105,25 @@ def test_family_scoped_expect_ranges_apply_to_that_family_only():
         "np_dice": [0.94, 1.0],
         "hv_mse": [0.0, 1.0],
     }
+
+
+def test_online_features_run_the_frozen_backbone_and_checkpoint_the_decoder_only(
+    tmp_path, nuclei_features
+):
+    import torch
+
+    profile = nuclei_features.parent.parent.parent / "tiny-vit.yaml"
+    store = nuclei_features.parent.parent
+    extra = (
+        "data.features=null",
+        f"data.path={store}",
+        "nuclei.online_features=true",
+        f"nuclei.backbone={profile}",
+        "data.rot90=true",
+        "train.epochs=1",
+    )
+    paths, result = train(_request(tmp_path, nuclei_features, *extra, run="online"))
+    assert result.status == "completed"
+    assert math.isfinite(read_history(paths.history)[0]["val_np_dice"])
+    weights = torch.load(paths.last_checkpoint, weights_only=True)["model"]
+    assert weights and all(k.startswith("decoder.") for k in weights)  # no backbone inside
