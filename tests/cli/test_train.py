@@ -205,3 +205,9 @@ def test_a_nuclei_run_resumes_exactly_after_sigkill(tmp_path, nuclei_features):
     a = torch.load(reference.last_checkpoint, weights_only=True)["model"]
     b = torch.load(killed_dir.last_checkpoint, weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_family_with_another_task_is_bad_usage(tmp_path):
+    argv = ["train", "--family", "digestive", "--task", "classify", "--runs-dir", str(tmp_path)]
+    result = runner.invoke(app, argv)
+    assert result.exit_code == 2 and "excludes --task classify" in result.output

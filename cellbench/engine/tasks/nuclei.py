@@ -139,6 +139,8 @@ class NucleiTask(Task):
     metric_names = ("np_dice", "hv_mse", "nt_accuracy", "bpq")
     metric_directions = {"hv_mse": "min", "np_dice": "max", "nt_accuracy": "max", "bpq": "max"}
     overfit_metric = "np_dice"
+    pq_every = 0  # eval.pq_every and train.epochs, from ``configure``
+    last_epoch = 0
 
     @property
     def loss_names(self) -> tuple[str, ...]:  # type: ignore[override]
@@ -280,9 +282,6 @@ class NucleiTask(Task):
         if epoch is None or every <= 0:
             return False
         return epoch % every == 0 or epoch == last
-
-    pq_every = 0
-    last_epoch = 0
 
     def configure(self, config: Config) -> None:
         self.pq_every = config.eval.pq_every
