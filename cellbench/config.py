@@ -72,7 +72,7 @@ class DataConfig:
     # organ / nuclei tasks: feature store STORE/features/TAG (the canonical store it was
     # extracted from is read from its manifest); force: use it even when stale or failed
     features: str | None = None
-    force_features: bool = False
+    features_force: bool = False
 
 
 @dataclass

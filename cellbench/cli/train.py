@@ -113,7 +113,7 @@ def train_command(
     if online_features:
         sets.append("nuclei.online_features=true")
     if force:
-        sets.append("data.force_features=true")
+        sets.append("data.features_force=true")
     for key, value in (
         ("task", task),
         ("data.features", features),

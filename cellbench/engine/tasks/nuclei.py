@@ -131,7 +131,7 @@ def _feature_store(config: Config, folds: list[int]):
             "task nuclei: --features STORE/features/TAG is needed (or --online-features with "
             "--set nuclei.backbone=NAME)"
         )
-    return open_feature_store(config.data.features, folds=folds, force=config.data.force_features)
+    return open_feature_store(config.data.features, folds=folds, force=config.data.features_force)
 
 
 @register_task("nuclei")

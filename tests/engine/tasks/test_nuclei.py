@@ -58,7 +58,7 @@ def test_a_stale_store_is_refused_and_force_trains_with_a_warning(tmp_path):
         train(_request(tmp_path, features, "data.family=null"))
     paths, result = train(
         _request(
-            tmp_path, features, "data.family=null", "data.force_features=true", "train.epochs=1"
+            tmp_path, features, "data.family=null", "data.features_force=true", "train.epochs=1"
         )
     )
     assert result.status == "completed"
