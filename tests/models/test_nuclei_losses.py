@@ -107,6 +107,6 @@ def test_the_decoder_overfits_one_small_batch():
         optimizer.step()
         if first is None:
             first = {k: float(v.detach()) for k, v in terms.items()}
-    last = {k: float(v) for k, v in terms.items()}
+    last = {k: float(v.detach()) for k, v in terms.items()}
     assert last["loss"] < 0.1 * first["loss"]
     assert last["np_dice"] < 0.05 and last["hv_mse"] < 0.05
