@@ -69,8 +69,9 @@ class DataConfig:
     split: int = field(default=1, metadata=_choices(1, 2, 3))
     family: str | None = None
     families: dict[str, list[str]] | None = None  # None: the DESIGN.md defaults
-    # organ / nuclei tasks: feature store STORE/features/TAG (the canonical store it was
-    # extracted from is read from its manifest); force: use it even when stale or failed
+    # organ / nuclei tasks: a feature store (<store>/features/<tag>, from ``features extract``;
+    # the canonical store it describes is read from its manifest); a stale or failed one is
+    # refused unless features_force (``train --force``)
     features: str | None = None
     features_force: bool = False
 
@@ -163,6 +164,16 @@ class ChecksConfig:
 
 
 @dataclass
+class OrganConfig:
+    """``--task organ``: a head on the CLS features of a feature store."""
+
+    target: str = field(default="tissue", metadata=_choices("tissue", "family"))
+    hidden: int = 0  # 0: a linear head; > 0: one hidden layer of this width (GELU, dropout)
+    dropout: float = 0.0
+    standardize: bool = True  # scale each feature by its train mean/std (stored in the head)
+
+
+@dataclass
 class NucleiLossConfig:
     """Weights of the nuclei decoder's loss terms (``cellbench.models.nuclei_losses``); 0 = off.
     Defaults: HoVer-Net's (every term 1); focal Tversky is CellViT's NP alternative."""
@@ -210,6 +221,7 @@ class Config:
     checks: ChecksConfig = field(default_factory=ChecksConfig)
     nuclei: NucleiConfig = field(default_factory=NucleiConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    organ: OrganConfig = field(default_factory=OrganConfig)
     # metric -> [low, high]; a final metric outside its range emits a warning
     expect: dict[str, list[float]] = field(default_factory=dict)
 

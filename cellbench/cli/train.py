@@ -29,7 +29,7 @@ def train_command(
     ] = None,
     task: Annotated[
         str | None,
-        typer.Option("--task", help="Task: classify or nuclei. Shorthand for --set task=."),
+        typer.Option("--task", help="Task: classify, organ or nuclei. Shorthand for --set task=."),
     ] = None,
     family: Annotated[
         str | None,
@@ -37,12 +37,6 @@ def train_command(
             "--family",
             help="Organ family decoder (glandular, digestive, urologic, respiratory, epidermal): "
             "shorthand for --set task=nuclei --set data.family=F.",
-        ),
-    ] = None,
-    features: Annotated[
-        Path | None,
-        typer.Option(
-            "--features", help="Feature store STORE/features/TAG. Shorthand for data.features."
         ),
     ] = None,
     online_features: Annotated[
@@ -53,10 +47,6 @@ def train_command(
             "the feature store, so image augmentations reach the tokens.",
         ),
     ] = False,
-    force: Annotated[
-        bool,
-        typer.Option("--force", help="Train on a stale or failed feature store anyway."),
-    ] = False,
     data: Annotated[
         str | None, typer.Option("--data", help="Dataset folder. Shorthand for --set data.path=.")
     ] = None,
@@ -64,6 +54,20 @@ def train_command(
         str | None,
         typer.Option("--model", help="simple_cnn, inception_multibranch or any timm model name."),
     ] = None,
+    features: Annotated[
+        str | None,
+        typer.Option(
+            "--features",
+            help="Feature store STORE/features/TAG (organ and nuclei tasks). Shorthand for "
+            "data.features.",
+        ),
+    ] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Train on a stale or failed feature store anyway (data.features_force)."
+        ),
+    ] = False,
     epochs: Annotated[
         int | None, typer.Option("--epochs", help="Shorthand for --set train.epochs=.", min=1)
     ] = None,
@@ -112,15 +116,14 @@ def train_command(
         sets[:0] = ["task=nuclei", "model.name=nuclei_decoder", f"data.family={family}"]
     if online_features:
         sets.append("nuclei.online_features=true")
-    if force:
-        sets.append("data.features_force=true")
     for key, value in (
         ("task", task),
-        ("data.features", features),
         ("data.path", data),
         ("model.name", model),
         ("train.epochs", epochs),
         ("model.weights", weights),
+        ("data.features", features),
+        ("data.features_force", True if force else None),
     ):
         if value is not None:
             sets.append(f"{key}={value}")

@@ -172,8 +172,9 @@ class NucleiTask(Task):
             store = _feature_store(config, wanted)
             warnings += store.warnings
             identity = store.fold(wanted[0]).manifest  # what the features were extracted from
-            # the canonical store the features describe (the layout puts them inside it)
-            root = Path((identity.get("source") or {}).get("store") or store.path.parent.parent)
+            # the canonical store the features describe: the layout puts them inside it, and the
+            # staleness check reads that store (a moved store keeps working)
+            root = store.path.parent.parent
             prep = identity.get("preprocessing") or store.manifest.get("preprocessing") or {}
             mean = tuple(prep.get("mean") or config.data.mean)
             std = tuple(prep.get("std") or config.data.std)
