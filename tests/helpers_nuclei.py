@@ -38,9 +38,6 @@ TINY_NUCLEI = [
 
 def make_nuclei_features(root: Path, tiles: int = 16) -> Path:
     """synth -> prepare -> features extract under ``root``; returns STORE/features/TAG."""
-    # the feature store arrives with issue 10 (branch features10): until it is merged the
-    # nuclei tests skip instead of failing at import
-    pytest.importorskip("cellbench.features.extract")
     from cellbench.data.prepare import prepare
     from cellbench.data.synth import synth
     from cellbench.features.extract import extract_features
