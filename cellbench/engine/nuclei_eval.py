@@ -76,11 +76,11 @@ def fold_dataset(config: Config, fold: int):
         mean = tuple(prep.get("mean") or mean)
         std = tuple(prep.get("std") or std)
         token_files = {fold: store.fold(fold).path / "tokens.npy"}
-    else:
-        from cellbench.engine.tasks import get_task
+    else:  # online features: the backbone's own normalisation (its profile; no weights needed)
+        from cellbench.models.backbones import load_backbone_profile
 
-        backbone = get_task("nuclei").backbone(config)
-        mean, std = tuple(backbone.profile.mean), tuple(backbone.profile.std)
+        profile = load_backbone_profile(config.nuclei.backbone)
+        mean, std = tuple(profile.mean), tuple(profile.std)
     tiles = NucleiDataset(
         root, [fold], family=config.data.family, mean=mean, std=std, families=config.data.families
     )
