@@ -41,10 +41,10 @@ def data_root(tmp_path: Path) -> Path:
     (root / "raw").mkdir(parents=True)
     (root / "raw" / "images.npy").write_bytes(b"\0" * 100)
     store = root / "demo"
-    store.mkdir()
-    (store / "images.npy").write_bytes(b"\0" * 700)
+    (store / "fold1").mkdir(parents=True)
+    (store / "fold1" / "images.npy").write_bytes(b"\0" * 700)
     (store / "manifest.json").write_text(json.dumps({"cellbench_version": "0.1.0"}))
-    features = root / "features" / "vit_s"
+    features = root / "features" / "vit_s" / "fold1"
     features.mkdir(parents=True)
     (features / "cls.npy").write_bytes(b"\0" * 300)
     return root

@@ -99,7 +99,7 @@ def test_force_replaces_only_a_folder_synth_wrote(tmp_path):
     mine.mkdir()
     (mine / "notes.txt").write_text("keep me")
     refused = _synth_cli(mine, "--force")
-    assert refused.exit_code == 2 and str(mine) in refused.stderr and "synth.json" in refused.stderr
+    assert refused.exit_code == 3 and str(mine) in refused.stderr and "synth.json" in refused.stderr
     assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]  # no staging left behind
 
