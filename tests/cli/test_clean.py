@@ -202,3 +202,116 @@ def test_cuda_json(run: RunPaths, runs_root: Path) -> None:
     data = json.loads(result.stdout)
     assert data["removed"] == [] and isinstance(data["cuda"]["gc_collected"], int)
     assert "another process" in data["cuda"]["note"]
+
+
+# --- issue 8: clean never deletes what cellbench did not write ---------------------------------
+
+
+def _cli(*args: str):
+    return runner.invoke(app, list(args))
+
+
+def test_issue_case_1_prepare_refuses_a_folder_holding_raw_data(tmp_path: Path) -> None:
+    d = tmp_path / "d"
+    raw = d / "proj" / "raw"
+    synth = _cli("data", "synth", "--out", str(raw), "--tiles", "16", "--seed", "0", "--size", "32")
+    assert synth.exit_code == 0, synth.output
+    raw_files = sorted(str(p) for p in raw.rglob("*"))
+    prepared = _cli("data", "prepare", "--pannuke", str(raw), "--out", str(d / "proj"))
+    assert prepared.exit_code == 3
+    assert f"{d / 'proj'}: folder is not empty and is not a cellbench store" in prepared.stderr
+    assert "raw" in prepared.stderr and len(prepared.stderr.strip().splitlines()) == 1
+    assert not (d / "proj" / "manifest.json").exists()
+    result = clean("--cache", "--data-dir", str(d), "--yes")
+    assert result.exit_code == 0 and "Nothing to remove" in result.output
+    assert sorted(str(p) for p in raw.rglob("*")) == raw_files
+
+
+def test_store_that_already_holds_raw_data_loses_only_its_own_files(tmp_path: Path) -> None:
+    # A store written before the refusal existed (or raw data moved into a store later).
+    d = tmp_path / "d"
+    source = tmp_path / "source"
+    assert _cli("data", "synth", "--out", str(source), "--folds", "1", "--tiles", "2",
+                "--size", "32").exit_code == 0  # fmt: skip
+    assert _cli("data", "prepare", "--pannuke", str(source), "--out", str(d / "proj"),
+                "--folds", "1").exit_code == 0  # fmt: skip
+    assert _cli("data", "synth", "--out", str(d / "proj" / "raw"), "--folds", "1", "--tiles", "2",
+                "--size", "32").exit_code == 0  # fmt: skip
+    raw_files = {p: p.read_bytes() for p in (d / "proj" / "raw").rglob("*") if p.is_file()}
+    dry = clean("--cache", "--dry-run", "--json", "--data-dir", str(d))
+    planned = json.loads(dry.stdout)
+    assert [Path(r["path"]).name for r in planned["removed"]] == ["proj"]
+    [skipped] = planned["skipped"]
+    assert skipped["path"] == str(d / "proj") and skipped["kept"] == [str(d / "proj" / "raw")]
+    assert "did not write" in skipped["reason"]
+    result = clean("--cache", "--data-dir", str(d), "--yes", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["skipped"][0]["kept"] == [str(d / "proj" / "raw")]
+    assert sorted(p.name for p in (d / "proj").iterdir()) == ["raw"]
+    assert {p: p.read_bytes() for p in (d / "proj" / "raw").rglob("*") if p.is_file()} == raw_files
+
+
+def test_kept_folders_are_shown_in_the_table(data_root: Path) -> None:
+    (data_root / "demo" / "notes.txt").write_text("mine")
+    result = clean("--cache", "--dry-run", "--data-dir", str(data_root))
+    assert result.exit_code == 0
+    assert "Kept (skipped)" in result.output and "notes.txt" in result.output
+    assert "cellbench's files only" in result.output
+
+
+@pytest.mark.parametrize("where", ["/", "~", "home-via-dotdot", "link-to-home"])
+def test_data_dir_root_or_home_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    home = tmp_path / "home"
+    (home / "data").mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(home))
+    (tmp_path / "link").symlink_to(home, target_is_directory=True)
+    data_dir = {
+        "/": "/",
+        "~": "~",
+        "home-via-dotdot": str(home / "data" / ".."),
+        "link-to-home": str(tmp_path / "link"),
+    }[where]
+    for flag in (["--cache"], ["--features", "vit_s"]):
+        result = clean(*flag, "--dry-run", "--data-dir", data_dir)
+        assert result.exit_code == 2, result.output
+        assert "--data-dir" in result.output and "Traceback" not in result.output
+
+
+def _two_projects(tmp_path: Path) -> tuple[RunPaths, RunPaths]:
+    """Two projects whose runs folders both hold a 0001-exp with checkpoints."""
+    runs = []
+    for project in ("here", "other"):
+        run = RunStore(tmp_path / project / "runs").create("exp")
+        run.config.write_text("task: classify\n")
+        run.checkpoints.mkdir()
+        run.last_checkpoint.write_bytes(b"\0" * 10)
+        runs.append(run)
+    return runs[0], runs[1]
+
+
+def test_issue_case_2_a_path_names_that_folder_not_its_last_component(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    here, other = _two_projects(tmp_path)
+    monkeypatch.chdir(tmp_path / "here")  # ./runs holds a 0001-exp too
+    result = clean("--run", str(other.root), "--yes")
+    assert result.exit_code == 0, result.output
+    assert not other.checkpoints.exists()
+    assert here.last_checkpoint.exists()  # ./runs/0001-exp untouched
+    # relative, with .. and a trailing slash: the same folder
+    other.checkpoints.mkdir()
+    result = clean("--run", "../other/runs/0001-exp/", "--yes")
+    assert result.exit_code == 0 and not other.checkpoints.exists() and here.checkpoints.exists()
+
+
+def test_a_path_that_is_not_a_run_folder_is_refused(tmp_path: Path) -> None:
+    here, other = _two_projects(tmp_path)
+    for ref, message in (
+        (str(other.root.parent / "0001-exq"), "no such folder (did you mean '0001-exp'?)"),
+        (str(other.root / "checkpoints"), "not a run folder"),
+    ):
+        result = clean("--run", ref, "--yes", "--runs-dir", str(here.root.parent))
+        assert result.exit_code == 3 and message in result.output
+    assert here.last_checkpoint.exists() and other.last_checkpoint.exists()
