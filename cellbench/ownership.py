@@ -34,6 +34,7 @@ from cellbench.runs.lock import pid_alive
 
 MANIFEST = "manifest.json"
 FILES_KEY = "files"
+MAX_MANIFEST_BYTES = 16 * 2**20
 # The canonical store contract (DESIGN.md): what a fold of a store written before "files" owns.
 STORE_FOLD_FILES = frozenset(
     {"images.npy", "inst.npy", "types.npy", "hv.npy", "tissues.json", MANIFEST}
@@ -93,6 +94,8 @@ def read_manifest(path: Path) -> tuple[dict[str, Any] | None, str | None]:
     try:
         if path.is_symlink():
             return None, f"{path.name} is a symlink"
+        if path.stat().st_size > MAX_MANIFEST_BYTES:  # a user's big file is never read whole
+            return None, f"{path.name} is too large to be a cellbench manifest"
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return None, f"no {path.name}"
@@ -245,11 +248,14 @@ def survey(folder: str | os.PathLike, owned: set[Path]) -> Survey:
     """Sort everything under ``folder`` against ``owned`` (from ``owned_files``). Links are
     entries of their own, never followed."""
     result = Survey(Path(os.path.abspath(folder)))
-    _survey_dir(result.root, owned, result)
+    # folders on the way to an owned file: the only ones worth walking into (a raw dataset of a
+    # million images inside a store folder is one foreign entry, not a million lstat calls)
+    on_the_way = {parent for path in owned for parent in path.parents}
+    _survey_dir(result.root, owned, on_the_way, result)
     return result
 
 
-def _survey_dir(folder: Path, owned: set[Path], result: Survey) -> bool:
+def _survey_dir(folder: Path, owned: set[Path], on_the_way: set[Path], result: Survey) -> bool:
     """Add ``folder``'s entries to ``result``; True when it holds anything of ours."""
     try:
         entries = sorted(os.scandir(folder), key=lambda e: e.name)
@@ -260,7 +266,10 @@ def _survey_dir(folder: Path, owned: set[Path], result: Survey) -> bool:
     ours = False
     for entry in entries:
         path = Path(entry.path)
-        st = entry.stat(follow_symlinks=False)
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except FileNotFoundError:
+            continue  # removed while we looked (another clean)
         leftover, alive = _is_leftover(entry.name, names_owned)
         if path in owned and not entry.is_dir(follow_symlinks=False):
             result.owned.append(path)
@@ -270,9 +279,9 @@ def _survey_dir(folder: Path, owned: set[Path], result: Survey) -> bool:
         elif leftover:
             (result.busy if alive else result.owned).append(path)
             ours = True
-        elif entry.is_dir(follow_symlinks=False):
+        elif entry.is_dir(follow_symlinks=False) and path in on_the_way:
             before = len(result.foreign)
-            if _survey_dir(path, owned, result):
+            if _survey_dir(path, owned, on_the_way, result):
                 ours = True
             else:  # nothing of ours inside: one foreign entry for the whole folder
                 del result.foreign[before:]

@@ -355,24 +355,40 @@ def check_removals(removals: Iterable[Removal], allowed_roots: Iterable[os.PathL
             raise RunConflict(
                 f"{real.parent}: locked by a live cellbench process; refusing to remove {real.name}"
             )
-        if removal.kind == "cache" and not is_cellbench_store(removal.path):
+        # a store planned with its ownership is surveyed again when removed (another clean may
+        # have taken its manifests meanwhile); one planned without must be a store now
+        if (
+            removal.kind == "cache"
+            and removal.owned is None
+            and not is_cellbench_store(removal.path)
+        ):
             raise BadInputError(
                 f"{removal.path}: no cellbench manifest.json (raw data?); refusing to remove it"
             )
 
 
+def _gone_already(function, path, exc_info) -> None:
+    """rmtree's error hook: an entry another clean removed first is fine, anything else raises."""
+    if not issubclass(exc_info[0], FileNotFoundError):
+        raise exc_info[1]
+
+
 def _remove(path: Path) -> None:
-    if path.is_symlink() or not path.is_dir():
-        path.unlink()  # a link goes alone: its target (file or folder) is left as it is
+    """Remove one entry; one that vanished meanwhile (a second clean at once) is no error."""
+    try:
+        if path.is_symlink() or not path.is_dir():
+            path.unlink()  # a link goes alone: its target (file or folder) is left as it is
+            return
+        if path.name.startswith(TRASH_PREFIX):
+            shutil.rmtree(path, onerror=_gone_already)
+            return
+        # Rename first (atomic, same folder so same filesystem), then delete: the real name
+        # vanishes at once, and a crash halfway leaves only an obviously dead trash folder.
+        trash = path.with_name(f"{TRASH_PREFIX}{uuid.uuid4().hex[:8]}-{path.name}")
+        os.rename(path, trash)
+    except FileNotFoundError:
         return
-    if path.name.startswith(TRASH_PREFIX):
-        shutil.rmtree(path)
-        return
-    # Rename first (atomic, same folder so same filesystem), then delete: the real name vanishes
-    # at once, and a crash halfway leaves only an obviously dead trash folder behind.
-    trash = path.with_name(f"{TRASH_PREFIX}{uuid.uuid4().hex[:8]}-{path.name}")
-    os.rename(path, trash)
-    shutil.rmtree(trash)
+    shutil.rmtree(trash, onerror=_gone_already)
 
 
 def _store_survey(removal: Removal) -> ownership.Survey | None:
@@ -401,7 +417,8 @@ def _dirs_changed(removal: Removal) -> set[Path]:
 def _check_writable(removals: list[Removal]) -> None:
     for removal in removals:
         for folder in sorted(_dirs_changed(removal)):
-            if not os.access(folder, os.W_OK | os.X_OK):
+            # (a folder gone meanwhile, taken by another clean, is no obstacle)
+            if not os.access(folder, os.W_OK | os.X_OK) and os.path.lexists(folder):
                 raise BadInputError(
                     f"{folder}: read-only folder, cannot remove {removal.path.name}; "
                     "nothing removed"
@@ -414,7 +431,8 @@ def _remove_store(removal: Removal) -> Removal:
     found = _store_survey(removal)
     done = Removal(removal.path, removal.kind, found.bytes, removal.age_s, owned=removal.owned)
     if found.busy or not found.owned:
-        done.removes, done.skipped = False, "changed since planned: being written, nothing removed"
+        done.removes = False
+        done.skipped = "changed since it was planned (being written, or cleaned by another clean)"
         return done
     if found.fully_owned:
         _remove(removal.path)

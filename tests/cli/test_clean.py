@@ -315,3 +315,25 @@ def test_a_path_that_is_not_a_run_folder_is_refused(tmp_path: Path) -> None:
         result = clean("--run", ref, "--yes", "--runs-dir", str(here.root.parent))
         assert result.exit_code == 3 and message in result.output
     assert here.last_checkpoint.exists() and other.last_checkpoint.exists()
+
+
+def test_two_cleans_at_once_both_succeed_and_keep_the_users_files(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    for k in range(6):
+        store = data / f"store{k}"
+        for fold in (1, 2, 3):
+            (store / f"fold{fold}").mkdir(parents=True)
+            (store / f"fold{fold}" / "images.npy").write_bytes(b"\0" * 1000)
+            manifest = {"format": "cellbench-nuclei-store", "files": ["images.npy"]}
+            (store / f"fold{fold}" / "manifest.json").write_text(json.dumps(manifest))
+        (store / "manifest.json").write_text(json.dumps({"format": "cellbench-nuclei-store"}))
+        (store / "fold2" / "mine.txt").write_text("keep")
+    command = [sys.executable, "-m", "cellbench", "clean", "--cache", "--yes", "--data-dir"]
+    procs = [subprocess.Popen([*command, str(data)], stderr=subprocess.PIPE) for _ in range(2)]
+    errors = [p.communicate(timeout=120)[1].decode() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errors
+    for k in range(6):
+        assert sorted(p.relative_to(data).as_posix() for p in (data / f"store{k}").rglob("*")) == [
+            f"store{k}/fold2",
+            f"store{k}/fold2/mine.txt",
+        ]
