@@ -174,7 +174,7 @@ def owned_files(
         owned |= {folder / manifest_name, *listed_files(folder, manifest, legacy)}
         if not isinstance(manifest.get(FILES_KEY), list) and kind in KIND_FOLD_FILES:
             owned |= contract_files(folder, kind)  # written before "files": the contract's
-    for child in _fold_children(folder):
+    for child in fold_children(folder):
         fold_manifest, _ = read_manifest(child / MANIFEST)
         if fold_manifest is not None:
             found = True
@@ -187,12 +187,12 @@ def contract_files(folder: str | os.PathLike, kind: str) -> set[Path]:
     store without any manifest yet (an interrupted extraction) may own, nothing else."""
     folder = Path(os.path.abspath(folder))
     owned = {folder / MANIFEST}
-    for child in _fold_children(folder):
+    for child in fold_children(folder):
         owned |= {child / name for name in KIND_FOLD_FILES[kind]}
     return owned
 
 
-def _fold_children(folder: Path) -> list[Path]:
+def fold_children(folder: Path) -> list[Path]:
     try:
         children = list(os.scandir(folder))
     except OSError:

@@ -134,7 +134,8 @@ def clean(
     run: Annotated[
         str | None,
         typer.Option(
-            "--run", help="Run id, name or folder: remove its checkpoints (all outputs with --all)."
+            "--run",
+            help="Run id, name, folder or path: remove its checkpoints (all outputs with --all).",
         ),
     ] = None,
     all_outputs: Annotated[
@@ -182,6 +183,8 @@ def clean(
 
     Shows what it will remove (size, age) and asks first unless --yes.
     Never removes anything outside the runs and data roots; a symlink is unlinked, never followed.
+    From a data store, only the files its manifests list as cellbench's are removed.
+    A store folder holding anything else stays, with it, listed as skipped with the reason.
     A run written by a live process is refused (exit 4); a missing run exits 3.
     """
     if not (run or features or cache or cuda):

@@ -295,7 +295,7 @@ def plan_store(
     owned = ownership.owned_files(store, legacy)
     if owned is None:
         manifests = [store / ownership.MANIFEST] + [
-            p / ownership.MANIFEST for p in ownership._fold_children(store)
+            p / ownership.MANIFEST for p in ownership.fold_children(store)
         ]
         if unfinished_ok and not any(os.path.lexists(m) for m in manifests):
             owned = ownership.contract_files(store, legacy)
