@@ -291,6 +291,7 @@ def plan_store(
     manifest yet, as an interrupted extraction leaves it, owns its contract files.
     """
     now = time.time() if now is None else now
+    store = Path(os.path.abspath(store))  # ownership and survey speak in absolute paths
     legacy = "features" if kind == "features" else "store"
     owned = ownership.owned_files(store, legacy)
     if owned is None:

@@ -337,3 +337,17 @@ def test_two_cleans_at_once_both_succeed_and_keep_the_users_files(tmp_path: Path
             f"store{k}/fold2",
             f"store{k}/fold2/mine.txt",
         ]
+
+
+def test_relative_data_dir_keeps_the_users_files(
+    data_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    raw = data_root / "demo" / "raw" / "images.npy"
+    raw.parent.mkdir()
+    raw.write_bytes(b"raw")
+    monkeypatch.chdir(data_root.parent)
+    result = clean("--cache", "--yes", "--json", "--data-dir", data_root.name)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["skipped"][0]["kept"] == [str(raw.parent)]
+    assert raw.read_bytes() == b"raw" and not (data_root / "demo" / "manifest.json").exists()
+    assert not (data_root / "demo" / "fold1").exists()
