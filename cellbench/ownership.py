@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from cellbench.runs.lock import pid_alive
+from cellbench.runs.lock import lock_holder_alive, pid_alive
 
 MANIFEST = "manifest.json"
 FILES_KEY = "files"
@@ -40,7 +40,9 @@ STORE_FOLD_FILES = frozenset(
     {"images.npy", "inst.npy", "types.npy", "hv.npy", "tissues.json", MANIFEST}
 )
 # The feature store contract: <data>/features/<tag>/fold<k>/{cls.npy, tokens.npy, manifest.json}
-FEATURE_FOLD_FILES = frozenset({"cls.npy", "tokens.npy", MANIFEST})
+FEATURE_FOLD_FILES = frozenset({"cls.npy", "tokens.npy", "tissues.json", MANIFEST})
+FEATURES_DIR = "features"  # feature stores live in <nuclei store>/features/<tag>/
+LOCK = "lock"  # a feature tag's extraction lock (cellbench.runs.lock format)
 KIND_FOLD_FILES = {"store": STORE_FOLD_FILES, "features": FEATURE_FOLD_FILES}
 
 FOLD_RE = re.compile(r"fold\d+")
@@ -179,6 +181,9 @@ def owned_files(
         if fold_manifest is not None:
             found = True
             owned |= {child / MANIFEST, *listed_files(child, fold_manifest, fold_files)}
+    if kind == "store":  # its feature stores are cellbench's too (features extract wrote them)
+        for tag in _real_subfolders(folder / FEATURES_DIR):
+            owned |= owned_files(tag, "features") or set()
     return owned if found else None
 
 
@@ -193,15 +198,18 @@ def contract_files(folder: str | os.PathLike, kind: str) -> set[Path]:
 
 
 def fold_children(folder: Path) -> list[Path]:
+    return [p for p in _real_subfolders(folder) if FOLD_RE.fullmatch(p.name)]
+
+
+def _real_subfolders(folder: Path) -> list[Path]:
+    """Sub-folders of ``folder``, links not followed (none when it is not a real folder)."""
+    if os.path.islink(folder):
+        return []
     try:
         children = list(os.scandir(folder))
     except OSError:
         return []
-    return sorted(
-        Path(e.path)
-        for e in children
-        if FOLD_RE.fullmatch(e.name) and e.is_dir(follow_symlinks=False)
-    )
+    return sorted(Path(e.path) for e in children if e.is_dir(follow_symlinks=False))
 
 
 def is_store_folder(folder: str | os.PathLike) -> bool:
@@ -231,10 +239,14 @@ class Survey:
         return not self.foreign and not self.busy
 
 
-def _is_leftover(name: str, owned_names: set[str]) -> tuple[bool, bool]:
-    """``(is a leftover of our writes, its writer is alive)`` for a folder entry's name."""
+def _is_leftover(path: Path, owned_names: set[str]) -> tuple[bool, bool]:
+    """``(is a leftover of our writes, its writer is alive)`` for a folder entry."""
+    name = path.name
     if name.startswith(TRASH_PREFIX):
         return True, False
+    if path.parent.parent.name == FEATURES_DIR and (name == LOCK or name.startswith(".lock.")):
+        # a feature tag's extraction lock: held by a live extract (busy), or left by a dead one
+        return True, name == LOCK and lock_holder_alive(path)
     staging = STAGING_RE.fullmatch(name)
     if staging and (staging["name"] in owned_names or FOLD_RE.fullmatch(staging["name"])):
         return True, pid_alive(int(staging["pid"]))
@@ -270,7 +282,7 @@ def _survey_dir(folder: Path, owned: set[Path], on_the_way: set[Path], result: S
             st = entry.stat(follow_symlinks=False)
         except FileNotFoundError:
             continue  # removed while we looked (another clean)
-        leftover, alive = _is_leftover(entry.name, names_owned)
+        leftover, alive = _is_leftover(path, names_owned)
         if path in owned and not entry.is_dir(follow_symlinks=False):
             result.owned.append(path)
             result.bytes += st.st_size

@@ -124,12 +124,13 @@ def test_store_written_before_files_owns_the_contract_files_only(tmp_path: Path)
 def test_old_feature_store_owns_the_feature_contract(tmp_path: Path) -> None:
     store = tmp_path / "vit_s"
     _manifest(store)
-    for name in ("cls.npy", "tokens.npy", "images.npy"):
+    for name in ("cls.npy", "tokens.npy", "tissues.json", "images.npy"):
         _write(store / "fold2" / name)
     owned = owned_files(store, kind="features")
     assert {p.name for p in owned if p.parent.name == "fold2"} == {
         "cls.npy",
         "tokens.npy",
+        "tissues.json",
         "manifest.json",
     }
 

@@ -216,21 +216,34 @@ def check_data_root(data_root: str | os.PathLike) -> Path:
 
 
 def plan_features_clean(data_root: str | os.PathLike, tag: str) -> list[Removal]:
-    """The files of the feature store ``<data_root>/features/<tag>`` that cellbench wrote;
-    missing -> BadInputError (exit 3). Removes nothing."""
+    """The files of the feature store ``TAG`` that cellbench wrote: ``<data_root>/features/TAG``,
+    or ``<store>/features/TAG`` of the one nuclei store under ``data_root`` that has it (where
+    ``features extract`` writes). Missing -> BadInputError (exit 3); in several stores ->
+    UsageError (exit 2) naming them. Removes nothing."""
     data_root = check_data_root(data_root)
     if not tag or "/" in tag or tag in (".", "..") or os.sep in tag:
         raise BadInputError(f"feature tag '{tag}': a tag is a single folder name")
-    store = _feature_root(data_root) / tag
-    if not store.exists() and not store.is_symlink():
-        tags = sorted(p.name for p in _feature_root(data_root).glob("*") if p.is_dir())
+    roots = [data_root] + [s for s in _find_stores(data_root, 4) if not _is_trash(s)]
+    found = [r / "features" / tag for r in roots if os.path.lexists(r / "features" / tag)]
+    if not found:
+        tags = sorted({p.name for r in roots for p in (r / "features").glob("*") if p.is_dir()})
         hint = f" (stores: {', '.join(tags)})" if tags else ""
-        raise BadInputError(f"{store}: no such feature store{hint}")
+        raise BadInputError(f"{_feature_root(data_root) / tag}: no such feature store{hint}")
+    if len(found) > 1:
+        raise UsageError(
+            f"feature tag '{tag}' is in several stores ({', '.join(map(str, found))}); "
+            "pass the one to clean as --data-dir"
+        )
+    store = found[0]
     if store.is_symlink():
         return [measure(store, "features")]  # the link goes, never what it points to
     if not store.is_dir():
         return [_skip(store, "features", "not a folder")]
     return [plan_store(store, "features", unfinished_ok=True)]
+
+
+def _is_trash(path: Path) -> bool:
+    return path.name.startswith(TRASH_PREFIX)
 
 
 # kept for callers of the old name; the rule now lives in cellbench.ownership
@@ -271,7 +284,7 @@ def plan_cache_clean(data_root: str | os.PathLike, max_depth: int = 4) -> list[R
         if store.name.startswith(TRASH_PREFIX):
             removals.append(measure(store, "trash", now))
         else:
-            kind = "features" if _feature_root(data_root) in store.parents else "cache"
+            kind = "features" if store.parent.name == ownership.FEATURES_DIR else "cache"
             removals.append(plan_store(store, kind, now))
     return removals
 

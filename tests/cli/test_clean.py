@@ -351,3 +351,33 @@ def test_relative_data_dir_keeps_the_users_files(
     assert json.loads(result.stdout)["skipped"][0]["kept"] == [str(raw.parent)]
     assert raw.read_bytes() == b"raw" and not (data_root / "demo" / "manifest.json").exists()
     assert not (data_root / "demo" / "fold1").exists()
+
+
+def test_real_feature_store_loses_only_what_features_extract_wrote(
+    fx_store: Path, tiny_vit: Path
+) -> None:
+    from cellbench.features.extract import extract_features
+    from cellbench.models.backbones import build_backbone
+
+    data = fx_store.parent  # the data root holds the nuclei store, which holds features/<tag>/
+    root, _ = extract_features(fx_store, build_backbone(str(tiny_vit), device="cpu"), folds=[1])
+    mine = root / "fold1" / "my_umap.png"
+    mine.write_bytes(b"png")
+    result = clean("--features", root.name, "--yes", "--json", "--data-dir", str(data))
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["skipped"][0]["kept"] == [str(mine)]
+    assert (data / "tiny-vit.yaml").exists()
+    assert sorted(p.relative_to(root).as_posix() for p in root.rglob("*")) == [
+        "fold1",
+        "fold1/my_umap.png",
+    ]
+    assert (fx_store / "fold1" / "images.npy").exists()  # the nuclei store is not a feature store
+    # --cache takes the nuclei store with its feature stores, and still keeps the user's file
+    result = clean("--cache", "--yes", "--data-dir", str(data))
+    assert result.exit_code == 0, result.output
+    assert sorted(p.relative_to(data).as_posix() for p in fx_store.rglob("*")) == [
+        "store/features",
+        f"store/features/{root.name}",
+        f"store/features/{root.name}/fold1",
+        f"store/features/{root.name}/fold1/my_umap.png",
+    ]

@@ -502,3 +502,45 @@ def test_data_root_refuses_the_filesystem_root_and_home(tmp_path, monkeypatch, w
             plan(data_dir)
         assert err.value.exit_code == 2
     assert plan_cache_clean(home / "data") == []  # a folder inside home is fine
+
+
+def _feature_tag(store: Path, tag: str) -> Path:
+    root = store / "features" / tag
+    _write(root / "fold1" / "cls.npy", 50)
+    fold = {"format": "cellbench-feature-store", "files": ["cls.npy", "manifest.json"]}
+    (root / "fold1" / "manifest.json").write_text(json.dumps(fold))
+    top = {"format": "cellbench-feature-store", "files": ["fold1/cls.npy", "manifest.json"]}
+    (root / "manifest.json").write_text(json.dumps(top))
+    return root
+
+
+def test_features_tag_is_found_in_the_store_under_the_data_root(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    tag = _feature_tag(_store(data / "pannuke"), "vit_s")
+    [plan] = plan_features_clean(data, "vit_s")
+    assert plan.path == tag and plan.kind == "features" and not plan.kept
+    execute([plan], [data])
+    assert not tag.exists() and (data / "pannuke" / "fold1" / "images.npy").exists()
+    _feature_tag(_store(data / "a"), "dup")
+    _feature_tag(_store(data / "b"), "dup")
+    with pytest.raises(UsageError, match="in several stores"):
+        plan_features_clean(data, "dup")
+
+
+def test_feature_tag_being_extracted_is_skipped(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    tag = _feature_tag(_store(data / "pannuke"), "vit_s")
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        (tag / "lock").write_text(json.dumps({"pid": child.pid, "host": socket.gethostname()}))
+        [plan] = plan_features_clean(data, "vit_s")
+        assert not plan.removes and "live cellbench process (lock)" in plan.skipped
+        [whole] = plan_cache_clean(data)  # the nuclei store holding it is skipped too
+        assert not whole.removes
+    finally:
+        child.kill()
+        child.wait()
+    # the lock of a dead extraction is a leftover: the tag goes whole
+    [plan] = plan_features_clean(data, "vit_s")
+    execute([plan], [data])
+    assert not tag.exists()
