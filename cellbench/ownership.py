@@ -16,8 +16,10 @@ Rules that keep a hostile or broken manifest from reaching outside its folder:
   (``STORE_FOLD_FILES`` / ``FEATURE_FOLD_FILES`` in each ``fold<k>/``, nothing but itself at
   the root), never anything else.
 
-``survey(folder)`` sorts what a store folder holds into owned files, foreign entries (the user's)
-and folders a live cellbench process is still writing; ``runs.clean`` removes from that.
+A nuclei store owns its feature stores too (``<store>/features/<tag>/``, each with its own
+manifests). ``survey(folder, owned)`` sorts what a store folder holds into owned files, foreign
+entries (the user's) and entries a live cellbench process is still writing (a staging folder of
+a live pid, a feature tag's held ``lock``); ``runs.clean`` removes from that.
 """
 
 from __future__ import annotations
