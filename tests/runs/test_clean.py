@@ -544,3 +544,29 @@ def test_feature_tag_being_extracted_is_skipped(tmp_path: Path) -> None:
     [plan] = plan_features_clean(data, "vit_s")
     execute([plan], [data])
     assert not tag.exists()
+
+
+def test_crash_in_a_kept_store_leaves_its_manifest_and_the_next_clean_finishes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = tmp_path / "data"
+    store = _store(data / "store")
+    (store / "fold1" / "labels.csv").write_text("mine")  # fold1 is kept: removed file by file
+    real_unlink, calls = Path.unlink, []
+
+    def crash_on_second(self, *args, **kwargs):
+        calls.append(self.name)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # Ctrl-C (or SIGTERM) between two removals
+        return real_unlink(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "unlink", crash_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        execute(plan_cache_clean(data), [data])
+    monkeypatch.undo()
+    # manifests go last: the interrupted store still says which of its files remain ...
+    assert (store / "fold1" / "manifest.json").exists() and (store / "manifest.json").exists()
+    assert calls[0] != "manifest.json"
+    # ... so the next clean takes the rest, and the user's file is still there
+    execute(plan_cache_clean(data), [data])
+    assert sorted(p.name for p in store.rglob("*")) == ["fold1", "labels.csv"]
