@@ -15,7 +15,10 @@ from cellbench.cli.common import RunsDirOption, run_store
 def tui_command(
     run: Annotated[
         str | None,
-        typer.Option("--run", help="Select this run at start: id (2), name or folder."),
+        typer.Option(
+            "--run",
+            help="Select this run at start: id (2), name, folder or path (opens its runs folder).",
+        ),
     ] = None,
     follow: Annotated[
         bool, typer.Option("--follow", help="Keep the newest running run selected (key f).")

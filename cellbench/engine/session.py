@@ -115,7 +115,7 @@ def anchor_local_paths(config: Config) -> None:
 def find_existing(store: RunStore, request: TrainRequest) -> RunPaths | None:
     if request.run is None:
         if request.resume or request.fresh:
-            raise UsageError("--resume and --fresh need --run RUN (an id, name or folder)")
+            raise UsageError("--resume and --fresh need --run RUN (an id, name, folder or path)")
         return None
     existing = store.find(request.run)
     if existing is None and (
