@@ -14,11 +14,12 @@ the history rows), ``last.pt`` last of them (the commit point), then history.csv
 ``epoch`` event; ``--resume`` rebuilds history.csv from ``last.pt`` and rewrites ``best.pt`` if it
 disagrees, so rows are never lost or duplicated and ``best.pt`` is the epoch the run reports.
 
-Ctrl-C (SIGINT) sets a flag checked after every step: the loop stops at the next step boundary,
-the partial epoch is discarded (``last.pt`` keeps the last completed epoch, so a resume redoes
-that epoch and stays on the uninterrupted curve; interrupted in the first epoch, ``last.pt`` is
-written with the initial state as epoch 0), ``run_end`` says ``interrupted``. A second Ctrl-C
-aborts at once, with the same checkpoint guarantee.
+Ctrl-C (SIGINT), SIGTERM (schedulers, ``timeout``, containers) and SIGHUP (a closed terminal)
+set a flag checked after every step (``cellbench.signals.graceful_signals``): the loop stops at the
+next step boundary, the partial epoch is discarded (``last.pt`` keeps the last completed epoch, so
+a resume redoes that epoch and stays on the uninterrupted curve; interrupted in the first epoch,
+``last.pt`` is written with the initial state as epoch 0), ``run_end`` says ``interrupted`` and
+names the signal. A second signal aborts at once, with the same checkpoint guarantee.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ import itertools
 import math
 import os
 import signal
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -55,6 +55,7 @@ from cellbench.engine.seeding import capture_rng, epoch_seed, restore_rng
 from cellbench.errors import one_line
 from cellbench.runs.events import EventWriter
 from cellbench.runs.layout import RunPaths
+from cellbench.signals import STOP_SIGNALS, graceful_signals, signal_name
 
 
 class NonFiniteError(Exception):
@@ -86,6 +87,7 @@ class TrainResult:
     best: dict[str, Any]
     epochs: int  # last completed epoch
     metrics: dict[str, Any] = field(default_factory=dict)
+    signum: int | None = None  # the signal that interrupted the run (SIGINT, SIGTERM, SIGHUP)
 
 
 class Trainer:
@@ -126,6 +128,7 @@ class Trainer:
         self.global_step = 0
         self.backbone_frozen = False
         self.stop_requested = False
+        self.stop_signal: int | None = None
         self.baselines = components.task.baselines(components.data)
         self.resumed = resume_state is not None
         # a resumed run keeps the fingerprint of its first start (hashing the weights is skipped)
@@ -260,7 +263,10 @@ class Trainer:
     # ------------------------------------------------------------------ loop
 
     def fit(self) -> TrainResult:
-        previous_handler = self._install_sigint()
+        with graceful_signals(on_signal=self._on_signal, signals=STOP_SIGNALS):
+            return self._fit()
+
+    def _fit(self) -> TrainResult:
         status, reason = "completed", ""
         try:
             self._run_start()
@@ -278,12 +284,12 @@ class Trainer:
             status, reason = "failed", str(exc)
         except KeyboardInterrupt:
             saved = self.history.rows[-1]["epoch"] if self.history.rows else 0
-            status, reason = "interrupted", f"aborted by a second Ctrl-C; {_kept(saved)}"
+            self.stop_signal = self.stop_signal or signal.SIGINT
+            status, reason = "interrupted", f"aborted by a second {self._signal}; {_kept(saved)}"
         except BaseException as exc:
             self._finish("failed", f"{type(exc).__name__}: {one_line(exc)}")
             raise
         finally:
-            self._restore_sigint(previous_handler)
             self.reporter.close()
         if status == "interrupted" and self._initial_blob is not None:
             # stopped inside epoch 1: the initial state, so ``--resume`` has a start to go from
@@ -300,10 +306,10 @@ class Trainer:
             started = time.perf_counter()
             train_loss = self._train_epoch(epoch)
             if train_loss is None:
-                return "interrupted", f"Ctrl-C during epoch {number}; {_kept(epoch)}"
+                return "interrupted", f"{self._signal} during epoch {number}; {_kept(epoch)}"
             val = self._validate()
             if val is None:
-                return "interrupted", f"Ctrl-C during epoch {number}; {_kept(epoch)}"
+                return "interrupted", f"{self._signal} during epoch {number}; {_kept(epoch)}"
             self._check_weights_finite(number)
             lr = current_lr(self.c.optimizer)  # the lr this epoch trained with
             if self.c.scheduler is not None:
@@ -341,7 +347,7 @@ class Trainer:
                     f"{self.config.train.early_stopping.min_delta:g} for {s.bad_epochs} epochs"
                 )
             if self.stop_requested:
-                return "interrupted", f"Ctrl-C after epoch {number}; {_kept(number)}"
+                return "interrupted", f"{self._signal} after epoch {number}; {_kept(number)}"
         return "completed", f"{self.epochs} epochs"
 
     def _set_backbone_frozen(self, frozen: bool) -> None:
@@ -519,26 +525,35 @@ class Trainer:
         }
         from cellbench.atomic import atomic_write_json
 
+        signum = self.stop_signal if status == "interrupted" else None
+        if signum is not None:
+            metrics["signal"] = signal_name(signum)
         atomic_write_json(self.paths.metrics, metrics)
-        self.events.emit("run_end", status=status, reason=reason, best=best)
-        return TrainResult(status, reason, best, final.get("epoch", 0), metrics)
+        self.events.emit(
+            "run_end",
+            status=status,
+            reason=reason,
+            best=best,
+            signal=signal_name(signum) if signum is not None else None,
+        )
+        return TrainResult(status, reason, best, final.get("epoch", 0), metrics, signum)
 
-    # ------------------------------------------------------------------ Ctrl-C
+    # ------------------------------------------------------------------ signals
 
-    def _install_sigint(self):
-        if threading.current_thread() is not threading.main_thread():
-            return None
+    @property
+    def _signal(self) -> str:
+        """How the reason names what stopped the run: "Ctrl-C", "SIGTERM", "SIGHUP"."""
+        if self.stop_signal in (None, signal.SIGINT):
+            return "Ctrl-C"
+        return signal_name(self.stop_signal)
 
-        def handler(signum, frame):
-            if self.stop_requested:
-                raise KeyboardInterrupt
-            self.stop_requested = True
-            self.reporter.message(
-                "[yellow]interrupt:[/] stopping at the next step (Ctrl-C again to abort now)"
-            )
-
-        return signal.signal(signal.SIGINT, handler)
-
-    def _restore_sigint(self, previous) -> None:
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
+    def _on_signal(self, signum: int) -> None:
+        # SIGINT, SIGTERM and SIGHUP alike: stop at the next step, then abort on a second one
+        if self.stop_requested:
+            raise KeyboardInterrupt
+        self.stop_requested = True
+        self.stop_signal = signum
+        self.reporter.message(
+            f"[yellow]{self._signal}:[/] stopping at the next step "
+            "(again to abort now; the last completed epoch is kept either way)"
+        )

@@ -106,7 +106,12 @@ FIELDS: dict[str, dict[str, tuple[FieldType, bool]]] = {
         "peak": (BYTES, False),
         "rss": (BYTES, False),
     },
-    "run_end": {"status": (TEXT, True), "reason": (TEXT, False), "best": (BEST, False)},
+    "run_end": {
+        "status": (TEXT, True),
+        "reason": (TEXT, False),
+        "best": (BEST, False),
+        "signal": (TEXT, False),
+    },
 }
 COMMON: dict[str, tuple[FieldType, bool]] = {"time": (INSTANT, False)}
 
