@@ -317,11 +317,11 @@ class Trainer:
             row = {"epoch": number, "train_loss": train_loss, "val_loss": val.pop("loss")}
             row.update({f"val_{k}": v for k, v in val.items()})
             row["lr"] = lr
+            before = self.monitor.state.state_dict()
             improved = self.monitor.update(number, row[self.monitor.state.metric])
             self.history.rows.append(row)  # in the checkpoint first, then in history.csv
             blob = serialize(self.checkpoint_payload(number))  # once, for both files
-            best_path = self.paths.best_checkpoint if improved else None
-            write_epoch_checkpoints(blob, self.paths.last_checkpoint, best_path)
+            self._write_checkpoints(blob, improved, before)
             self._initial_blob = None
             self.history.write()
             elapsed = time.perf_counter() - started
@@ -349,6 +349,21 @@ class Trainer:
             if self.stop_requested:
                 return "interrupted", f"{self._signal} after epoch {number}; {_kept(number)}"
         return "completed", f"{self.epochs} epochs"
+
+    def _write_checkpoints(self, blob: bytes, improved: bool, before: dict[str, Any]) -> None:
+        """best.pt (when improved) then last.pt. When a write fails (a full disk, a signal), the
+        epoch's row and best are taken back as far as the files do not hold them, so run_end and
+        metrics.json never name a best epoch that best.pt does not hold."""
+        best_path = self.paths.best_checkpoint if improved else None
+        written: list = []
+        try:
+            write_epoch_checkpoints(blob, self.paths.last_checkpoint, best_path, written)
+        except BaseException:
+            if self.paths.last_checkpoint not in written:
+                self.history.rows.pop()  # last.pt still holds the previous epoch
+            if best_path is not None and best_path not in written:
+                self.monitor.load_state_dict(before)  # best.pt still holds the previous best
+            raise
 
     def _set_backbone_frozen(self, frozen: bool) -> None:
         if frozen == self.backbone_frozen:
@@ -528,7 +543,10 @@ class Trainer:
         signum = self.stop_signal if status == "interrupted" else None
         if signum is not None:
             metrics["signal"] = signal_name(signum)
-        atomic_write_json(self.paths.metrics, metrics)
+        try:
+            atomic_write_json(self.paths.metrics, metrics)
+        except OSError as exc:  # a full disk: still say how the run ended in the event stream
+            reason = f"{reason}; metrics.json not written ({exc.filename}: {exc.strerror})"
         self.events.emit(
             "run_end",
             status=status,

@@ -11,6 +11,7 @@ and says so in a ``warning`` event (check ``torn_line``, field ``line``), which 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -74,15 +75,25 @@ class EventWriter:
         if kind not in EVENT_KINDS:
             raise ValueError(f"unknown event kind {kind!r}")
         event = {"kind": kind, "time": time.time(), **_clean(fields)}
-        self._fh.write(json.dumps(event, default=str) + "\n")
-        self._fh.flush()
+        try:
+            self._fh.write(json.dumps(event, default=str) + "\n")
+            self._fh.flush()
+        except OSError as exc:  # a full disk: name the file (a failed write names none)
+            raise OSError(exc.errno, exc.strerror or str(exc), str(self.path)) from exc
         return event
 
     def close(self) -> None:
-        if not self._fh.closed:
+        if self._fh.closed:
+            return
+        try:
             self._fh.flush()
             os.fsync(self._fh.fileno())
             self._fh.close()
+        except OSError:
+            # a full disk: emit() already raised naming the file; the unwritten line is lost
+            # and closing must not raise a second, nameless error over the first
+            with contextlib.suppress(OSError):
+                self._fh.close()
 
     def __enter__(self) -> EventWriter:
         return self
