@@ -546,7 +546,10 @@ def _check_rules(config: Config, origins: Origins) -> None:
     problem = _rule_problems(config)
     if problem is None:
         return
-    involved = [origins[k] for k in origins if k in problem.keys]
+    # a mapping field (expect) is set whole: "expect" is the origin of "expect.val_accuracy"
+    involved = [
+        origins[k] for k in origins if any(p == k or p.startswith(f"{k}.") for p in problem.keys)
+    ]
     source, error = involved[-1] if involved else ("config", BadInputError)
     raise error(f"{source}: {problem}")
 
