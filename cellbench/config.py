@@ -115,6 +115,10 @@ class DataConfig:
     split: int = field(default=1, metadata=_choices(1, 2, 3))
     family: str | None = None
     families: dict[str, list[str]] | None = None  # None: the DESIGN.md defaults
+    # organ task: a feature store (<store>/features/<tag>, from ``features extract``); a stale or
+    # failed one is refused unless features_force (``train --force``)
+    features: str | None = None
+    features_force: bool = False
 
 
 @dataclass
@@ -132,7 +136,7 @@ class EarlyStoppingConfig:
     patience: int | None = field(default=None, metadata=AT_LEAST_0)  # None: off
     min_delta: float = field(default=0.0, metadata=AT_LEAST_0)
     monitor: str = "val_loss"
-    # auto: min when the monitored name contains "loss", else max (accuracy, f1...)
+    # auto: min for losses, errors, MSE, ECE... (cellbench.runs.direction), else max
     mode: str = field(default="auto", metadata=_choices("auto", "min", "max"))
 
 
@@ -175,6 +179,9 @@ class TrainConfig:
     ema_warmup: bool = True  # timm's EMA decay warmup: the EMA leaves the initial weights early
     eval_ema: bool = False
     grad_clip: float | None = field(default=None, metadata=POSITIVE)
+    # micro-batches per optimizer step (the effective batch is batch_size x this); an epoch's
+    # last window steps with what it has
+    grad_accum_steps: int = field(default=1, metadata=AT_LEAST_1)
     freeze_backbone_epochs: int = field(default=0, metadata=AT_LEAST_0)
     channels_last: bool = False
     compile: bool = False
@@ -208,12 +215,24 @@ class ChecksConfig:
 
 
 @dataclass
+class OrganConfig:
+    """``--task organ``: a head on the CLS features of a feature store."""
+
+    target: str = field(default="tissue", metadata=_choices("tissue", "family"))
+    # 0: a linear head; > 0: one hidden layer of this width (GELU, dropout)
+    hidden: int = field(default=0, metadata=AT_LEAST_0)
+    dropout: float = field(default=0.0, metadata=RATIO)
+    standardize: bool = True  # scale each feature by its train mean/std (stored in the head)
+
+
+@dataclass
 class Config:
     task: str = field(default="classify", metadata=_choices(*TASKS))
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     checks: ChecksConfig = field(default_factory=ChecksConfig)
+    organ: OrganConfig = field(default_factory=OrganConfig)
     # metric -> [low, high]; a final metric outside its range emits a warning
     expect: dict[str, list[float]] = field(default_factory=dict)
 

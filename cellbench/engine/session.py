@@ -67,7 +67,11 @@ def unique_name(store: RunStore, base: str) -> str:
 
 
 def default_name(config: Config, suffix: str = "") -> str:
-    model = config.model.name.replace("/", "_").replace(":", "_")
+    # the organ head is not a model.name model: name its runs after the feature store's tag
+    name = config.model.name
+    if config.task == "organ" and config.data.features:
+        name = Path(config.data.features).name
+    model = name.replace("/", "_").replace(":", "_")
     return f"{model}-{config.task}{suffix}"
 
 
@@ -104,6 +108,8 @@ def anchor_local_paths(config: Config) -> None:
         config.data.path = str(Path(path).expanduser().resolve())
     if config.model.weights:
         config.model.weights = str(Path(config.model.weights).expanduser().resolve())
+    if config.data.features:
+        config.data.features = str(Path(config.data.features).expanduser().resolve())
 
 
 def find_existing(store: RunStore, request: TrainRequest) -> RunPaths | None:
@@ -113,8 +119,12 @@ def find_existing(store: RunStore, request: TrainRequest) -> RunPaths | None:
         return None
     existing = store.find(request.run)
     if existing is None and (
-        request.resume or request.run.isdigit() or RUN_DIR_RE.fullmatch(request.run)
+        request.resume
+        or request.fresh
+        or request.run.isdigit()
+        or RUN_DIR_RE.fullmatch(request.run)
     ):
+        # --resume/--fresh name a run that must exist: a typo must not start a new run
         store.resolve(request.run)  # raises "no run" with a did-you-mean (exit 3)
     if existing is None and not NAME_RE.fullmatch(request.run):
         # checked now, not when the folder is made after minutes of data and model building
@@ -236,7 +246,34 @@ def _fit(paths: RunPaths, config: Config, components, reporter, callbacks, **kwa
         trainer = Trainer(
             components, paths, events, reporter, callbacks, extra_metrics=extra, **kwargs
         )
-        return trainer.fit()
+        result = trainer.fit()
+        if result.status == "completed":
+            _finalize(paths, components, events, result, reporter)
+        return result
+
+
+def _finalize(paths: RunPaths, components, events: EventWriter, result, reporter) -> None:
+    """The task's closing report (organ: calibration, per-tissue table), into metrics.json and
+    an ``eval`` event."""
+    from cellbench.atomic import atomic_write_json
+
+    extra = components.task.finalize(
+        components.config, components.data, paths.root, components.device
+    )
+    if not extra:
+        return
+    result.metrics.update(extra)
+    atomic_write_json(paths.metrics, result.metrics)
+    report = extra.get("organ_report") or {}
+    metrics = {k: v for k, v in report.items() if isinstance(v, int | float)}
+    calibration = extra.get("calibration") or {}
+    metrics.update({k: v for k, v in calibration.items() if isinstance(v, int | float)})
+    events.emit("eval", split="val", checkpoint="best", metrics=metrics)
+    if reporter is not None and calibration:
+        reporter.message(
+            f"calibration on the validation fold: temperature {calibration['temperature']:.3g}, "
+            f"ECE {calibration['ece_before']:.4f} -> {calibration['ece_after']:.4f}"
+        )
 
 
 def _completed_result(paths: RunPaths):
@@ -309,6 +346,7 @@ def lr_find(request: TrainRequest, reporter=None):
             autocast=c.precision.autocast,
             scaler=c.scaler,
             batch_transform=c.batch_transform,
+            split_batch=task.split_batch,
             on_step=(lambda i, lr, loss: reporter.advance()) if reporter is not None else None,
         )
         if reporter is not None:
