@@ -156,7 +156,8 @@ class LRFindConfig:
 @dataclass
 class TrainConfig:
     epochs: int = field(default=10, metadata=AT_LEAST_1)
-    lr: float = field(default=1e-3, metadata=POSITIVE)
+    # >= 0, not > 0: lr 0 is a legitimate control (a model that must not learn; tests use it)
+    lr: float = field(default=1e-3, metadata=AT_LEAST_0)
     batch_size: int = field(default=32, metadata=AT_LEAST_1)
     weight_decay: float = field(default=0.05, metadata=AT_LEAST_0)
     seed: int = 42
