@@ -216,9 +216,14 @@ class EventTail:
         self._identity = identity
         if stat.st_size == self._offset:
             return [], reset
-        with open(self.path, "rb") as fh:
-            fh.seek(self._offset)
-            data = fh.read()
+        try:
+            with open(self.path, "rb") as fh:
+                fh.seek(self._offset)
+                data = fh.read()
+        except OSError as exc:  # a folder in its place, no permission: damaged, said once
+            if not any(b.line == 0 for b in self.log.bad):
+                self.log.bad.append(BadLine(0, f"cannot read ({exc.strerror or exc})"))
+            return [], reset
         self._offset += len(data)
         if len(self._head) < HEAD_BYTES:
             self._head = (self._head + data)[:HEAD_BYTES]

@@ -145,3 +145,12 @@ def test_a_replaced_or_truncated_file_is_read_again_from_the_start(tmp_path, how
         assert events == []
     else:
         assert events[0]["kind"] == "run_start" and events[0]["model"] == "b"
+
+
+def test_an_unreadable_events_file_is_damage_not_a_crash(tmp_path):
+    path = tmp_path / "events.jsonl"
+    path.mkdir()  # a folder where the stream should be
+    assert read_event_log(path).damage() == "events.jsonl: cannot read (Is a directory)"
+    tail = EventTail(path)
+    assert tail.read() == ([], False) and tail.read() == ([], False)
+    assert tail.log.damage() == "events.jsonl: cannot read (Is a directory)"
