@@ -186,6 +186,9 @@ def test_bad_choice_gets_a_did_you_mean_and_split_is_checked():
         ("train.grad_clip=0", "train.grad_clip: 0.0 must be > 0"),
         ("data.hflip=1.5", "data.hflip: 1.5 must be in [0, 1]"),
         ("train.limit_train_batches=0", "train.limit_train_batches: 0 must be >= 1"),
+        ("train.grad_accum_steps=0", "train.grad_accum_steps: 0 must be >= 1"),
+        ("nuclei.widths=[64, 0]", "nuclei.widths[1]: 0 must be >= 1"),
+        ("nuclei.loss.hv_mse=-1", "nuclei.loss.hv_mse: -1.0 must be >= 0"),
     ],
 )
 def test_out_of_range_values_on_the_command_line_exit_2_naming_the_key(setting, message):
