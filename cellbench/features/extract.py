@@ -16,12 +16,9 @@ Ctrl-C (exit 130).
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
-import signal
-import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,6 +45,7 @@ from cellbench.features.store import (
 from cellbench.models.backbones import Backbone
 from cellbench.runs.layout import NAME_RE
 from cellbench.runs.lock import RunLock
+from cellbench.signals import graceful_signals
 
 Progress = Callable[[int, int, int], None]  # (fold, tiles done, tiles total)
 # what must match for a fold to be resumed or reused (not batch or chunk size)
@@ -64,24 +62,6 @@ class FoldResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.__dict__, "path": str(self.path)}
-
-
-@contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM raises KeyboardInterrupt (like Ctrl-C) for the block: the extraction stops
-    between two writes and stays resumable."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum, frame):
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def default_tag(backbone: Backbone) -> str:
@@ -340,13 +320,14 @@ def extract_features(
     if batch_size < 1 or chunk_size < 1:
         raise UsageError("--batch-size and --chunk-size must be at least 1")
     tag = tag or default_tag(backbone)
-    if not NAME_RE.match(tag):
-        raise UsageError(f"--tag {tag}: use letters, digits, '.', '_' or '-'")
+    if not NAME_RE.fullmatch(tag):
+        raise UsageError(f"--tag {tag!r}: use letters, digits, '.', '_' or '-'")
     root = tag_dir(data_root, tag)
     _check_tag_folder(root)
     expect = {"cls_std": list(backbone.profile.cls_std)} if backbone.profile.cls_std else {}
     results = []
-    with RunLock(root / LOCK_NAME), sigterm_as_interrupt():
+    # SIGTERM/SIGHUP stop it like Ctrl-C: between two writes, resumable (cellbench.signals)
+    with RunLock(root / LOCK_NAME), graceful_signals():
         for k in chosen:
             results.append(
                 extract_fold(

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +16,7 @@ from typer.testing import CliRunner
 
 from cellbench.cli.app import app
 from cellbench.data.store import open_fold, store_folds
+from cellbench.data.synth import synth
 from cellbench.data.targets import hv_maps
 
 from .conftest import write_flat_fold
@@ -217,3 +223,35 @@ def test_refuses_an_out_that_is_not_a_store(raw_master, raw_dir, tmp_path):
     result = _prepare(raw_master, other)
     assert result.exit_code == 3 and "manifest.json" in result.stderr
     assert sorted(p.name for p in other.iterdir()) == ["manifest.json"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_a_signal_mid_prepare_leaves_no_complete_looking_fold(tmp_path_factory, signum):
+    raw = tmp_path_factory.mktemp("signal-raw") / "pannuke"
+    synth(raw, folds=3, tiles=6, seed=3, size=256)
+    out = tmp_path_factory.mktemp("signal-out") / "store"
+    argv = [sys.executable, "-m", "cellbench", "data", "prepare", "--pannuke", str(raw)]
+    proc = subprocess.Popen(
+        [*argv, "--out", str(out), "--chunk", "1"], stderr=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.time() + 120
+        # signal while a fold is being built (its staging folder exists)
+        while not list(out.parent.glob(".fold*.tmp-*")) + list(out.glob(".fold*.tmp-*")):
+            assert proc.poll() is None, f"prepare ended first: {proc.stderr.read()[-2000:]}"
+            assert time.time() < deadline
+            time.sleep(0.005)
+        os.kill(proc.pid, signum)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 128 + signum, proc.stderr.read()[-2000:]
+    assert not list(out.glob(".fold*")), "a staging folder was left behind"
+    for manifest in out.glob("fold*/manifest.json"):  # folds finished before the signal
+        fold = manifest.parent
+        assert json.loads(manifest.read_text())["tiles"] == 6
+        assert np.load(fold / "images.npy", mmap_mode="r").shape[0] == 6
+    assert not (out / "fold3" / "manifest.json").exists()

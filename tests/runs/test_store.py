@@ -72,3 +72,12 @@ def test_two_processes_creating_runs_at_once_get_unique_ids(tmp_path):
     assert all(p.wait(timeout=60) == 0 for p in procs)
     ids = [r.id for r in RunStore(tmp_path).runs()]
     assert sorted(ids) == list(range(1, 31))
+
+
+def test_names_are_matched_whole_a_trailing_newline_is_refused(tmp_path):
+    store = RunStore(tmp_path)
+    with pytest.raises(UsageError, match=r"run name 'nl\\n'"):  # one line: the name as repr
+        store.create("nl\n")
+    (tmp_path / "0001-ok\n").mkdir()  # a folder `$` would have taken for a run
+    (tmp_path / "0002-ok").mkdir()
+    assert [r.root.name for r in store.runs()] == ["0002-ok"]
