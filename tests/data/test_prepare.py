@@ -133,10 +133,10 @@ def _truncated(raw):
 
 
 def _missing_fold(raw):
-    import shutil
-
-    shutil.rmtree(raw / "Fold 2")
-    return raw, "fold 2 not found"
+    # a fold folder without its masks (a fold absent altogether is simply not converted)
+    masks = raw / "Fold 2" / "masks" / "fold2" / "masks.npy"
+    masks.unlink()
+    return masks, "missing file of fold 2"
 
 
 def _int8_images(raw):
@@ -217,3 +217,22 @@ def test_refuses_an_out_that_is_not_a_store(raw_master, raw_dir, tmp_path):
     result = _prepare(raw_master, other)
     assert result.exit_code == 3 and "manifest.json" in result.stderr
     assert sorted(p.name for p in other.iterdir()) == ["manifest.json"]
+
+
+def test_without_folds_converts_the_folds_found(raw_dir, tmp_path):
+    import shutil
+
+    shutil.rmtree(raw_dir / "Fold 2")
+    shutil.rmtree(raw_dir / "Fold 3")  # the user downloaded Fold 1 only
+    out = tmp_path / "only1"
+    result = _prepare(raw_dir, out, "--json")
+    assert result.exit_code == 0, result.output
+    assert [r["fold"] for r in json.loads(result.stdout)["folds"]] == [1]
+    assert store_folds(out) == [1]
+    named = _prepare(raw_dir, tmp_path / "named", "--folds", "1", "2")
+    assert named.exit_code == 3 and "fold 2 not found" in named.stderr
+    assert not (tmp_path / "named").exists()  # a named fold missing: nothing written
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    nothing = _prepare(empty, tmp_path / "none")
+    assert nothing.exit_code == 3 and "no PanNuke fold found" in nothing.stderr
