@@ -126,8 +126,9 @@ def value_problems(fold_manifest: dict[str, Any], cls_std_range) -> list[str]:
     fold = fold_manifest.get("fold")
     problems = []
     for what in ("cls", "tokens"):
-        if stats.get(f"nonfinite_{what}"):
-            problems.append(f"fold {fold}: {stats[f'nonfinite_{what}']} non-finite {what} values")
+        if stats.get(f"nonfinite_{what}_rows"):
+            count = stats[f"nonfinite_{what}_rows"]
+            problems.append(f"fold {fold}: {count} tiles with non-finite {what} values")
         if stats.get(f"constant_{what}_rows"):
             problems.append(f"fold {fold}: {stats[f'constant_{what}_rows']} constant {what} rows")
     std = stats.get("cls_std")
