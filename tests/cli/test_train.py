@@ -148,3 +148,27 @@ def test_resume_after_sigkill_equals_the_uninterrupted_run(tmp_path, shapes):
     a = torch.load(reference.last_checkpoint, weights_only=True)["model"]
     b = torch.load(killed_dir.last_checkpoint, weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_train_task_organ_from_the_command_line(tmp_path, organ_features):
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "--task",
+            "organ",
+            "--features",
+            str(organ_features),
+            "--epochs",
+            "2",
+            "--set",
+            "organ.target=family",
+            "--runs-dir",
+            str(tmp_path),
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout)
+    assert metrics["task"] == "organ" and metrics["calibration"]["temperature"] > 0
+    assert RunStore(tmp_path).resolve("vit-demo-organ").best_checkpoint.is_file()
