@@ -26,6 +26,7 @@ from torch.utils.data import Dataset, TensorDataset
 
 from cellbench.config import Config, config_from_dict
 from cellbench.data.families import TISSUES, folds_for_split, resolve_families
+from cellbench.engine.tasks import register_task
 from cellbench.engine.tasks.base import MetricAccumulator, Task, TaskData
 from cellbench.engine.tasks.classify import ConfusionAccumulator
 from cellbench.errors import BadInputError, UsageError
@@ -111,8 +112,8 @@ class OrganAccumulator(ConfusionAccumulator):
         return out
 
 
+@register_task("organ")
 class OrganTask(Task):
-    name = "organ"
     metric_names = ("accuracy", "balanced_accuracy", "macro_f1")
 
     def build_data(self, config: Config) -> TaskData:
