@@ -182,12 +182,15 @@ def write_tag_manifest(root: Path, identity: dict[str, Any], expect: dict[str, A
 
 
 def _row_stats(cls: torch.Tensor, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Tiles whose stored (float16) features hold NaN/Inf, and tiles whose features are one
-    constant value; one min/max pass per array (NaN propagates through it), on the device."""
+    """Tiles whose features, as stored in float16, hold NaN/Inf, and tiles whose features are
+    one constant value: one min/max pass per array in the model's own precision (NaN propagates
+    through it; a value beyond float16's range shows as an infinite min or max once cast), on the
+    device, before the cast."""
     out = {}
     for name, value in (("cls", cls), ("tokens", tokens)):
         low, high = torch.aminmax(value.flatten(1), dim=1)
-        bad = ~(torch.isfinite(low) & torch.isfinite(high))
+        low16, high16 = low.to(torch.float16), high.to(torch.float16)
+        bad = ~(torch.isfinite(low16) & torch.isfinite(high16))
         out[f"nonfinite_{name}_rows"] = bad.sum()
         out[f"constant_{name}_rows"] = (~bad & (low == high)).sum()
     return out
@@ -283,8 +286,8 @@ def extract_fold(
         counts = []
         for b0 in range(0, len(images), batch_size):
             cls, tokens = backbone.extract(images[b0 : b0 + batch_size])
-            cls, tokens = cls.to(torch.float16), tokens.to(torch.float16)
             counts.append(_row_stats(cls, tokens))
+            cls, tokens = cls.to(torch.float16), tokens.to(torch.float16)
             i0 = c0 + b0
             i1 = i0 + len(cls)
             out["cls"][i0:i1] = cls.cpu().numpy()
