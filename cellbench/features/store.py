@@ -75,7 +75,7 @@ def fold_numbers(tag_root: Path) -> list[int]:
 def preprocessing_now(manifest: dict[str, Any]) -> dict[str, Any] | None:
     """The preprocessing the manifest's backbone profile gives today (None: profile gone)."""
     from cellbench.errors import CellbenchError
-    from cellbench.models.backbones import load_backbone_profile, profile_from_dict  # noqa: F401
+    from cellbench.models.backbones import load_backbone_profile
 
     backbone = manifest.get("backbone") or {}
     source = str(backbone.get("profile") or "")
