@@ -69,8 +69,9 @@ class DataConfig:
     split: int = field(default=1, metadata=_choices(1, 2, 3))
     family: str | None = None
     families: dict[str, list[str]] | None = None  # None: the DESIGN.md defaults
-    # organ task: a feature store (<store>/features/<tag>, from ``features extract``); a stale or
-    # failed one is refused unless features_force (``train --force``)
+    # organ / nuclei tasks: a feature store (<store>/features/<tag>, from ``features extract``;
+    # the canonical store it describes is read from its manifest); a stale or failed one is
+    # refused unless features_force (``train --force``)
     features: str | None = None
     features_force: bool = False
 
@@ -173,12 +174,53 @@ class OrganConfig:
 
 
 @dataclass
+class NucleiLossConfig:
+    """Weights of the nuclei decoder's loss terms (``cellbench.models.nuclei_losses``); 0 = off.
+    Defaults: HoVer-Net's (every term 1); focal Tversky is CellViT's NP alternative."""
+
+    np_ce: float = 1.0
+    np_dice: float = 1.0
+    np_focal_tversky: float = 0.0
+    hv_mse: float = 1.0
+    hv_msge: float = 1.0
+    nt_ce: float = 1.0
+    nt_dice: float = 1.0
+
+
+@dataclass
+class NucleiConfig:
+    """Task ``nuclei``: a CellViT-style decoder per organ family (docs/nuclei.md)."""
+
+    # run the frozen backbone on the fly instead of reading the store (image augmentations apply)
+    online_features: bool = False
+    backbone: str | None = None  # --online-features: backbone profile or timm name
+    backbone_weights: str | None = None
+    blocks: list[int] | None = None  # --online-features: 1-based blocks (None: depth/4 steps)
+    # decoder: channels of the L upsampling stages (CellViT: 512, 256, 128, 64) and of the
+    # full-resolution image stem (CellViT: 32, 64); dropout is model.drop_rate
+    widths: list[int] = field(default_factory=lambda: [512, 256, 128, 64])
+    stem: list[int] = field(default_factory=lambda: [32, 64])
+    hv_activation: str = field(default="linear", metadata=_choices("linear", "tanh"))
+    loss: NucleiLossConfig = field(default_factory=NucleiLossConfig)
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation during and after training."""
+
+    # nuclei: bPQ of the val fold (post-processing + matching) every this many epochs; 0 = never
+    pq_every: int = 5
+
+
+@dataclass
 class Config:
     task: str = field(default="classify", metadata=_choices(*TASKS))
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     checks: ChecksConfig = field(default_factory=ChecksConfig)
+    nuclei: NucleiConfig = field(default_factory=NucleiConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     organ: OrganConfig = field(default_factory=OrganConfig)
     # metric -> [low, high]; a final metric outside its range emits a warning
     expect: dict[str, list[float]] = field(default_factory=dict)

@@ -29,8 +29,24 @@ def train_command(
     ] = None,
     task: Annotated[
         str | None,
-        typer.Option("--task", help="Task: classify or organ. Shorthand for --set task=."),
+        typer.Option("--task", help="Task: classify, organ or nuclei. Shorthand for --set task=."),
     ] = None,
+    family: Annotated[
+        str | None,
+        typer.Option(
+            "--family",
+            help="Organ family decoder (glandular, digestive, urologic, respiratory, epidermal): "
+            "shorthand for --set task=nuclei --set data.family=F.",
+        ),
+    ] = None,
+    online_features: Annotated[
+        bool,
+        typer.Option(
+            "--online-features",
+            help="Run the frozen backbone (nuclei.backbone) on each batch instead of reading "
+            "the feature store, so image augmentations reach the tokens.",
+        ),
+    ] = False,
     data: Annotated[
         str | None, typer.Option("--data", help="Dataset folder. Shorthand for --set data.path=.")
     ] = None,
@@ -42,7 +58,8 @@ def train_command(
         str | None,
         typer.Option(
             "--features",
-            help="Feature store STORE/features/TAG (organ task). Shorthand for data.features.",
+            help="Feature store STORE/features/TAG (organ and nuclei tasks). Shorthand for "
+            "data.features.",
         ),
     ] = None,
     force: Annotated[
@@ -92,6 +109,13 @@ def train_command(
     if lr_find and overfit_small is not None:
         raise UsageError("--lr-find and --overfit-small are separate checks: use one at a time")
     sets = list(overrides or [])
+    if family is not None:
+        if task not in (None, "nuclei"):
+            raise UsageError(f"--family trains a nuclei decoder; it excludes --task {task}")
+        # --set and the profile's own keys still refine them (they come later)
+        sets[:0] = ["task=nuclei", "model.name=nuclei_decoder", f"data.family={family}"]
+    if online_features:
+        sets.append("nuclei.online_features=true")
     for key, value in (
         ("task", task),
         ("data.path", data),

@@ -67,6 +67,8 @@ def unique_name(store: RunStore, base: str) -> str:
 
 
 def default_name(config: Config, suffix: str = "") -> str:
+    if config.task == "nuclei":  # the decoder is the model: name the run by its family
+        return f"nuclei-{config.data.family or 'all'}{suffix}"
     # the organ head is not a model.name model: name its runs after the feature store's tag
     name = config.model.name
     if config.task == "organ" and config.data.features:

@@ -305,7 +305,7 @@ class Trainer:
             train = self._train_epoch(epoch)
             if train is None:
                 return "interrupted", f"Ctrl-C during epoch {number}; {_kept(epoch)}"
-            val = self._validate()
+            val = self._validate(number)
             if val is None:
                 return "interrupted", f"Ctrl-C during epoch {number}; {_kept(epoch)}"
             self._check_weights_finite(number)
@@ -464,12 +464,12 @@ class Trainer:
         self._raise_if_non_finite(total, "weights (gradients overflowed?)", epoch)
 
     @torch.no_grad()
-    def _validate(self) -> dict[str, float] | None:
+    def _validate(self, epoch: int) -> dict[str, float] | None:
         c = self.c
         use_ema = self.config.train.eval_ema and c.ema is not None
         model = c.ema.module if use_ema else c.forward_model
         model.eval()
-        metrics = c.task.metrics(c.data, c.device)
+        metrics = c.task.metrics(c.data, c.device, epoch=epoch)
         for batch in c.val_loader:
             inputs, targets = c.eval_prepare(batch)
             outputs, terms = eval_step(
@@ -488,6 +488,8 @@ class Trainer:
         )
         reading = self._emit_memory()
         self.check_log.report(checks.gpu_memory(reading, cfg), once=True)
+        for finding in self.c.task.epoch_findings(row, self.config):
+            self.check_log.report(finding, once=True)
 
     # ------------------------------------------------------------------ end
 
@@ -497,7 +499,7 @@ class Trainer:
         final = dict(rows[-1]) if rows else {}
         best_row = next((dict(r) for r in rows if r["epoch"] == best.get("epoch")), {})
         if status == "completed" and final:
-            for finding in checks.expect(final, self.config.expect):
+            for finding in checks.expect(final, self.c.task.expect_ranges(self.config)):
                 self.check_log.report(finding)
         metrics = {
             "run": self.paths.root.name,

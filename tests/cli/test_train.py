@@ -17,6 +17,9 @@ from cellbench.cli.app import app
 from cellbench.data.classify.shapes import write_shapes_dataset
 from cellbench.runs.events import follow_events, read_events
 from cellbench.runs.store import RunStore
+from tests.helpers_nuclei import TINY_NUCLEI, nuclei_features
+
+__all__ = ["nuclei_features"]  # the fixture, imported for pytest
 
 runner = CliRunner()
 TINY = [
@@ -172,3 +175,63 @@ def test_train_task_organ_from_the_command_line(tmp_path, organ_features):
     metrics = json.loads(result.stdout)
     assert metrics["task"] == "organ" and metrics["calibration"]["temperature"] > 0
     assert RunStore(tmp_path).resolve("vit-demo-organ").best_checkpoint.is_file()
+
+
+def test_family_typo_is_bad_usage_with_a_did_you_mean(tmp_path):
+    result = runner.invoke(app, ["train", "--family", "digestiv", "--runs-dir", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "did you mean 'digestive'" in result.output
+
+
+@pytest.mark.slow
+def test_a_nuclei_run_resumes_exactly_after_sigkill(tmp_path, nuclei_features):
+    recipe = [
+        "--family", "digestive",
+        "--features", str(nuclei_features),
+        *[arg for s in TINY_NUCLEI for arg in ("--set", s)],
+        "--epochs", "5",
+        "--set", "eval.pq_every=3",
+        "--set", "data.vflip=0.5",
+        "--set", "data.rot90=true",
+        "--set", "model.drop_rate=0.1",
+    ]  # fmt: skip
+    whole = runner.invoke(app, ["train", *recipe, "--run", "whole", "--runs-dir", str(tmp_path)])
+    assert whole.exit_code == 0, whole.output
+
+    argv = [sys.executable, "-m", "cellbench", "train", *recipe, "--run", "killed"]
+    proc = subprocess.Popen(
+        [*argv, "--runs-dir", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        killed_dir = None
+        deadline = time.time() + 120
+        while killed_dir is None and time.time() < deadline and proc.poll() is None:
+            killed_dir = RunStore(tmp_path).find("killed")
+            time.sleep(0.02)
+        assert killed_dir is not None, proc.stderr.read()[-2000:]
+        _kill_after_epoch(killed_dir.events, 2, proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert 2 <= torch.load(killed_dir.last_checkpoint, weights_only=True)["epoch"] < 5
+
+    resumed = runner.invoke(
+        app, ["train", "--run", "killed", "--resume", "--runs-dir", str(tmp_path)]
+    )
+    assert resumed.exit_code == 0, resumed.output
+    reference = RunStore(tmp_path).resolve("whole")
+    assert killed_dir.history.read_text() == reference.history.read_text()
+    a = torch.load(reference.last_checkpoint, weights_only=True)["model"]
+    b = torch.load(killed_dir.last_checkpoint, weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_family_with_another_task_is_bad_usage(tmp_path):
+    argv = ["train", "--family", "digestive", "--task", "classify", "--runs-dir", str(tmp_path)]
+    result = runner.invoke(app, argv)
+    assert result.exit_code == 2 and "excludes --task classify" in result.output
