@@ -28,7 +28,7 @@ import torch
 
 from cellbench import __version__
 from cellbench.atomic import atomic_write_json
-from cellbench.data.npyio import read_header, release_rows
+from cellbench.data.npyio import read_header, read_rows, release_rows
 from cellbench.data.store import fold_dir, is_store, open_fold, store_folds
 from cellbench.errors import BadInputError, RunConflict, UsageError
 from cellbench.features.store import (
@@ -161,14 +161,19 @@ def write_tag_manifest(root: Path, identity: dict[str, Any], expect: dict[str, A
     atomic_write_json(root / "manifest.json", manifest)
 
 
-def _row_stats(cls: np.ndarray, tokens: np.ndarray) -> dict[str, int]:
-    flat = tokens.reshape(len(tokens), -1)
-    return {
-        "nonfinite_cls": int((~np.isfinite(cls)).sum()),
-        "nonfinite_tokens": int((~np.isfinite(flat)).sum()),
-        "constant_cls_rows": int((cls.max(axis=1) == cls.min(axis=1)).sum()),
-        "constant_tokens_rows": int((flat.max(axis=1) == flat.min(axis=1)).sum()),
-    }
+def _row_stats(cls: torch.Tensor, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Tiles whose features, as stored in float16, hold NaN/Inf, and tiles whose features are
+    one constant value: one min/max pass per array in the model's own precision (NaN propagates
+    through it; a value beyond float16's range shows as an infinite min or max once cast), on the
+    device, before the cast."""
+    out = {}
+    for name, value in (("cls", cls), ("tokens", tokens)):
+        low, high = torch.aminmax(value.flatten(1), dim=1)
+        low16, high16 = low.to(torch.float16), high.to(torch.float16)
+        bad = ~(torch.isfinite(low16) & torch.isfinite(high16))
+        out[f"nonfinite_{name}_rows"] = bad.sum()
+        out[f"constant_{name}_rows"] = (~bad & (low == high)).sum()
+    return out
 
 
 def _cls_moments(path: Path, chunk: int = 4096) -> tuple[float, float]:
@@ -250,25 +255,28 @@ def extract_fold(
     }
     if not start:
         atomic_write_json(folder / "tissues.json", source.tissues)
-    for name in ("nonfinite_cls", "nonfinite_tokens", "constant_cls_rows", "constant_tokens_rows"):
-        stats.setdefault(name, 0)
+    for what in ("cls", "tokens"):
+        stats.setdefault(f"nonfinite_{what}_rows", 0)
+        stats.setdefault(f"constant_{what}_rows", 0)
     if progress:
         progress(fold, start, n)
     for c0 in range(start, n, chunk_size):
         c1 = min(n, c0 + chunk_size)
-        images = np.ascontiguousarray(source.images[c0:c1])
+        images = read_rows(source.path / "images.npy", c0, c1)  # a plain read, not page faults
+        counts = []
         for b0 in range(0, len(images), batch_size):
             cls, tokens = backbone.extract(images[b0 : b0 + batch_size])
+            counts.append(_row_stats(cls, tokens))
+            cls, tokens = cls.to(torch.float16), tokens.to(torch.float16)
             i0 = c0 + b0
             i1 = i0 + len(cls)
-            out["cls"][i0:i1] = cls.to(torch.float16).cpu().numpy()
-            out["tokens"][i0:i1] = tokens.to(torch.float16).cpu().numpy()
-        for name, value in _row_stats(out["cls"][c0:c1], out["tokens"][c0:c1]).items():
-            stats[name] += value
+            out["cls"][i0:i1] = cls.cpu().numpy()
+            out["tokens"][i0:i1] = tokens.cpu().numpy()
+        for name in counts[0]:
+            stats[name] += int(sum(c[name] for c in counts))  # one device sync per chunk
         for arr in out.values():
             arr.flush()  # the rows are on disk before the manifest counts them
             release_rows(arr, c0, c1)
-        release_rows(source.images, c0, c1)
         manifest["done"] = c1
         atomic_write_json(folder / "manifest.json", manifest)
         if progress:

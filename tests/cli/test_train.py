@@ -218,6 +218,30 @@ def test_sigterm_and_sighup_stop_like_ctrl_c_and_resume_exactly(
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_train_task_organ_from_the_command_line(tmp_path, organ_features):
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "--task",
+            "organ",
+            "--features",
+            str(organ_features),
+            "--epochs",
+            "2",
+            "--set",
+            "organ.target=family",
+            "--runs-dir",
+            str(tmp_path),
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout)
+    assert metrics["task"] == "organ" and metrics["calibration"]["temperature"] > 0
+    assert RunStore(tmp_path).resolve("vit-demo-organ").best_checkpoint.is_file()
+
+
 def test_family_typo_is_bad_usage_with_a_did_you_mean(tmp_path):
     result = runner.invoke(app, ["train", "--family", "digestiv", "--runs-dir", str(tmp_path)])
     assert result.exit_code == 2

@@ -139,10 +139,10 @@ def _truncated(raw):
 
 
 def _missing_fold(raw):
-    import shutil
-
-    shutil.rmtree(raw / "Fold 2")
-    return raw, "fold 2 not found"
+    # a fold folder without its masks (a fold absent altogether is simply not converted)
+    masks = raw / "Fold 2" / "masks" / "fold2" / "masks.npy"
+    masks.unlink()
+    return masks, "missing file of fold 2"
 
 
 def _int8_images(raw):
@@ -255,3 +255,22 @@ def test_a_signal_mid_prepare_leaves_no_complete_looking_fold(tmp_path_factory, 
         assert json.loads(manifest.read_text())["tiles"] == 6
         assert np.load(fold / "images.npy", mmap_mode="r").shape[0] == 6
     assert not (out / "fold3" / "manifest.json").exists()
+
+
+def test_without_folds_converts_the_folds_found(raw_dir, tmp_path):
+    import shutil
+
+    shutil.rmtree(raw_dir / "Fold 2")
+    shutil.rmtree(raw_dir / "Fold 3")  # the user downloaded Fold 1 only
+    out = tmp_path / "only1"
+    result = _prepare(raw_dir, out, "--json")
+    assert result.exit_code == 0, result.output
+    assert [r["fold"] for r in json.loads(result.stdout)["folds"]] == [1]
+    assert store_folds(out) == [1]
+    named = _prepare(raw_dir, tmp_path / "named", "--folds", "1", "2")
+    assert named.exit_code == 3 and "fold 2 not found" in named.stderr
+    assert not (tmp_path / "named").exists()  # a named fold missing: nothing written
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    nothing = _prepare(empty, tmp_path / "none")
+    assert nothing.exit_code == 3 and "no PanNuke fold found" in nothing.stderr
