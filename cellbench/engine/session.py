@@ -124,15 +124,15 @@ def find_existing(store: RunStore, request: TrainRequest) -> RunPaths | None:
         request.resume
         or request.fresh
         or request.run.isdigit()
-        or RUN_DIR_RE.match(request.run)
+        or RUN_DIR_RE.fullmatch(request.run)
         or is_path_ref(request.run)
     ):
         # --resume/--fresh name a run that must exist: a typo must not start a new run
         store.resolve(request.run)  # raises "no run" with a did-you-mean (exit 3)
-    if existing is None and not NAME_RE.match(request.run):
+    if existing is None and not NAME_RE.fullmatch(request.run):
         # checked now, not when the folder is made after minutes of data and model building
         raise UsageError(
-            f"run name '{request.run}': use letters, digits, '.', '_' or '-', "
+            f"run name {request.run!r}: use letters, digits, '.', '_' or '-', "
             "starting with a letter or digit"
         )
     return existing

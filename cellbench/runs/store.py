@@ -29,15 +29,15 @@ class RunStore:
         if not self.root.is_dir():
             return []
         found = [
-            RunPaths(p) for p in self.root.iterdir() if p.is_dir() and RUN_DIR_RE.match(p.name)
+            RunPaths(p) for p in self.root.iterdir() if p.is_dir() and RUN_DIR_RE.fullmatch(p.name)
         ]
         return sorted(found, key=lambda r: r.id)
 
     def create(self, name: str) -> RunPaths:
         """Create ``<next id>-<name>``; ids stay unique when processes create runs at once."""
-        if not NAME_RE.match(name):
+        if not NAME_RE.fullmatch(name):
             raise UsageError(
-                f"run name '{name}': use letters, digits, '.', '_' or '-', "
+                f"run name {name!r}: use letters, digits, '.', '_' or '-', "
                 "starting with a letter or digit"
             )
         if name.isdigit():

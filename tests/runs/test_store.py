@@ -124,3 +124,12 @@ def test_anything_else_is_refused_with_a_did_you_mean(tmp_path, monkeypatch):
     here_runs = RunStore(tmp_path / "empty")
     with pytest.raises(BadInputError, match="no run '0001-exp'"):
         here_runs.resolve("0001-exp")
+
+
+def test_names_are_matched_whole_a_trailing_newline_is_refused(tmp_path):
+    store = RunStore(tmp_path)
+    with pytest.raises(UsageError, match=r"run name 'nl\\n'"):  # one line: the name as repr
+        store.create("nl\n")
+    (tmp_path / "0001-ok\n").mkdir()  # a folder `$` would have taken for a run
+    (tmp_path / "0002-ok").mkdir()
+    assert [r.root.name for r in store.runs()] == ["0002-ok"]
