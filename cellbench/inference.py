@@ -128,12 +128,10 @@ def _resolve_run(
     """A RunPaths for a run reference or folder, or the Path of a checkpoint file."""
     if isinstance(run, RunPaths):
         return run
-    candidate = Path(str(run)).expanduser()
-    if candidate.suffix in (".pt", ".pth") and candidate.is_file():
+    candidate = Path(os.fspath(run)).expanduser() if not isinstance(run, int) else None
+    if candidate is not None and candidate.suffix in (".pt", ".pth") and candidate.is_file():
         return candidate
-    if candidate.is_dir() and (candidate / "checkpoints").is_dir():
-        return RunPaths(candidate)
-    return RunStore(runs_dir).resolve(str(run))
+    return RunStore(runs_dir).resolve(run)  # the run resolver every command uses
 
 
 def load_model(
