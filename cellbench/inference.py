@@ -131,12 +131,10 @@ def _resolve_run(
     """A RunPaths for a run reference or folder, or the Path of a checkpoint file."""
     if isinstance(run, RunPaths):
         return run
-    candidate = Path(str(run)).expanduser()
-    if candidate.suffix in (".pt", ".pth") and candidate.is_file():
+    candidate = Path(os.fspath(run)).expanduser() if not isinstance(run, int) else None
+    if candidate is not None and candidate.suffix in (".pt", ".pth") and candidate.is_file():
         return candidate
-    if candidate.is_dir() and (candidate / "checkpoints").is_dir():
-        return RunPaths(candidate)
-    return RunStore(runs_dir).resolve(str(run))
+    return RunStore(runs_dir).resolve(run)  # the run resolver every command uses
 
 
 def load_model(
@@ -165,6 +163,22 @@ def load_model(
 
         root = run_paths.root if run_paths is not None else Path(path).parent.parent
         return load_nuclei_model(state, path, root, device)
+    if task == "organ":
+        # image -> the features' backbone -> head -> the run's temperature (organ_inference)
+        from cellbench.organ_inference import load_organ_model
+
+        root = run_paths.root if run_paths is not None else Path(path).parent.parent
+        pipeline, transform, config, dev = load_organ_model(state, path, root, device)
+        return LoadedModel(
+            model=pipeline,
+            transform=transform,
+            classes=list(state["classes"]),
+            config=config,
+            device=dev,
+            checkpoint_path=path,
+            epoch=state.get("epoch"),
+            run=run_paths,
+        )
     if task != "classify":
         raise BadInputError(f"{path}: a '{task}' run; load_model/predict serve classification runs")
     model, config, ema = build_model_from_checkpoint(state, path, use_ema=use_ema)

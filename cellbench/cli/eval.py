@@ -78,7 +78,7 @@ def eval_run(
         typer.Option(
             "--run",
             "-r",
-            help="Run id (2), name (digestive) or folder (0002-digestive); default: the latest.",
+            help="Run id (2), name, folder (0002-digestive) or path; default: the latest.",
         ),
     ] = None,
     split: Annotated[str, typer.Option("--split", help="Split to evaluate: val or test.")] = "val",

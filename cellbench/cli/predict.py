@@ -35,7 +35,7 @@ def predict_command(
     images: Annotated[
         list[Path], typer.Argument(help="Image files (PNG, JPEG, TIFF, ...).", show_default=False)
     ],
-    run: Annotated[str, typer.Option("--run", "-r", help="Run id (2), name or folder.")],
+    run: Annotated[str, typer.Option("--run", "-r", help="Run id (2), name, folder or path.")],
     checkpoint: Annotated[str, typer.Option("--checkpoint", help="best or last.")] = "best",
     top: Annotated[int, typer.Option("--top", min=1, help="Show the K most probable classes.")] = 1,
     batch_size: Annotated[

@@ -158,7 +158,9 @@ TRAIN_HELP = (
     "eval, then start from new weights; options override its saved config); otherwise train "
     "exits 4. --lr-find and --overfit-small check the pipeline instead of training.\n\n"
     "Exit codes: 0 completed · 1 a check failed (non-finite loss, overfit-small failed) · "
-    "2 bad usage · 3 bad data/file · 4 run exists or is locked · 130 interrupted."
+    "2 bad usage · 3 bad data/file · 4 run exists or is locked · 130 interrupted by Ctrl-C "
+    "(143 by SIGTERM, 129 by SIGHUP: the run stops after the current step, keeps its last "
+    "completed epoch and resumes with --resume)."
 )
 train_command.__doc__ = TRAIN_HELP
 
@@ -178,7 +180,10 @@ def _train(request, reporter, json_output: bool) -> None:
     if result.status == "failed":
         raise CheckFailed(f"{paths.root}: {result.reason}")
     if result.status == "interrupted":
-        raise typer.Exit(int(ExitCode.INTERRUPTED))
+        from cellbench.signals import exit_code
+
+        # 130 after Ctrl-C, 143 after SIGTERM, 129 after SIGHUP: what a shell reports
+        raise typer.Exit(exit_code(result.signum) if result.signum else int(ExitCode.INTERRUPTED))
 
 
 def _lr_find(request, reporter, json_output: bool) -> None:

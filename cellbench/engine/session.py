@@ -28,7 +28,7 @@ from cellbench.errors import BadInputError, RunConflict, UsageError
 from cellbench.runs.events import EventWriter, read_events
 from cellbench.runs.layout import NAME_RE, RUN_DIR_RE, RunPaths
 from cellbench.runs.lock import RunLock
-from cellbench.runs.store import RunStore
+from cellbench.runs.store import RunStore, is_path_ref
 
 
 @dataclass
@@ -117,18 +117,22 @@ def anchor_local_paths(config: Config) -> None:
 def find_existing(store: RunStore, request: TrainRequest) -> RunPaths | None:
     if request.run is None:
         if request.resume or request.fresh:
-            raise UsageError("--resume and --fresh need --run RUN (an id, name or folder)")
+            raise UsageError("--resume and --fresh need --run RUN (an id, name, folder or path)")
         return None
     existing = store.find(request.run)
     if existing is None and (
-        request.resume or request.fresh or request.run.isdigit() or RUN_DIR_RE.match(request.run)
+        request.resume
+        or request.fresh
+        or request.run.isdigit()
+        or RUN_DIR_RE.fullmatch(request.run)
+        or is_path_ref(request.run)
     ):
         # --resume/--fresh name a run that must exist: a typo must not start a new run
         store.resolve(request.run)  # raises "no run" with a did-you-mean (exit 3)
-    if existing is None and not NAME_RE.match(request.run):
+    if existing is None and not NAME_RE.fullmatch(request.run):
         # checked now, not when the folder is made after minutes of data and model building
         raise UsageError(
-            f"run name '{request.run}': use letters, digits, '.', '_' or '-', "
+            f"run name {request.run!r}: use letters, digits, '.', '_' or '-', "
             "starting with a letter or digit"
         )
     return existing
@@ -169,7 +173,8 @@ def fresh_reset(store: RunStore, run: RunPaths) -> dict[str, Any]:
     from cellbench.engine.reset import release_memory
     from cellbench.runs.clean import FRESH_KINDS, execute, plan_run_clean
 
-    report = execute(plan_run_clean(run, FRESH_KINDS), [store.root])
+    # the folder holding the run is the root: this store's, or the one a path named (--run PATH)
+    report = execute(plan_run_clean(run, FRESH_KINDS), [run.root.parent])
     memory = release_memory()
     return {
         "removed": [str(r.path.relative_to(run.root)) for r in report.removed],

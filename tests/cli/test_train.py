@@ -153,6 +153,95 @@ def test_resume_after_sigkill_equals_the_uninterrupted_run(tmp_path, shapes):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, shapes):
+    """A 3-epoch run trained without interruption: what a resumed run must equal."""
+    runs = tmp_path_factory.mktemp("signal-reference")
+    result = _train(shapes, runs, "--epochs", "3", "--run", "whole")
+    assert result.exit_code == 0, result.output
+    return RunStore(runs).resolve("whole")
+
+
+def _signal_after_epoch(events_path, epoch: int, proc, signum: int) -> None:
+    deadline = time.time() + 120
+    for event in follow_events(events_path, stop=lambda: proc.poll() is not None, poll=0.01):
+        if event["kind"] == "epoch" and event["epoch"] == epoch:
+            os.kill(proc.pid, signum)
+            return
+        assert time.time() < deadline, f"epoch {epoch} never finished"
+    raise AssertionError(f"training exited before epoch {epoch}: {proc.stderr.read()[-2000:]}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGHUP, 129)], ids=["SIGTERM", "SIGHUP"]
+)
+def test_sigterm_and_sighup_stop_like_ctrl_c_and_resume_exactly(
+    tmp_path, shapes, uninterrupted, signum, code
+):
+    argv = [sys.executable, "-m", "cellbench", "train", "--data", str(shapes), "--epochs", "3"]
+    argv += ["--model", "simple_cnn", "--runs-dir", str(tmp_path), "--run", "stopped"]
+    proc = subprocess.Popen(
+        [*argv, *TINY], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        run = None
+        deadline = time.time() + 120
+        while run is None and time.time() < deadline and proc.poll() is None:
+            run = RunStore(tmp_path).find("stopped")
+            time.sleep(0.02)
+        assert run is not None, proc.stderr.read()[-2000:]
+        _signal_after_epoch(run.events, 1, proc, signum)
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    name = signal.Signals(signum).name
+    # graceful: the documented exit code, run_end written, lock released, last epoch kept
+    assert proc.returncode == code, proc.stderr.read()[-2000:]
+    (end,) = read_events(run.events, "run_end")
+    assert end["status"] == "interrupted" and end["signal"] == name
+    assert end["reason"].startswith(name), end["reason"]
+    assert not run.lock.exists()
+    kept = torch.load(run.last_checkpoint, weights_only=True)["epoch"]
+    assert 1 <= kept < 3
+    assert json.loads(run.metrics.read_text())["signal"] == name
+
+    resumed = runner.invoke(
+        app, ["train", "--run", "stopped", "--resume", "--runs-dir", str(tmp_path)]
+    )
+    assert resumed.exit_code == 0, resumed.output
+    assert run.history.read_text() == uninterrupted.history.read_text()
+    a = torch.load(uninterrupted.last_checkpoint, weights_only=True)["model"]
+    b = torch.load(run.last_checkpoint, weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_train_task_organ_from_the_command_line(tmp_path, organ_features):
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "--task",
+            "organ",
+            "--features",
+            str(organ_features),
+            "--epochs",
+            "2",
+            "--set",
+            "organ.target=family",
+            "--runs-dir",
+            str(tmp_path),
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout)
+    assert metrics["task"] == "organ" and metrics["calibration"]["temperature"] > 0
+    assert RunStore(tmp_path).resolve("vit-demo-organ").best_checkpoint.is_file()
+
+
 def test_family_typo_is_bad_usage_with_a_did_you_mean(tmp_path):
     result = runner.invoke(app, ["train", "--family", "digestiv", "--runs-dir", str(tmp_path)])
     assert result.exit_code == 2
