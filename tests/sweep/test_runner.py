@@ -160,7 +160,8 @@ def test_phases_smoke_coarse_seeds_final_with_the_final_run_from_new_weights(
         "  - {name: smoke, kind: smoke, epochs: 1}\n"
         "  - {name: coarse, kind: grid, epochs: 1}\n"
         "  - {name: seeds, kind: seeds, top: 1, seeds: 2, epochs: 1}\n"
-        f"  - {{name: final, kind: final, epochs: 2, seed: 5, set: {{data.path: {other_shapes}}}}}\n"
+        "  - {name: final, kind: final, epochs: 2, seed: 5, "
+        f"set: {{data.path: {other_shapes}}}}}\n"
     )
     result = _sweep(tmp_path, str(study), "--workers", "2", "--json")
     assert result.exit_code == 0, result.output
