@@ -17,9 +17,11 @@ every node must see the runs and sweeps folders at the same path (a shared file 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -105,6 +107,27 @@ def tune_trial(config: dict[str, Any]) -> None:
                 proc.kill()
 
 
+def _progress_callback(tune):
+    """A Tune callback that calls ``on_start(trial key)`` in the driver when a trial starts.
+    Tune pickles its callbacks with its state: the hook (the sweep, its locks and files) is an
+    attribute left out of the pickle, never a closure of the class."""
+
+    class Progress(tune.Callback):
+        def __init__(self, on_start):
+            self.on_start = on_start
+
+        def __getstate__(self):
+            return {}
+
+        def __setstate__(self, state):
+            self.on_start = lambda key: None
+
+        def on_trial_start(self, iteration, trials, trial, **info):
+            self.on_start(trial.config["job"]["key"])
+
+    return Progress
+
+
 def _wait_for_writer(store: RunStore, name: str, timeout: float = 120.0) -> None:
     """A pruned trial's process may still be writing its checkpoint when Tune says it ended."""
     deadline = time.monotonic() + timeout
@@ -123,10 +146,11 @@ def run_on_ray(sweep, todo: list[tuple[Any, Job]]) -> bool:
     options = sweep.options
     started_here = not ray.is_initialized()
     if started_here:
-        if options.address:
-            ray.init(address=options.address, log_to_driver=False)
-        else:
-            ray.init(num_cpus=cpu_count(), include_dashboard=False, log_to_driver=False)
+        with contextlib.redirect_stdout(sys.stderr):
+            if options.address:
+                ray.init(address=options.address, log_to_driver=False)
+            else:
+                ray.init(num_cpus=cpu_count(), include_dashboard=False, log_to_driver=False)
     try:
         cluster_cpus = int(ray.cluster_resources().get("CPU", 1))
         cluster_gpus = int(ray.cluster_resources().get("GPU", 0))
@@ -163,10 +187,8 @@ def run_on_ray(sweep, todo: list[tuple[Any, Job]]) -> bool:
             + (" · ASHA" if scheduler else "")
         )
 
-        class Progress(tune.Callback):
-            def on_trial_start(self, iteration, trials, trial, **info):
-                key = trial.config["job"]["key"]
-                sweep.trial_started(*by_id[key])
+        def on_start(key: str) -> None:
+            sweep.trial_started(*by_id[key])
 
         tuner = tune.Tuner(
             trainable,
@@ -176,12 +198,14 @@ def run_on_ray(sweep, todo: list[tuple[Any, Job]]) -> bool:
                 storage_path=str((sweep.folder.root / "ray").resolve()),
                 name="tune",
                 verbose=0,
-                callbacks=[Progress()],
+                callbacks=[_progress_callback(tune)(on_start)],
             ),
         )
         interrupted = False
         try:
-            tuner.fit()
+            # Tune prints its own tables: to stderr, so `sweep --json` keeps stdout clean JSON
+            with contextlib.redirect_stdout(sys.stderr):
+                tuner.fit()
         except KeyboardInterrupt:
             interrupted = True
         for trial, _job in todo:
