@@ -174,8 +174,8 @@ def sweep_command(
         raise KeyboardInterrupt  # the root prints "interrupted" and exits 130
     if outcome.stopped_by:
         raise CheckFailed(
-            f"{folder.root}: phase {outcome.stopped_by} failed; later phases not run "
-            "(see the trial logs in logs/)"
+            f"{folder.root}: phase {outcome.stopped_by} failed, later phases not run; see the "
+            "trial logs in logs/, fix, and sweep again with --retry-failed"
         )
     if not any(r["status"] == "completed" for r in board["rows"]):
         raise CheckFailed(f"{folder.root}: no trial completed (see the trial logs in logs/)")

@@ -9,11 +9,14 @@ holds the sweep's lock (a second one exits 4).
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from rich.markup import escape
 
 from cellbench.errors import RunConflict, UsageError
 from cellbench.runs.lock import RunLock, lock_holder_alive
@@ -105,6 +108,7 @@ class Sweep:
         self.say = say
         self.state = SweepState(folder)
         self.trials = folder.read_trials()
+        self._board_lock = threading.Lock()
 
     # ------------------------------------------------------------------ phases
 
@@ -171,10 +175,12 @@ class Sweep:
         return SweepOutcome(board, interrupted, stopped_by, counts)
 
     def write_leaderboard(self) -> dict[str, Any]:
-        board = leaderboard.build(
-            self.folder, self.trials, self.state, self.store, self.spec.phases
-        )
-        leaderboard.write(self.folder, board)
+        """Rewritten after every trial, so ``sweep show`` follows a sweep as it runs."""
+        with self._board_lock:
+            board = leaderboard.build(
+                self.folder, self.trials, self.state, self.store, self.spec.phases
+            )
+            leaderboard.write(self.folder, board)
         return board
 
     def jobs(self, trials: list[Trial]) -> list[tuple[Trial, Job]]:
@@ -259,7 +265,8 @@ class Sweep:
             status, "red"
         )
         note = f" · {reason}" if reason and status == "failed" else ""
-        self.say(f"[cyan]{trial.id}[/] [{colour}]{status}[/]{best}{note}")
+        self.say(f"[cyan]{trial.id}[/] [{colour}]{status}[/]{best}{escape(note)}")
+        self.write_leaderboard()
 
 
 def _last_error(log: Path) -> str | None:

@@ -120,7 +120,8 @@ class SweepState:
         self._lock = threading.Lock()
 
     def trial(self, trial_id: str) -> dict[str, Any]:
-        return dict(self.data["trials"].get(trial_id) or {"status": "pending"})
+        with self._lock:  # a copy, taken while no worker thread updates it
+            return dict(self.data["trials"].get(trial_id) or {"status": "pending"})
 
     def set_trial(self, trial_id: str, **values: Any) -> None:
         with self._lock:
