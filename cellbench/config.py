@@ -86,7 +86,7 @@ class EarlyStoppingConfig:
     patience: int | None = None  # None: off
     min_delta: float = 0.0
     monitor: str = "val_loss"
-    # auto: min when the monitored name contains "loss", else max (accuracy, f1...)
+    # auto: min for losses, errors, MSE, ECE... (cellbench.runs.direction), else max
     mode: str = field(default="auto", metadata=_choices("auto", "min", "max"))
 
 
@@ -127,6 +127,9 @@ class TrainConfig:
     ema_warmup: bool = True  # timm's EMA decay warmup: the EMA leaves the initial weights early
     eval_ema: bool = False
     grad_clip: float | None = None
+    # micro-batches per optimizer step (the effective batch is batch_size x this); an epoch's
+    # last window steps with what it has
+    grad_accum_steps: int = 1
     freeze_backbone_epochs: int = 0
     channels_last: bool = False
     compile: bool = False

@@ -19,6 +19,7 @@ from cellbench.config import Config
 from cellbench.engine.device import Precision, resolve_device, resolve_precision
 from cellbench.engine.optim import build_optimizer, build_scheduler
 from cellbench.engine.seeding import seed_everything, seed_worker
+from cellbench.engine.step import TrainStep, channels_last, to_device
 from cellbench.engine.tasks.base import BatchTransform, Task, TaskData
 from cellbench.errors import BadInputError, UsageError
 from cellbench.models.params import count_parameters
@@ -44,11 +45,20 @@ class Components:
     train_loader: DataLoader
     val_loader: DataLoader
     train_generator: torch.Generator
+    train_step: TrainStep  # the one step function, bound to forward_model and the optimizer
     init_report: WeightsReport | None = None  # what ``--init-from`` loaded
 
     @property
     def num_params(self) -> int:
         return count_parameters(self.model)
+
+    def eval_prepare(self, batch: Any) -> tuple[Any, Any]:
+        """A loader batch split by the task and moved to the device, for evaluation."""
+        inputs, targets = self.task.split_batch(batch)
+        inputs = to_device(inputs, self.device, non_blocking=True)
+        if self.config.train.channels_last and self.device.type == "cuda":
+            inputs = channels_last(inputs)
+        return inputs, to_device(targets, self.device, non_blocking=True)
 
 
 def make_loader(
@@ -104,6 +114,8 @@ def build_components(
         raise BadInputError(
             f"{config.data.path}: empty split (train {len(data.train)}, val {len(data.val)})"
         )
+    if train.grad_accum_steps < 1:
+        raise UsageError(f"train.grad_accum_steps={train.grad_accum_steps}: must be 1 or more")
     even = task.needs_even_batches(config)
     if even and train.batch_size % 2:
         raise UsageError(
@@ -149,6 +161,21 @@ def build_components(
     val_loader = make_loader(
         data.val, config, device, shuffle=False, generator=val_generator, persistent=True
     )
+    train_criterion = task.train_criterion(config, data).to(device)
+    batch_transform = task.batch_transform(config, data)
+    train_step = TrainStep(
+        forward_model,
+        train_criterion,
+        optimizer,
+        device,
+        autocast=precision.autocast,
+        scaler=scaler,
+        grad_clip=train.grad_clip,
+        accumulate=train.grad_accum_steps,
+        batch_transform=batch_transform,
+        channels_last=train.channels_last and device.type == "cuda",
+        params=list(model.parameters()),
+    )
     return Components(
         config=config,
         task=task,
@@ -161,11 +188,12 @@ def build_components(
         scheduler=scheduler,
         scaler=scaler,
         ema=ema,
-        train_criterion=task.train_criterion(config, data).to(device),
+        train_criterion=train_criterion,
         eval_criterion=task.eval_criterion(config, data).to(device),
-        batch_transform=task.batch_transform(config, data),
+        batch_transform=batch_transform,
         train_loader=train_loader,
         val_loader=val_loader,
         train_generator=train_generator,
+        train_step=train_step,
         init_report=init_report,
     )

@@ -2,7 +2,8 @@
 
 Both read ``train.early_stopping.monitor`` (a history column such as ``val_loss`` or
 ``val_accuracy``; a bare metric name like ``accuracy`` means its ``val_`` column) and ``mode``
-(``auto``: ``min`` for a metric whose name contains "loss", ``max`` for any other).
+(``auto``: the task's declared direction, else the shared rule of ``cellbench.runs.direction``:
+``min`` for losses, errors, MSE, ECE..., ``max`` for any other).
 ``best.pt`` follows any strict improvement; early stopping counts epochs without an improvement
 larger than ``min_delta`` and stops after ``patience`` of them (``patience: null`` = never).
 Their state is plain numbers, saved in every checkpoint so a resumed run stops at the same epoch.
@@ -11,11 +12,13 @@ Their state is plain numbers, saved in every checkpoint so a resumed run stops a
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from cellbench.config import EarlyStoppingConfig
 from cellbench.errors import UsageError
+from cellbench.runs.direction import metric_mode
 
 
 def resolve_monitor(name: str, columns: list[str]) -> str:
@@ -29,10 +32,10 @@ def resolve_monitor(name: str, columns: list[str]) -> str:
     )
 
 
-def resolve_mode(mode: str, metric: str) -> str:
+def resolve_mode(mode: str, metric: str, declared: Mapping[str, str] | None = None) -> str:
     if mode != "auto":
         return mode
-    return "min" if "loss" in metric else "max"
+    return metric_mode(metric, declared)
 
 
 def _better(value: float, reference: float | None, mode: str, margin: float = 0.0) -> bool:
@@ -61,9 +64,15 @@ class MonitorState:
 
 
 class Monitor:
-    def __init__(self, config: EarlyStoppingConfig, metric: str):
+    def __init__(
+        self,
+        config: EarlyStoppingConfig,
+        metric: str,
+        declared: Mapping[str, str] | None = None,
+    ):
         self.config = config
-        self.state = MonitorState(metric=metric, mode=resolve_mode(config.mode, metric))
+        mode = resolve_mode(config.mode, metric, declared)
+        self.state = MonitorState(metric=metric, mode=mode)
 
     def update(self, epoch: int, value: float) -> bool:
         """Record an epoch's value; True when it is the best so far (write ``best.pt``)."""

@@ -36,6 +36,7 @@ from cellbench import __version__
 from cellbench.atomic import atomic_write_json, atomic_write_text
 from cellbench.config import Config
 from cellbench.engine.device import resolve_device
+from cellbench.engine.step import eval_step, to_device
 from cellbench.errors import BadInputError, RunConflict, UsageError
 from cellbench.inference import build_model_from_checkpoint, checkpoint_file, read_checkpoint
 from cellbench.metrics.classification import ClassificationReport, classification_report
@@ -62,8 +63,9 @@ def collect_logits(
     model.eval()
     logits, labels = [], []
     for images, targets in loader:
-        out = model(images.to(device, non_blocking=True))
-        logits.append(out.float().cpu())
+        # the engine's eval step (float32 outputs), shared with validation
+        out, _ = eval_step(model, None, to_device(images, device, non_blocking=True), None)
+        logits.append(out.cpu())
         labels.append(torch.as_tensor(targets).long().cpu())
         if on_batch is not None:
             on_batch(len(logits), len(loader))

@@ -42,6 +42,7 @@ from torch import nn
 
 from cellbench.atomic import atomic_write, atomic_write_json, atomic_write_text
 from cellbench.engine.seeding import capture_rng, restore_rng
+from cellbench.engine.step import TrainStep
 
 RULE = "steepest descent of the smoothed loss vs log10(lr), between 10% of the points and the min"
 SMOOTHING = "bias-corrected exponential moving average of the loss"
@@ -137,6 +138,7 @@ def lr_range_test(
     scaler: torch.amp.GradScaler | None = None,
     batch_transform: Callable | None = None,
     on_step: Callable[[int, float, float], None] | None = None,
+    split_batch: Callable[[Any], tuple[Any, Any]] | None = None,
 ) -> LRFindResult:
     if not 0 < start_lr < end_lr:
         raise ValueError(f"lr range: need 0 < start_lr < end_lr, got {start_lr}, {end_lr}")
@@ -155,26 +157,24 @@ def lr_range_test(
     stopped_early, reason = False, f"{steps} steps"
     ratio = end_lr / start_lr
     batches = _endless(loader)
+    # the engine's one step (no clipping, no accumulation: one optimizer step per lr)
+    step = TrainStep(
+        model,
+        criterion,
+        optimizer,
+        device,
+        autocast=autocast,
+        scaler=scaler,
+        batch_transform=batch_transform,
+    )
     try:
         model.train()
         for i in range(steps):
             lr = start_lr * ratio ** (i / (steps - 1))
             _set_lr(optimizer, lr)
-            inputs, targets = next(batches)
-            inputs, targets = inputs.to(device), targets.to(device)
-            if batch_transform is not None:
-                inputs, targets = batch_transform(inputs, targets)
-            optimizer.zero_grad(set_to_none=True)
-            with autocast() if autocast else torch.autocast(device.type, enabled=False):
-                loss = criterion(model(inputs), targets)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)  # skipped when the fp16 gradients overflowed
-                scaler.update()
-            else:
-                loss.backward()
-                optimizer.step()
-            value = float(loss.detach())
+            batch = next(batches)
+            inputs, targets = split_batch(batch) if split_batch is not None else batch
+            value = float(step(*step.prepare(inputs, targets), last=True).loss)
             lrs.append(lr)
             losses.append(value)
             if not math.isfinite(value):

@@ -25,6 +25,7 @@ from torch.utils.data import Subset
 from cellbench.config import Config
 from cellbench.engine.components import build_components
 from cellbench.engine.seeding import epoch_seed
+from cellbench.engine.step import eval_step
 from cellbench.engine.tasks.base import Task, TaskData
 from cellbench.errors import UsageError
 
@@ -86,26 +87,16 @@ def overfit_small(
     started = time.perf_counter()
     steps, losses, epoch = 0, [], 0
     loss_value = math.inf
-    model = c.forward_model
+    step = c.train_step
     while steps < max_steps and not loss_value < threshold:
-        model.train()
+        step.model.train()
         c.train_generator.manual_seed(epoch_seed(plain.train.seed, epoch))
         total, batches = torch.zeros((), device=c.device), 0
-        for inputs, targets in c.train_loader:
+        for batch in c.train_loader:
             if steps >= max_steps:
                 break
-            inputs, targets = inputs.to(c.device), targets.to(c.device)
-            with c.precision.autocast():
-                loss = c.train_criterion(model(inputs), targets)
-            c.optimizer.zero_grad(set_to_none=True)
-            if c.scaler is not None:
-                c.scaler.scale(loss).backward()
-                c.scaler.step(c.optimizer)
-                c.scaler.update()
-            else:
-                loss.backward()
-                c.optimizer.step()
-            total += loss.detach()
+            inputs, targets = step.prepare(*c.task.split_batch(batch))
+            total += step(inputs, targets, last=True).loss  # one optimizer step per batch
             batches += 1
             steps += 1
         loss_value = float(total) / max(batches, 1)
@@ -135,9 +126,10 @@ def _accuracy(c) -> float | None:
     """Accuracy (eval mode) on the memorised examples, when the task reports one."""
     c.model.eval()
     metrics = c.task.metrics(c.data, c.device)
-    for inputs, targets in c.val_loader:
-        inputs, targets = inputs.to(c.device), targets.to(c.device)
-        with c.precision.autocast():
-            outputs = c.model(inputs).float()
-        metrics.update(outputs, targets, c.eval_criterion(outputs, targets))
-    return metrics.compute().get("accuracy")
+    for batch in c.val_loader:
+        inputs, targets = c.eval_prepare(batch)
+        outputs, terms = eval_step(
+            c.model, c.eval_criterion, inputs, targets, autocast=c.precision.autocast
+        )
+        metrics.update(outputs, targets, terms)
+    return metrics.compute().get(c.task.overfit_metric)

@@ -111,8 +111,9 @@ def find_existing(store: RunStore, request: TrainRequest) -> RunPaths | None:
         return None
     existing = store.find(request.run)
     if existing is None and (
-        request.resume or request.run.isdigit() or RUN_DIR_RE.match(request.run)
+        request.resume or request.fresh or request.run.isdigit() or RUN_DIR_RE.match(request.run)
     ):
+        # --resume/--fresh name a run that must exist: a typo must not start a new run
         store.resolve(request.run)  # raises "no run" with a did-you-mean (exit 3)
     if existing is None and not NAME_RE.match(request.run):
         # checked now, not when the folder is made after minutes of data and model building
@@ -307,6 +308,7 @@ def lr_find(request: TrainRequest, reporter=None):
             autocast=c.precision.autocast,
             scaler=c.scaler,
             batch_transform=c.batch_transform,
+            split_batch=task.split_batch,
             on_step=(lambda i, lr, loss: reporter.advance()) if reporter is not None else None,
         )
         if reporter is not None:

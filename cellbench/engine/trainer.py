@@ -52,6 +52,7 @@ from cellbench.engine.history import History
 from cellbench.engine.optim import current_lr
 from cellbench.engine.report import Reporter
 from cellbench.engine.seeding import capture_rng, epoch_seed, restore_rng
+from cellbench.engine.step import eval_step, first_tensor
 from cellbench.errors import one_line
 from cellbench.runs.events import EventWriter
 from cellbench.runs.layout import RunPaths
@@ -116,11 +117,14 @@ class Trainer:
         t = self.config.train
         self.epochs = t.epochs
         self.log_every = max(1, t.log_every)
-        self.metric_columns = ["train_loss", "val_loss"] + [
-            f"val_{m}" for m in components.task.metric_names
-        ]
+        task = components.task
+        self.metric_columns = (
+            ["train_loss", "val_loss"]
+            + [f"{split}_loss_{term}" for term in task.loss_names for split in ("train", "val")]
+            + [f"val_{m}" for m in task.metric_names]
+        )
         monitor = resolve_monitor(t.early_stopping.monitor, self.metric_columns)
-        self.monitor = Monitor(t.early_stopping, monitor)
+        self.monitor = Monitor(t.early_stopping, monitor, components.task.metric_directions)
         self.history = History(paths.history)
         self.start_epoch = 0
         self.global_step = 0
@@ -298,8 +302,8 @@ class Trainer:
                 callback.on_epoch_start(self, number)
             self._set_backbone_frozen(epoch < self.config.train.freeze_backbone_epochs)
             started = time.perf_counter()
-            train_loss = self._train_epoch(epoch)
-            if train_loss is None:
+            train = self._train_epoch(epoch)
+            if train is None:
                 return "interrupted", f"Ctrl-C during epoch {number}; {_kept(epoch)}"
             val = self._validate()
             if val is None:
@@ -308,8 +312,9 @@ class Trainer:
             lr = current_lr(self.c.optimizer)  # the lr this epoch trained with
             if self.c.scheduler is not None:
                 self.c.scheduler.step(epoch + 1)
-            row = {"epoch": number, "train_loss": train_loss, "val_loss": val.pop("loss")}
-            row.update({f"val_{k}": v for k, v in val.items()})
+            row = {"epoch": number, "train_loss": train.pop("loss"), "val_loss": val.pop("loss")}
+            row.update({f"train_{k}": v for k, v in train.items()})  # train_loss_<term>
+            row.update({f"val_{k}": v for k, v in val.items()})  # val_loss_<term>, val_<metric>
             row["lr"] = lr
             improved = self.monitor.update(number, row[self.monitor.state.metric])
             self.history.rows.append(row)  # in the checkpoint first, then in history.csv
@@ -325,7 +330,11 @@ class Trainer:
                 epoch=number,
                 train_loss=row["train_loss"],
                 val_loss=row["val_loss"],
-                metrics={k: v for k, v in row.items() if k.startswith("val_") and k != "val_loss"},
+                metrics={
+                    k: v
+                    for k, v in row.items()
+                    if k.startswith(("val_", "train_loss_")) and k != "val_loss"
+                },
                 lr=lr,
                 best=best,
                 time_s=elapsed,
@@ -352,68 +361,59 @@ class Trainer:
         state = "frozen" if frozen else "unfrozen"
         self.reporter.message(f"backbone {state} ({count:,} parameters)")
 
-    def _train_epoch(self, epoch: int) -> float | None:
+    def _train_epoch(self, epoch: int) -> dict[str, float] | None:
+        """One training epoch; the per-sample mean of each loss term (``loss``, ``loss_<term>``),
+        or None when Ctrl-C stopped it."""
         c = self.c
         t = self.config.train
-        model = c.forward_model
-        model.train()
+        step = c.train_step
+        step.model.train()
         c.train_generator.manual_seed(epoch_seed(t.seed, epoch))  # this epoch's order, always
         limit = t.limit_train_batches
         steps = len(c.train_loader) if limit is None else min(limit, len(c.train_loader))
         self.reporter.epoch_start(epoch + 1, self.epochs, steps)
         check_first = epoch == 0 and not self.resumed
-        # device-side sums, read at the sync points only: sum of per-sample losses (batch mean x
-        # batch size) and, with clipping, of gradient norms (a non-finite one poisons it)
+        # device-side sums, read at the sync points only: per-sample sums of the loss terms
+        # (batch mean x batch size; the total first) and, with clipping, of gradient norms (a
+        # non-finite one poisons it)
+        sums: dict[str, torch.Tensor] = {}
         loss_sum = torch.zeros((), dtype=torch.float64, device=c.device)
         norm_sum = torch.zeros((), dtype=torch.float64, device=c.device)
         synced_loss, synced_samples = 0.0, 0
         samples, window_samples, window_start = 0, 0, time.perf_counter()
-        channels_last = t.channels_last and c.device.type == "cuda"
-        params = list(c.model.parameters())
         # islice stops before fetching a batch past the limit
-        for index, (inputs, targets) in enumerate(itertools.islice(c.train_loader, steps)):
+        for index, batch in enumerate(itertools.islice(c.train_loader, steps)):
             first = index == 0
-            inputs = inputs.to(c.device, non_blocking=True)
-            targets = targets.to(c.device, non_blocking=True)
-            n = inputs.shape[0]
-            if channels_last:
-                inputs = inputs.contiguous(memory_format=torch.channels_last)
+            inputs, targets = step.prepare(*c.task.split_batch(batch))
             if check_first and first:
-                self.check_log.report(checks.input_range(inputs, self.config.checks))
-            if c.batch_transform is not None:
-                inputs, targets = c.batch_transform(inputs, targets)
-            with c.precision.autocast():
-                outputs = model(inputs)
-                loss = c.train_criterion(outputs, targets)
-            c.optimizer.zero_grad(set_to_none=True)
-            if c.scaler is not None:
-                c.scaler.scale(loss).backward()
-                if t.grad_clip:
-                    c.scaler.unscale_(c.optimizer)
-                    torch.nn.utils.clip_grad_norm_(params, t.grad_clip)
-                c.scaler.step(c.optimizer)  # skips the step when fp16 gradients overflowed
-                c.scaler.update()
-            else:
-                loss.backward()
-                if t.grad_clip:
-                    # summed here only: under the scaler an overflowed norm is normal (step skipped)
-                    norm_sum += torch.nn.utils.clip_grad_norm_(params, t.grad_clip)
-                c.optimizer.step()
-            if c.ema is not None:
-                c.ema.update(c.model, step=self.global_step + 1)
-            self.global_step += 1
+                self.check_log.report(checks.input_range(first_tensor(inputs), self.config.checks))
+            result = step(inputs, targets, last=index + 1 == steps)
+            n = result.size
+            if result.grad_norm is not None:
+                norm_sum += result.grad_norm
+            loss_sum += result.loss * n
+            if len(result.terms) > 1:
+                for name, value in result.terms.items():
+                    if name != "loss":
+                        if name not in sums:
+                            sums[name] = torch.zeros((), dtype=torch.float64, device=c.device)
+                        sums[name] += value * n
             samples += n
             window_samples += n
-            loss_sum += loss.detach() * n
             self.reporter.advance()
             if check_first and first:
                 self.check_log.report(
                     checks.initial_loss(
-                        float(loss.detach()),
+                        float(result.loss),
                         c.task.expected_initial_loss(c.data),
                         self.config.checks,
                     )
                 )
+            if not result.stepped:
+                continue
+            if c.ema is not None:
+                c.ema.update(c.model, step=self.global_step + 1)
+            self.global_step += 1
             if self.global_step % self.log_every == 0:
                 total = self._read_sums(loss_sum, norm_sum, epoch + 1)  # the sync point
                 now = time.perf_counter()
@@ -433,7 +433,13 @@ class Trainer:
                 window_samples, window_start = 0, now
             if self.stop_requested:
                 return None
-        return self._read_sums(loss_sum, norm_sum, epoch + 1) / max(samples, 1)
+        out = {"loss": self._read_sums(loss_sum, norm_sum, epoch + 1) / max(samples, 1)}
+        if sums:
+            names = list(sums)
+            values = torch.stack([sums[k] for k in names]).tolist()
+            for name, value in zip(names, values, strict=True):
+                out[f"loss_{name}"] = value / max(samples, 1)
+        return out
 
     def _read_sums(self, loss_sum: torch.Tensor, norm_sum: torch.Tensor, epoch: int) -> float:
         """One device sync for both sums; the loss sum, after the non-finite checks."""
@@ -464,16 +470,12 @@ class Trainer:
         model = c.ema.module if use_ema else c.forward_model
         model.eval()
         metrics = c.task.metrics(c.data, c.device)
-        channels_last = self.config.train.channels_last and c.device.type == "cuda"
-        for inputs, targets in c.val_loader:
-            inputs = inputs.to(c.device, non_blocking=True)
-            targets = targets.to(c.device, non_blocking=True)
-            if channels_last:
-                inputs = inputs.contiguous(memory_format=torch.channels_last)
-            with c.precision.autocast():
-                outputs = model(inputs)
-            outputs = outputs.float()
-            metrics.update(outputs, targets, c.eval_criterion(outputs, targets))
+        for batch in c.val_loader:
+            inputs, targets = c.eval_prepare(batch)
+            outputs, terms = eval_step(
+                model, c.eval_criterion, inputs, targets, autocast=c.precision.autocast
+            )
+            metrics.update(outputs, targets, terms)
             if self.stop_requested:
                 return None
         return metrics.compute()

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cellbench.runs.direction import metric_is_minimised
 from cellbench.runs.history import read_history
 from cellbench.runs.layout import RunPaths
 from cellbench.runs.summary import RunSummary, summarize
@@ -18,8 +19,8 @@ NOT_METRICS = ("epoch", "lr")
 
 
 def lower_is_better(metric: str) -> bool:
-    """Losses (and errors) go down; accuracies, F1, Dice... go up. Same rule as early stopping."""
-    return "loss" in metric or "error" in metric or "mse" in metric
+    """The shared rule (``cellbench.runs.direction``), the one early stopping uses."""
+    return metric_is_minimised(metric)
 
 
 @dataclass

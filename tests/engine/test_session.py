@@ -80,6 +80,16 @@ def test_existing_run_needs_resume_or_fresh(tmp_path, tiny_overrides):
         train(_request(tmp_path, run="nope", resume=True))
 
 
+def test_fresh_or_resume_of_a_misspelt_run_is_refused_with_did_you_mean(tmp_path, tiny_overrides):
+    overrides = tiny_overrides("train.epochs=1")
+    train(_request(tmp_path, overrides=overrides, run="digestive"))
+    for flag in ("fresh", "resume"):
+        with pytest.raises(BadInputError, match="did you mean 'digestive'"):
+            train(_request(tmp_path, run="digestiv", **{flag: True}))
+    # nothing was created for the typo
+    assert [p.name for p in (tmp_path / "runs").iterdir() if p.is_dir()] == ["0001-digestive"]
+
+
 def test_default_names_never_collide(tmp_path, tiny_overrides):
     overrides = tiny_overrides("train.epochs=1")
     first, _ = train(_request(tmp_path, overrides=overrides))

@@ -377,3 +377,40 @@ def test_batchnorm_models_train(tmp_path, tiny_overrides):
     )
     _, result = train(request)
     assert result.status == "completed"
+
+
+class _TwoTermLoss(torch.nn.Module):
+    def forward(self, outputs, targets):
+        ce = torch.nn.functional.cross_entropy(outputs, targets)
+        logit_l2 = outputs.pow(2).mean()
+        return {"loss": ce + 0.01 * logit_l2, "ce": ce, "logit_l2": logit_l2}
+
+
+def test_named_loss_terms_are_logged_per_epoch_for_train_and_val(tmp_path, tiny_config):
+    from cellbench.engine.components import build_components
+    from cellbench.engine.tasks.classify import ClassificationTask
+    from cellbench.engine.trainer import Trainer
+    from cellbench.runs.events import EventWriter
+
+    class TwoTerms(ClassificationTask):
+        loss_names = ("ce", "logit_l2")
+
+        def train_criterion(self, config, data):
+            return _TwoTermLoss()
+
+        eval_criterion = train_criterion
+
+    config = tiny_config("train.epochs=2", "train.early_stopping.monitor=val_loss_ce")
+    paths = RunStore(tmp_path / "runs").create("terms")
+    with EventWriter(paths.events) as events:
+        result = Trainer(build_components(config, TwoTerms()), paths, events).fit()
+    rows = read_history(paths.history)
+    for split in ("train", "val"):
+        for term in ("ce", "logit_l2"):
+            assert all(math.isfinite(r[f"{split}_loss_{term}"]) for r in rows)
+    # the total is the weighted sum of its terms, per epoch
+    for r in rows:
+        assert r["val_loss"] == pytest.approx(r["val_loss_ce"] + 0.01 * r["val_loss_logit_l2"])
+    assert result.best["metric"] == "val_loss_ce"
+    epoch = read_events(paths.events, "epoch")[0]
+    assert "train_loss_ce" in epoch["metrics"] and "val_loss_ce" in epoch["metrics"]

@@ -49,6 +49,7 @@ def test_final_and_best_follow_the_metric_direction(two_runs):
     assert second["metrics"]["val_loss"]["best_epoch"] == 1
     assert first["name"] == "lr-small" and first["status"] == "completed"
     assert lower_is_better("val_loss") and not lower_is_better("val_macro_f1")
+    assert lower_is_better("val_ece") and lower_is_better("val_hv_mse")  # the shared rule
 
 
 def test_plot_writes_a_png(two_runs, tmp_path):

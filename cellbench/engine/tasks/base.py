@@ -1,15 +1,16 @@
 """What a task gives the one training loop: data, model, losses, metrics, the monitored metric.
 
-The loop (``cellbench.engine.trainer``) knows nothing of classes, masks or organs: it moves
-``(inputs, targets)`` batches, calls the task's criterion, and feeds the task's metric
-accumulator. A new task (organ head, nuclei decoders) subclasses ``Task`` and registers itself in
-``cellbench.engine.tasks.get_task``.
+The loop (``cellbench.engine.trainer``) knows nothing of classes, masks or organs: it asks the
+task to split a batch into ``(inputs, targets)`` (tensors or mappings of tensors), runs the one
+step function (``cellbench.engine.step``), calls the task's criterion (a tensor or named terms
+with the total under ``"loss"``), and feeds the task's metric accumulator. A new task subclasses
+``Task`` and registers itself with ``@register_task("name")`` (``cellbench.engine.tasks``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -17,7 +18,7 @@ from torch.utils.data import Dataset
 
 from cellbench.config import Config
 
-BatchTransform = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+BatchTransform = Callable[[Any, Any], tuple[Any, Any]]
 
 
 class TaskData(Protocol):
@@ -35,14 +36,45 @@ class TaskData(Protocol):
     def num_classes(self) -> int: ...
 
 
-class MetricAccumulator:
-    """Accumulates a split's loss and metrics on the device; ``compute`` syncs once."""
+class LossSums:
+    """Per-sample sums of a split's named loss terms on the device (batch mean x batch size).
 
-    def update(self, outputs: torch.Tensor, targets: torch.Tensor, loss: torch.Tensor) -> None:
+    ``compute`` gives ``{"loss": ..., "loss_<term>": ...}``: the total and each other term."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.sums: dict[str, torch.Tensor] = {}
+        self.count = 0
+
+    def add(self, terms: Mapping[str, torch.Tensor], n: int) -> None:
+        for name, value in terms.items():
+            total = self.sums.get(name)
+            if total is None:
+                total = self.sums[name] = torch.zeros((), dtype=torch.float64, device=self.device)
+            total += value.detach().double() * n
+        self.count += n
+
+    def compute(self) -> dict[str, float]:
+        if not self.sums:
+            return {"loss": float("nan")}
+        names = list(self.sums)
+        values = torch.stack([self.sums[k] for k in names]).tolist()  # one sync
+        out = {}
+        for name, value in zip(names, values, strict=True):
+            key = "loss" if name == "loss" else f"loss_{name}"
+            out[key] = value / max(self.count, 1)
+        return out
+
+
+class MetricAccumulator:
+    """Accumulates a split's loss terms and metrics on the device; ``compute`` syncs once."""
+
+    def update(self, outputs: Any, targets: Any, losses: Mapping[str, torch.Tensor]) -> None:
+        """``losses``: the eval criterion's named terms of this batch (the total under "loss")."""
         raise NotImplementedError
 
     def compute(self) -> dict[str, float]:
-        """``{"loss": ..., <metric>: ...}`` over everything seen."""
+        """``{"loss": ..., "loss_<term>": ..., <metric>: ...}`` over everything seen."""
         raise NotImplementedError
 
 
@@ -50,6 +82,19 @@ class Task:
     name: str = "base"
     # metric names (history columns are ``val_<name>``); the first is shown first
     metric_names: tuple[str, ...] = ()
+    # named loss terms besides the total (columns ``train_loss_<term>``, ``val_loss_<term>``)
+    loss_names: tuple[str, ...] = ()
+    # the metric ``--overfit-small`` reports on the memorised examples (``accuracy`` field)
+    overfit_metric: str = "accuracy"
+    # explicit directions ("min"/"max") for metrics whose name the shared rule
+    # (``cellbench.runs.direction``) does not decide the way this task means it
+    metric_directions: dict[str, str] = {}
+
+    def split_batch(self, batch: Any) -> tuple[Any, Any]:
+        """A loader batch as ``(inputs, targets)``: each a tensor or a mapping of tensors.
+        Only these are moved to the device; anything else in the batch stays on the host."""
+        inputs, targets = batch
+        return inputs, targets
 
     def build_data(self, config: Config) -> TaskData:
         raise NotImplementedError

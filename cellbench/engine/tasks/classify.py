@@ -16,7 +16,14 @@ import torch
 from torch import nn
 
 from cellbench.config import Config, config_from_dict
-from cellbench.engine.tasks.base import BatchTransform, MetricAccumulator, Task, TaskData
+from cellbench.engine.tasks import register_task
+from cellbench.engine.tasks.base import (
+    BatchTransform,
+    LossSums,
+    MetricAccumulator,
+    Task,
+    TaskData,
+)
 from cellbench.metrics.classification import per_class_scores
 
 
@@ -28,17 +35,14 @@ class ConfusionAccumulator(MetricAccumulator):
     def __init__(self, num_classes: int, device: torch.device):
         self.num_classes = num_classes
         self.confusion = torch.zeros(num_classes * num_classes, dtype=torch.long, device=device)
-        self.loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-        self.count = 0
+        self.losses = LossSums(device)
 
-    def update(self, outputs: torch.Tensor, targets: torch.Tensor, loss: torch.Tensor) -> None:
-        n = targets.shape[0]
+    def update(self, outputs: torch.Tensor, targets: torch.Tensor, losses) -> None:
         predicted = outputs.argmax(dim=1)
         self.confusion += torch.bincount(
             targets * self.num_classes + predicted, minlength=self.num_classes**2
         )
-        self.loss_sum += loss.detach().double() * n  # loss is a batch mean: weight by size
-        self.count += n
+        self.losses.add(losses, targets.shape[0])  # batch means: weighted by the batch size
 
     def compute(self) -> dict[str, float]:
         cm = self.confusion.cpu().numpy().reshape(self.num_classes, self.num_classes)
@@ -46,14 +50,14 @@ class ConfusionAccumulator(MetricAccumulator):
         scores = per_class_scores(cm)
         present = (cm.sum(axis=0) + cm.sum(axis=1)) > 0
         return {
-            "loss": float(self.loss_sum.item() / max(self.count, 1)),
+            **self.losses.compute(),
             "accuracy": float(np.trace(cm) / total) if total else float("nan"),
             "macro_f1": float(scores["f1"][present].mean()) if present.any() else float("nan"),
         }
 
 
+@register_task("classify")
 class ClassificationTask(Task):
-    name = "classify"
     metric_names = ("accuracy", "macro_f1")
 
     def build_data(self, config: Config) -> TaskData:
