@@ -66,7 +66,9 @@ def main() -> None:
             else:
                 on_ray = sweep(root, data, "ray", 2, args.epochs, "ray")
                 print(f"4 trials, 2 at a time on local Ray: {on_ray:6.1f} s")
-                print(f"Ray overhead vs the local pool: {on_ray / pool:.2f}x, +{on_ray - pool:.1f} s")
+                print(
+                    f"Ray overhead vs the local pool: {on_ray / pool:.2f}x, +{on_ray - pool:.1f} s"
+                )
         print(f"load average {os.getloadavg()[0]:.2f} after")
 
 
