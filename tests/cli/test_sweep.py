@@ -90,3 +90,23 @@ def test_clean_sweep_removes_its_trials_checkpoints_only(tmp_path):
     assert store.find("not-in-the-sweep").last_checkpoint.is_file()
     assert all(store.find(t.name).history.is_file() for t in trials)
     assert _invoke(tmp_path, "clean", "--sweep", "nope", "--yes").exit_code == 3
+
+
+def test_corrupt_sweep_state_exits_3_naming_the_file(tmp_path):
+    from cellbench.sweep.spec import from_command_line
+
+    spec = from_command_line("demo", [], ["train.lr=0.1,0.2"], None, None, "s")
+    folder = SweepFolder(tmp_path / "sweeps" / "s")
+    folder.root.mkdir(parents=True)
+    folder.write_spec(spec.to_dict())
+    folder.state.write_text('{"status": "runn')  # torn by hand
+    result = _invoke(tmp_path, "sweep", "--profile", "demo", "--grid", "train.lr=0.1,0.2",
+                     "--name", "s")  # fmt: skip
+    assert result.exit_code == 3 and str(folder.state) in result.stderr
+
+
+def test_sweep_file_with_a_missing_profile_exits_3(tmp_path):
+    study = tmp_path / "study.yaml"
+    study.write_text("profile: no_such_profile\nspace: {train.lr: [0.1]}\n")
+    result = _invoke(tmp_path, "sweep", str(study))
+    assert result.exit_code == 3 and "no_such_profile" in result.stderr

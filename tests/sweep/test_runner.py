@@ -59,6 +59,9 @@ def test_four_trial_grid_on_two_workers_makes_four_runs_and_a_leaderboard(tmp_pa
     listed = json.loads(runner.invoke(app, ["runs", "list", "--json", "--runs-dir",
                                             str(tmp_path / "runs")]).stdout)  # fmt: skip
     assert {r["status"] for r in listed} == {"completed"}
+    compared = runner.invoke(app, ["runs", "compare", runs[0].root.name, runs[1].root.name,
+                                   "--runs-dir", str(tmp_path / "runs")])  # fmt: skip
+    assert compared.exit_code == 0 and "val_loss" in compared.stdout
 
     # `best.command` trains the best config again: same curve, as any run with its config
     best = board["best"]
