@@ -18,7 +18,7 @@ from typing import Any
 
 from rich.markup import escape
 
-from cellbench.errors import RunConflict, UsageError
+from cellbench.errors import RunConflict, UsageError, one_line
 from cellbench.runs.lock import RunLock, lock_holder_alive
 from cellbench.runs.store import RunStore
 from cellbench.runs.summary import summarize
@@ -151,9 +151,28 @@ class Sweep:
             return self._run()
 
     def _run(self) -> SweepOutcome:
+        phases = self.phases_to_run()  # a bad --phase changes nothing
         self.state.set(status="running", backend=self.options.backend, started=time.time())
+        try:
+            interrupted, stopped_by = self._run_phases(phases)
+        except KeyboardInterrupt:
+            self.state.set(status="interrupted", ended=time.time())
+            raise
+        except Exception as exc:
+            self.state.set(status="failed", reason=one_line(exc), ended=time.time())
+            raise
+        status = "interrupted" if interrupted else "failed" if stopped_by else "completed"
+        self.state.set(status=status, ended=time.time())
+        board = self.write_leaderboard()
+        counts: dict[str, int] = {}
+        for t in self.trials:
+            s = self.state.trial(t.id)["status"]
+            counts[s] = counts.get(s, 0) + 1
+        return SweepOutcome(board, interrupted, stopped_by, counts)
+
+    def _run_phases(self, phases) -> tuple[bool, str | None]:
         interrupted, stopped_by = False, None
-        for phase in self.phases_to_run():
+        for phase in phases:
             trials = self.phase_trials(phase)
             self.state.set_phase(phase.name, "running")
             interrupted = self.run_trials(trials)
@@ -165,14 +184,7 @@ class Sweep:
             if phase.kind == "smoke" and any(s != "completed" for s in statuses):
                 stopped_by = phase.name
                 break
-        status = "interrupted" if interrupted else "failed" if stopped_by else "completed"
-        self.state.set(status=status, ended=time.time())
-        board = self.write_leaderboard()
-        counts: dict[str, int] = {}
-        for t in self.trials:
-            s = self.state.trial(t.id)["status"]
-            counts[s] = counts.get(s, 0) + 1
-        return SweepOutcome(board, interrupted, stopped_by, counts)
+        return interrupted, stopped_by
 
     def write_leaderboard(self) -> dict[str, Any]:
         """Rewritten after every trial, so ``sweep show`` follows a sweep as it runs."""
@@ -192,7 +204,8 @@ class Sweep:
                 continue
             args, why = trial_args(trial, self.store, self.store.root)
             if args is None:
-                status = "completed" if why == "completed" else "failed"
+                # a run another process is writing is "skipped": looked at again next time
+                status = "completed" if why == "completed" else "skipped"
                 run = self.store.find(trial.name)
                 self.state.set_trial(
                     trial.id, status=status, reason=why, run=run.root.name if run else None

@@ -10,7 +10,8 @@ root (``runs/`` -> ``sweeps/``). Every JSON/YAML file is written atomically
      "trials": {"t001": {"status": "...", "run": "0007-...", "reason": "...", "exit_code": 0}}}
 
 Trial statuses: pending · running · completed · failed · interrupted · pruned (stopped early by
-ASHA on Ray). Several worker threads update one state: one lock serialises the writes.
+ASHA on Ray) · skipped (its run was being written by another process; looked at again on the
+next run). Several worker threads update one state: one lock serialises the writes.
 """
 
 from __future__ import annotations
