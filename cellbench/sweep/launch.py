@@ -14,6 +14,7 @@ import signal
 import sys
 
 PR_SET_PDEATHSIG = 1
+PARENT_ENV = "CELLBENCH_SWEEP_PARENT"  # the pid of the process that started the trial
 
 
 def ask_for_sigint_on_parent_death() -> None:
@@ -26,7 +27,10 @@ def ask_for_sigint_on_parent_death() -> None:
         libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGINT), 0, 0, 0)
     except (OSError, AttributeError):
         return
-    if os.getppid() == 1:  # the parent died before prctl: no signal will come, stop now
+    # the parent died before prctl (no signal will come): stop now. Compared with the pid the
+    # parent gave, not with 1: in a container the sweep itself may be pid 1
+    expected = os.environ.get(PARENT_ENV)
+    if expected and expected.isdigit() and os.getppid() != int(expected):
         raise SystemExit(130)
 
 

@@ -31,7 +31,7 @@ from cellbench.runs.events import EventTail
 from cellbench.runs.lock import lock_holder_alive
 from cellbench.runs.store import RunStore
 from cellbench.runs.summary import summarize
-from cellbench.sweep.local import Job, cpu_count, trial_command
+from cellbench.sweep.local import PARENT_ENV, Job, cpu_count, trial_command
 
 MISSING = "--backend ray needs Ray Tune, not installed here: pip install 'cellbench[ray]'"
 
@@ -73,6 +73,7 @@ def tune_trial(config: dict[str, Any]) -> None:
     env = dict(os.environ)
     env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(job["threads"])
     env["PYTHONUNBUFFERED"] = "1"
+    env[PARENT_ENV] = str(os.getpid())
     Path(job["log"]).parent.mkdir(parents=True, exist_ok=True)
     store = RunStore(job["runs_dir"])
     with open(job["log"], "ab") as log:
