@@ -147,6 +147,9 @@ def run_on_ray(sweep, todo: list[tuple[Any, Job]]) -> bool:
     options = sweep.options
     started_here = not ray.is_initialized()
     if started_here:
+        # Ray SIGKILLs what its workers leave behind; a trial stopped by ASHA should rather get
+        # its launcher's SIGINT and checkpoint (local Ray; a cluster keeps its own setting)
+        os.environ.setdefault("RAY_kill_child_processes_on_worker_exit", "0")
         with contextlib.redirect_stdout(sys.stderr):
             if options.address:
                 ray.init(address=options.address, log_to_driver=False)
@@ -202,20 +205,22 @@ def run_on_ray(sweep, todo: list[tuple[Any, Job]]) -> bool:
                 callbacks=[_progress_callback(tune)(on_start)],
             ),
         )
-        interrupted = False
+        interrupted, stopped = False, set()
         try:
             # Tune prints its own tables: to stderr, so `sweep --json` keeps stdout clean JSON
             with contextlib.redirect_stdout(sys.stderr):
-                tuner.fit()
+                grid = tuner.fit()
+            # a trial the scheduler stopped never sent its final ("done") result
+            stopped = {r.config["job"]["key"] for r in grid if not (r.metrics or {}).get("done")}
         except KeyboardInterrupt:
             interrupted = True
         for trial, _job in todo:
             _wait_for_writer(sweep.store, trial.name)
             run = sweep.store.find(trial.name)
             pruned = False
-            if not interrupted and run is not None and scheduler is not None:
-                # nothing but ASHA interrupts a trial while the sweep itself goes on
-                pruned = summarize(run).status == "interrupted"
+            if scheduler is not None and trial.id in stopped and run is not None:
+                # stopped by ASHA: interrupted (SIGINT, checkpointed) or killed with its worker
+                pruned = summarize(run).status in ("interrupted", "crashed")
             sweep.trial_ended(trial, None, interrupted=interrupted, pruned=pruned)
         return interrupted
     finally:
