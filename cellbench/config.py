@@ -69,6 +69,10 @@ class DataConfig:
     split: int = field(default=1, metadata=_choices(1, 2, 3))
     family: str | None = None
     families: dict[str, list[str]] | None = None  # None: the DESIGN.md defaults
+    # organ task: a feature store (<store>/features/<tag>, from ``features extract``); a stale or
+    # failed one is refused unless features_force (``train --force``)
+    features: str | None = None
+    features_force: bool = False
 
 
 @dataclass
@@ -159,12 +163,23 @@ class ChecksConfig:
 
 
 @dataclass
+class OrganConfig:
+    """``--task organ``: a head on the CLS features of a feature store."""
+
+    target: str = field(default="tissue", metadata=_choices("tissue", "family"))
+    hidden: int = 0  # 0: a linear head; > 0: one hidden layer of this width (GELU, dropout)
+    dropout: float = 0.0
+    standardize: bool = True  # scale each feature by its train mean/std (stored in the head)
+
+
+@dataclass
 class Config:
     task: str = field(default="classify", metadata=_choices(*TASKS))
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     checks: ChecksConfig = field(default_factory=ChecksConfig)
+    organ: OrganConfig = field(default_factory=OrganConfig)
     # metric -> [low, high]; a final metric outside its range emits a warning
     expect: dict[str, list[float]] = field(default_factory=dict)
 

@@ -5,3 +5,6 @@ import os
 os.environ.setdefault("COLUMNS", "200")
 os.environ.setdefault("NO_COLOR", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
+
+# fixtures of the feature tests (tests/features, tests/cli/test_features.py, tests/engine)
+pytest_plugins = ["tests.helpers_features"]

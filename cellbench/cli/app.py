@@ -15,6 +15,7 @@ from typer.core import TyperGroup
 from cellbench import __version__
 from cellbench.cli import data as data_cli
 from cellbench.cli import eval as eval_cli
+from cellbench.cli import features as features_cli
 from cellbench.cli import runs as runs_cli
 from cellbench.cli.clean import clean as clean_command
 from cellbench.cli.common import err_console
@@ -84,6 +85,7 @@ def root(
 app.command("quickstart", rich_help_panel="Start here")(quickstart_command)
 app.add_typer(runs_cli.app, name="runs", rich_help_panel="Runs")
 app.add_typer(data_cli.app, name="data", rich_help_panel="Data")
+app.add_typer(features_cli.app, name="features", rich_help_panel="Data")
 app.command("train", rich_help_panel="Train")(train_command)
 app.command("sweep", rich_help_panel="Train")(sweep_command)
 app.add_typer(eval_cli.app, name="eval", rich_help_panel="Models")

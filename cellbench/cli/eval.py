@@ -1,14 +1,17 @@
-"""``cellbench eval --run RUN``: metrics of a trained run on its val or test split.
+"""``cellbench eval --run RUN``: metrics of a trained run on its val or test split;
+``cellbench eval pannuke --true DIR --pred DIR``: nuclei metrics of PanNuke-format predictions.
 
-A sub-app whose callback does the run evaluation, so ``cellbench eval --run 2`` works and
-sub-commands (``cellbench eval pannuke ...``) can be added next to it later.
+A sub-app whose callback does the run evaluation, so ``cellbench eval --run 2`` works, with the
+``pannuke`` sub-command next to it.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from cellbench.cli.common import (
@@ -21,10 +24,11 @@ from cellbench.cli.common import (
     run_store,
     warn,
 )
-from cellbench.errors import UsageError
+from cellbench.errors import BadInputError, UsageError
 
 app = typer.Typer(
-    help="Evaluate a trained run: accuracy, macro-F1, per-class report, confusion matrix.",
+    help="Evaluate a trained run (accuracy, macro-F1, per class, confusion matrix), or score "
+    "PanNuke-format nuclei predictions with 'eval pannuke'.",
     invoke_without_command=True,
 )
 
@@ -143,3 +147,175 @@ def eval_run(
         print_json(result)
     else:
         render(result)
+
+
+def _score(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def render_pannuke(summary: dict, title: str) -> None:
+    """Headline metrics, per type and per tissue, for people."""
+    console.print(f"[bold]{escape(title)}[/]", highlight=False)
+    head = Table()
+    head.add_column("metric", style="bold")
+    head.add_column("value", justify="right")
+    head.add_column("averaging")
+    rows = (
+        ("bPQ", "bPQ", "per tissue, then over tissues (PanNuke)"),
+        ("mPQ", "mPQ", "per tissue, then over tissues (PanNuke)"),
+        ("bPQ (image avg)", "bPQ_image_avg", "over images (CellViT's printout)"),
+        ("mPQ (image avg)", "mPQ_image_avg", "over images (CellViT's printout)"),
+        ("mPQ+", "mPQ_plus", "TP/FP/FN pooled over the set per type (CoNIC)"),
+        ("bDQ", "bDQ", "over images"),
+        ("bSQ", "bSQ", "over images"),
+        ("Dice", "dice", "binary, over images"),
+        ("AJI", "aji", "over images"),
+        ("AJI+", "aji_plus", "over images"),
+    )
+    for label, key, how in rows:
+        head.add_row(label, _score(summary.get(key)), f"[dim]{how}[/]")
+    console.print(head)
+
+    per_type = Table(title="Per type")
+    for column in ("type", "PQ", "PQ+", "TP", "FP", "FN", "images"):
+        per_type.add_column(column, justify="left" if column == "type" else "right")
+    for name, row in summary["per_type"].items():
+        per_type.add_row(
+            name,
+            _score(row["PQ"]),
+            _score(row["PQ_plus"]),
+            str(row["tp"]),
+            str(row["fp"]),
+            str(row["fn"]),
+            str(row["images"]),
+        )
+    console.print(per_type)
+
+    per_tissue = Table(title="Per tissue")
+    for column in ("tissue", "tiles", "bPQ", "mPQ"):
+        per_tissue.add_column(column, justify="left" if column == "tissue" else "right")
+    for name, row in summary["per_tissue"].items():
+        per_tissue.add_row(name, str(row["tiles"]), _score(row["bPQ"]), _score(row["mPQ"]))
+    console.print(per_tissue)
+    console.print(
+        f"[dim]{summary['tiles']} tiles · {summary['true_nuclei']} true nuclei · "
+        f"{summary['pred_nuclei']} predicted · match at IoU > {summary['iou_threshold']} · "
+        "'-' = not scored (no nucleus of it in the ground truth)[/]",
+        highlight=False,
+    )
+
+
+@app.command(
+    "pannuke", context_settings={"allow_extra_args": True, "ignore_unknown_options": False}
+)
+def eval_pannuke(
+    ctx: typer.Context,
+    true: Annotated[
+        Path,
+        typer.Option(
+            "--true",
+            help="Ground truth: a fold folder with masks.npy + types.npy (flat or 'Fold k'), "
+            "a root of such folds, or a canonical store (root or fold<k>).",
+        ),
+    ],
+    pred: Annotated[
+        Path,
+        typer.Option(
+            "--pred", help="Predictions in the same form, tiles in the ground truth's order."
+        ),
+    ],
+    folds: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--folds",
+            help="Folds to score when --true and --pred are roots, e.g. --folds 3 or 1,2,3 "
+            "(default: every fold of --true).",
+        ),
+    ] = None,
+    csv_path: Annotated[
+        Path | None,
+        typer.Option("--csv", help="Also write one row per tile (bPQ, mPQ, PQ per type, ...)."),
+    ] = None,
+    workers: Annotated[
+        int, typer.Option("--workers", min=1, help="Worker processes scoring chunks of tiles.")
+    ] = 1,
+    chunk: Annotated[
+        int, typer.Option("--chunk", min=1, help="Tiles per chunk (bounds memory).")
+    ] = 32,
+    json_out: JsonOption = False,
+) -> None:
+    """Score PanNuke-format nuclei predictions: bPQ, mPQ, mPQ+, Dice, AJI, per type, per tissue."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from cellbench.cli.data import _parse_folds
+    from cellbench.data.nuclei_labels import check_pair, open_labels
+    from cellbench.metrics.nuclei_eval import combine_folds, score_folds
+    from cellbench.metrics.nuclei_report import tile_rows, write_tile_csv
+
+    selected = _parse_folds(folds, ctx.args)
+    true_folds = open_labels(true, selected)
+    pred_folds = open_labels(pred, selected)
+    pairs = _pair_folds(true, pred, true_folds, pred_folds)
+    for t, p in pairs.values():  # refuse any mismatch before scoring anything
+        check_pair(t, p)
+    if csv_path is not None and csv_path.is_dir():
+        raise UsageError(f"--csv {csv_path}: is a folder; name a file")
+
+    scored = {}
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=err_console,
+        transient=True,
+        disable=not err_console.is_terminal,
+    ) as progress:
+        for key, (t, p) in pairs.items():
+            task = progress.add_task(f"score fold {key}" if key else "score", total=len(t))
+            scored[key] = score_folds(
+                t,
+                p,
+                workers=workers,
+                chunk=chunk,
+                progress=lambda done, total, task=task: progress.update(task, completed=done),
+            )
+    summary = combine_folds(scored)
+    if csv_path is not None:
+        write_tile_csv(csv_path, tile_rows(scored))
+        log(f"per-tile scores written to {csv_path}")
+    if json_out:
+        print_json({"true": str(true), "pred": str(pred), **summary})
+        return
+    if len(scored) > 1:
+        console.print(
+            f"[bold]folds {', '.join(map(str, scored))}[/]: bPQ {_score(summary['bPQ'])} · "
+            f"mPQ {_score(summary['mPQ'])} (mean over folds; each fold below)",
+            highlight=False,
+        )
+    for fold in scored.values():
+        title = f"{fold.pred.folder} scored against {fold.true.folder}"
+        render_pannuke(fold.result.to_dict(), title)
+
+
+def _pair_folds(true: Path, pred: Path, true_folds: dict, pred_folds: dict) -> dict:
+    """{fold: (true fold, pred fold)}; a single fold folder pairs with the one fold opposite."""
+    if None in true_folds and None in pred_folds:
+        return {None: (true_folds[None], pred_folds[None])}
+    if None in true_folds or None in pred_folds:
+        single, many, single_is_true = (
+            (true_folds[None], pred_folds, True)
+            if None in true_folds
+            else (pred_folds[None], true_folds, False)
+        )
+        if len(many) != 1:
+            other = pred if single_is_true else true
+            raise UsageError(
+                f"{other} holds folds {', '.join(map(str, many))}: name one fold folder, or give "
+                "--true and --pred as roots with --folds"
+            )
+        key, fold = next(iter(many.items()))
+        return {key: (single, fold) if single_is_true else (fold, single)}
+    missing = [k for k in true_folds if k not in pred_folds]
+    if missing:
+        raise BadInputError(f"{pred}: fold {missing[0]} of {true} has no predictions")
+    return {k: (true_folds[k], pred_folds[k]) for k in true_folds}

@@ -28,7 +28,8 @@ def train_command(
         ),
     ] = None,
     task: Annotated[
-        str | None, typer.Option("--task", help="Task: classify. Shorthand for --set task=.")
+        str | None,
+        typer.Option("--task", help="Task: classify or organ. Shorthand for --set task=."),
     ] = None,
     data: Annotated[
         str | None, typer.Option("--data", help="Dataset folder. Shorthand for --set data.path=.")
@@ -37,6 +38,19 @@ def train_command(
         str | None,
         typer.Option("--model", help="simple_cnn, inception_multibranch or any timm model name."),
     ] = None,
+    features: Annotated[
+        str | None,
+        typer.Option(
+            "--features",
+            help="Feature store STORE/features/TAG (organ task). Shorthand for data.features.",
+        ),
+    ] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Train on a stale or failed feature store anyway (data.features_force)."
+        ),
+    ] = False,
     epochs: Annotated[
         int | None, typer.Option("--epochs", help="Shorthand for --set train.epochs=.", min=1)
     ] = None,
@@ -84,6 +98,8 @@ def train_command(
         ("model.name", model),
         ("train.epochs", epochs),
         ("model.weights", weights),
+        ("data.features", features),
+        ("data.features_force", True if force else None),
     ):
         if value is not None:
             sets.append(f"{key}={value}")

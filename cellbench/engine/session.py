@@ -65,7 +65,11 @@ def create_run(store: RunStore, request: TrainRequest, default: str) -> RunPaths
 
 
 def default_name(config: Config, suffix: str = "") -> str:
-    model = config.model.name.replace("/", "_").replace(":", "_")
+    # the organ head is not a model.name model: name its runs after the feature store's tag
+    name = config.model.name
+    if config.task == "organ" and config.data.features:
+        name = Path(config.data.features).name
+    model = name.replace("/", "_").replace(":", "_")
     return f"{model}-{config.task}{suffix}"
 
 
@@ -102,6 +106,8 @@ def anchor_local_paths(config: Config) -> None:
         config.data.path = str(Path(path).expanduser().resolve())
     if config.model.weights:
         config.model.weights = str(Path(config.model.weights).expanduser().resolve())
+    if config.data.features:
+        config.data.features = str(Path(config.data.features).expanduser().resolve())
 
 
 def find_existing(store: RunStore, request: TrainRequest) -> RunPaths | None:
@@ -235,7 +241,34 @@ def _fit(paths: RunPaths, config: Config, components, reporter, callbacks, **kwa
         trainer = Trainer(
             components, paths, events, reporter, callbacks, extra_metrics=extra, **kwargs
         )
-        return trainer.fit()
+        result = trainer.fit()
+        if result.status == "completed":
+            _finalize(paths, components, events, result, reporter)
+        return result
+
+
+def _finalize(paths: RunPaths, components, events: EventWriter, result, reporter) -> None:
+    """The task's closing report (organ: calibration, per-tissue table), into metrics.json and
+    an ``eval`` event."""
+    from cellbench.atomic import atomic_write_json
+
+    extra = components.task.finalize(
+        components.config, components.data, paths.root, components.device
+    )
+    if not extra:
+        return
+    result.metrics.update(extra)
+    atomic_write_json(paths.metrics, result.metrics)
+    report = extra.get("organ_report") or {}
+    metrics = {k: v for k, v in report.items() if isinstance(v, int | float)}
+    calibration = extra.get("calibration") or {}
+    metrics.update({k: v for k, v in calibration.items() if isinstance(v, int | float)})
+    events.emit("eval", split="val", checkpoint="best", metrics=metrics)
+    if reporter is not None and calibration:
+        reporter.message(
+            f"calibration on the validation fold: temperature {calibration['temperature']:.3g}, "
+            f"ECE {calibration['ece_before']:.4f} -> {calibration['ece_after']:.4f}"
+        )
 
 
 def _completed_result(paths: RunPaths):

@@ -5,8 +5,8 @@ Used by post-processing and by the nuclei metrics. Memory stays bounded: at most
 tiles, and results come back in submission order so callers can stream them to disk.
 
 Processes start with ``forkserver`` (``spawn`` where it does not exist): forking a process that
-holds torch's or OpenMP's threads can deadlock, and a CUDA context never survives a fork. Each
-worker therefore imports what it needs once; the function must be importable (module level).
+holds torch's or OpenMP's threads can deadlock, and a CUDA context never survives a fork. The
+function must be importable (module level); its module is preloaded in the fork server.
 """
 
 from __future__ import annotations
@@ -30,9 +30,14 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _context():
-    methods = multiprocessing.get_all_start_methods()
-    return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+def _context(module: str):
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    # The fork server imports the worker function's module (numpy, scipy, skimage) once; every
+    # worker of every later pool forks from it ready to run (seconds saved per pool).
+    context.set_forkserver_preload([module])
+    return context
 
 
 def map_chunks(
@@ -46,7 +51,7 @@ def map_chunks(
             yield fn(task)
         return
     limit = in_flight or 2 * workers
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=_context())
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=_context(fn.__module__))
     pending: deque[Future] = deque()
     try:
         for task in tasks:

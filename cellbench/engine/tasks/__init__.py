@@ -25,7 +25,7 @@ __all__ = [
 ]
 
 # modules that register the shipped tasks when imported
-_BUILTIN_MODULES = ("cellbench.engine.tasks.classify",)
+_BUILTIN_MODULES = ("cellbench.engine.tasks.classify", "cellbench.engine.tasks.organ")
 _REGISTRY: dict[str, type[Task]] = {}
 
 

@@ -137,3 +137,8 @@ class Task:
     def overfit_config(self, config: Config) -> Config:
         """The config of ``--overfit-small``: no augmentation, no regularisation."""
         return config
+
+    def finalize(self, config: Config, data: TaskData, run_dir, device) -> dict | None:
+        """After a completed training: a task's closing report (files in ``eval/``); what it
+        returns is merged into ``metrics.json``. None: nothing to add."""
+        return None

@@ -1,0 +1,199 @@
+"""``cellbench features extract|check``: frozen-backbone features of a nuclei store.
+
+torch and timm load inside the command bodies: ``cellbench --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from cellbench.cli.common import JsonOption, console, err_console, log, print_json
+from cellbench.errors import CheckFailed, UsageError
+
+app = typer.Typer(
+    help="Extract frozen-backbone features into a store, and check them.", no_args_is_help=True
+)
+
+SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "dim"}
+
+
+@contextlib.contextmanager
+def _progress(enabled: bool) -> Iterator:
+    """A callback (fold, done, total) drawing one Rich bar per fold: tiles/s and ETA."""
+    if not enabled:
+        yield None
+        return
+    bar = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=False,
+    )
+    tasks: dict[int, int] = {}
+    import time
+
+    starts: dict[int, tuple[float, int]] = {}
+
+    def update(fold: int, done: int, total: int) -> None:
+        if fold not in tasks:
+            tasks[fold] = bar.add_task(f"extract fold {fold}", total=total, rate="")
+            starts[fold] = (time.perf_counter(), done)
+        t0, d0 = starts[fold]
+        elapsed = time.perf_counter() - t0
+        rate = f"{(done - d0) / elapsed:.1f} tiles/s" if elapsed > 0 and done > d0 else ""
+        bar.update(tasks[fold], completed=done, rate=rate)
+
+    with bar:
+        yield update
+
+
+def _parse_folds(values: list[str] | None) -> list[int] | None:
+    if not values:
+        return None
+    folds = []
+    for text in values:
+        for part in text.replace(",", " ").split():
+            if not part.isdigit() or int(part) < 1:
+                raise UsageError(f"--folds: '{part}' is not a fold number (1, 2, 3, ...)")
+            folds.append(int(part))
+    return sorted(set(folds))
+
+
+@app.command("extract")
+def extract_command(
+    data: Annotated[Path, typer.Option("--data", help="Nuclei store (from data prepare/synth).")],
+    backbone: Annotated[
+        str,
+        typer.Option(
+            "--backbone",
+            help="Shipped profile (h-optimus-0, vit-demo), a YAML profile, or a timm ViT name.",
+        ),
+    ],
+    weights: Annotated[
+        Path | None, typer.Option("--weights", help="Local .pth/.safetensors backbone weights.")
+    ] = None,
+    pretrained: Annotated[
+        bool,
+        typer.Option("--pretrained", help="Load weights through timm from the hub (or its cache)."),
+    ] = False,
+    folds: Annotated[
+        list[str] | None, typer.Option("--folds", help="Folds, e.g. --folds 1,2 (default: all).")
+    ] = None,
+    blocks: Annotated[
+        str | None,
+        typer.Option("--blocks", help="1-based blocks whose tokens to keep, e.g. 10,20,30,40."),
+    ] = None,
+    tag: Annotated[
+        str | None,
+        typer.Option("--tag", help="Store name under DATA/features/ (default: backbone)."),
+    ] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Tiles per forward.")] = 8,
+    chunk_size: Annotated[
+        int, typer.Option("--chunk-size", min=1, help="Tiles per write (bounds memory).")
+    ] = 300,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:1...")] = "auto",
+    force: Annotated[
+        bool, typer.Option("--force", help="Extract again even if up to date or made otherwise.")
+    ] = False,
+    json_out: JsonOption = False,
+) -> None:
+    """Extract CLS and block tokens of every tile into DATA/features/TAG (float16, memory-mapped).
+
+    Interrupted (Ctrl-C, SIGTERM, a kill), it resumes where it stopped when run again.
+    Exit codes: 0 ok · 2 bad usage · 3 bad data/weights · 4 tag made otherwise or locked ·
+    130 interrupted.
+    """
+    from cellbench.features.extract import extract_features
+    from cellbench.models.backbones import build_backbone, load_backbone_profile, parse_blocks
+
+    chosen_blocks = parse_blocks(blocks) if blocks else None
+    profile = load_backbone_profile(backbone)
+    model = build_backbone(
+        profile, weights, pretrained=pretrained, blocks=chosen_blocks, device=device
+    )
+    log(
+        f"backbone {escape(profile.name)} ({model.weights['source']} weights) on {model.device}: "
+        f"blocks {list(model.blocks)}, grid {model.grid[0]}x{model.grid[1]}, dim {model.dim}"
+    )
+    with _progress(enabled=not json_out) as progress:
+        root, results = extract_features(
+            data,
+            model,
+            folds=_parse_folds(folds),
+            tag=tag,
+            batch_size=batch_size,
+            chunk_size=chunk_size,
+            force=force,
+            progress=progress,
+        )
+    if json_out:
+        print_json({"store": str(root), "folds": [r.to_dict() for r in results]})
+        return
+    table = Table(title=escape(f"Features {root}"))
+    for column in ("fold", "status", "tiles", "CLS std"):
+        table.add_column(column, justify="left" if column == "status" else "right")
+    for r in results:
+        std = "-" if r.cls_std is None else f"{r.cls_std:.3f}"
+        table.add_row(str(r.fold), r.status, str(r.tiles), std)
+    console.print(table)
+    console.print(f"[dim]next: cellbench features check {escape(str(root))}[/]")
+
+
+@app.command("check")
+def check_command(
+    path: Annotated[Path, typer.Argument(help="A feature store: DATA/features/TAG.")],
+    json_out: JsonOption = False,
+) -> None:
+    """Check a feature store: CLS std in the profile's range, NaN/Inf, constant or duplicated
+    rows, counts against the source store, staleness. Errors exit 1; warnings do not."""
+    from cellbench.features.check import check_feature_store
+
+    report = check_feature_store(path)
+    if json_out:
+        print_json(report.to_dict())
+    else:
+        table = Table(title=escape(f"features check {path}"))
+        for column in ("fold", "tiles", "CLS mean", "CLS std", "dup rows"):
+            table.add_column(column, justify="right")
+        for k, m in sorted(report.folds.items()):
+            table.add_row(
+                str(k),
+                str(m.get("tiles")),
+                _num(m.get("cls_mean")),
+                _num(m.get("cls_std")),
+                str(m.get("duplicate_cls_rows", "-")),
+            )
+        if report.folds:
+            console.print(table)
+        for f in report.findings:
+            style = SEVERITY_STYLE.get(f.severity, "")
+            where = "" if f.fold is None else f"fold {f.fold} "
+            console.print(f"[{style}]{f.severity}[/] {where}{f.check}: {escape(f.message)}")
+        verdict = "[green]ok[/]" if report.ok else "[bold red]failed[/]"
+        console.print(f"{escape(str(path))}: {verdict} · {len(report.errors)} errors")
+    if not report.ok:
+        first = report.errors[0]
+        raise CheckFailed(f"{len(report.errors)} errors, first: {first.message}")
+
+
+def _num(value) -> str:
+    return "-" if value is None else f"{value:.3f}"

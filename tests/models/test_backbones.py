@@ -1,0 +1,134 @@
+"""Backbone profiles, building, weights and the one extraction path."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from cellbench.errors import BadInputError, UsageError
+from cellbench.models.backbones import (
+    build_backbone,
+    count_parameters_meta,
+    create_vit,
+    extract,
+    load_backbone_profile,
+    preprocess,
+)
+
+TINY = {
+    "model": "vit_tiny_patch16_224",
+    "kwargs": {
+        "img_size": 32,
+        "patch_size": 8,
+        "embed_dim": 32,
+        "depth": 3,
+        "num_heads": 2,
+        "reg_tokens": 2,
+        "num_classes": 0,
+    },
+    "preprocessing": {"mean": [0.6, 0.5, 0.6], "std": [0.2, 0.2, 0.2], "input_size": 32},
+    "blocks": [1, 3],
+}
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(TINY))
+    return path
+
+
+def test_h_optimus_0_profile_builds_its_architecture_without_allocating():
+    profile = load_backbone_profile("h-optimus-0")
+    assert profile.blocks == (10, 20, 30, 40)
+    assert profile.input_size == 252 and profile.cls_std == (0.70, 0.90)
+    assert profile.mean == (0.707223, 0.578729, 0.703617)
+    model = create_vit(profile, device="meta")
+    assert len(model.blocks) == 40 and model.num_features == 1536
+    assert model.num_prefix_tokens == 5  # CLS + 4 registers
+    assert model.patch_embed.grid_size == (18, 18)
+    assert type(model.blocks[0].mlp).__name__ == "GluMlp"  # SwiGLUPacked
+    assert isinstance(model.blocks[0].mlp.act, torch.nn.SiLU)
+    assert 1.1e9 < count_parameters_meta(profile) < 1.2e9  # H-optimus-0: 1.1B parameters
+
+
+def test_vit_demo_is_small_and_its_random_weights_are_reproducible():
+    a = build_backbone("vit-demo", device="cpu")
+    b = build_backbone("vit-demo", device="cpu")
+    assert a.weights["sha256"] == b.weights["sha256"] and a.weights["source"] == "random"
+    assert sum(p.numel() for p in a.model.parameters()) < 2_000_000
+    assert len(a.model.blocks) <= 8
+
+
+def test_extract_gives_forward_features_cls_and_block_tokens_without_prefix(tiny):
+    backbone = build_backbone(str(tiny), device="cpu")
+    images = np.random.default_rng(0).integers(0, 256, (3, 48, 48, 3), dtype=np.uint8)
+    cls, tokens = backbone.extract(images)
+    assert cls.shape == (3, 32) and tokens.shape == (3, 2, 4, 4, 32)
+    x = preprocess(images, backbone.profile)
+    assert x.shape == (3, 3, 32, 32)  # resized 48 -> 32
+    model = backbone.model
+    torch.testing.assert_close(cls, model.forward_features(x)[:, 0])
+    # timm's own intermediates (raw block outputs, prefix tokens dropped) agree with the hooks
+    inter = model.forward_intermediates(
+        x, indices=[0, 2], norm=False, intermediates_only=True, output_fmt="NCHW"
+    )
+    torch.testing.assert_close(tokens[:, 0], inter[0].permute(0, 2, 3, 1))
+    torch.testing.assert_close(tokens[:, 1], inter[1].permute(0, 2, 3, 1))
+    direct_cls, _ = extract(model, x, (3,))
+    torch.testing.assert_close(direct_cls, cls)
+
+
+def test_preprocessing_is_uint8_scaled_then_normalized(tiny):
+    profile = load_backbone_profile(str(tiny))
+    images = np.full((1, 32, 32, 3), 153, dtype=np.uint8)  # 0.6 in [0, 1]
+    x = preprocess(images, profile)
+    assert torch.allclose(x[0, 0], torch.zeros(32, 32), atol=1e-5)  # (0.6 - 0.6) / 0.2
+    assert torch.allclose(x[0, 1], torch.full((32, 32), 0.5), atol=1e-5)  # (0.6 - 0.5) / 0.2
+    with pytest.raises(BadInputError, match="uint8"):
+        preprocess(images.astype(np.float32), profile)
+
+
+def test_weights_file_is_loaded_and_identified_by_sha256(tiny, tmp_path):
+    from safetensors.torch import save_file
+
+    profile = load_backbone_profile(str(tiny))
+    model = create_vit(profile)
+    for p in model.parameters():
+        p.data.add_(1.0)
+    path = tmp_path / "w.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    loaded = build_backbone(profile, path, device="cpu")
+    assert loaded.weights["source"] == "file" and len(loaded.weights["sha256"]) == 64
+    torch.testing.assert_close(loaded.model.pos_embed, model.pos_embed)
+
+
+def test_bad_weights_and_profiles_are_refused_with_one_line(tiny, tmp_path):
+    other = tmp_path / "other.pth"
+    torch.save({"foo.weight": torch.zeros(3)}, other)
+    with pytest.raises(BadInputError, match="other.pth"):
+        build_backbone(str(tiny), other, device="cpu")
+    with pytest.raises(BadInputError, match="not found"):
+        build_backbone(str(tiny), tmp_path / "missing.pth", device="cpu")
+    with pytest.raises(UsageError, match="unknown backbone"):
+        load_backbone_profile("h-optimus-O")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: vit_tiny_patch16_224\nblok: [1]\n")
+    with pytest.raises(BadInputError, match="did you mean 'blocks'"):
+        load_backbone_profile(str(bad))
+    with pytest.raises(UsageError, match="has 3 blocks"):
+        build_backbone(str(tiny), blocks=(4,), device="cpu")
+
+
+def test_gated_hub_model_offline_gives_one_line(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from cellbench.models import hub
+
+    hub.hub_reachable.cache_clear()
+    try:
+        with pytest.raises(BadInputError, match="--weights FILE"):
+            build_backbone("vit-demo", pretrained=True, device="cpu")
+    finally:
+        hub.hub_reachable.cache_clear()
