@@ -8,6 +8,12 @@ The resolved config is saved with every run (``config.yaml``) and can be fed bac
 
 Errors name the source (file or ``--set``) and the key; an unknown key gets a did-you-mean.
 Problems in a file exit 3, problems on the command line exit 2.
+
+Every value is checked when its layer is applied, not when a training reaches it: its type, its
+choices, its range (``train.epochs >= 1``, ``data.val_ratio`` in [0, 1), a finite ``train.lr > 0``,
+...; the ``bounds`` metadata of each field) and the rules that tie fields together
+(``val_ratio + test_ratio < 1``, one ``mean``/``std`` per input channel, ``low <= high``). A YAML
+file must be UTF-8 and may not give a key twice.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -36,21 +43,60 @@ def _choices(*values: str | int) -> dict:
     return {"choices": values}
 
 
+@dataclass(frozen=True)
+class Bounds:
+    """The range a number must lie in: finite, ``low`` <= (or <) value <= (or <) ``high``."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False  # low itself excluded
+    high_open: bool = False
+
+    def accepts(self, value: float) -> bool:
+        if not math.isfinite(value):
+            return False
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        if self.high is not None:
+            return value < self.high if self.high_open else value <= self.high
+        return True
+
+    def describe(self) -> str:
+        if self.low is None and self.high is None:
+            return "a finite number"
+        if self.high is None:
+            return f"{'>' if self.low_open else '>='} {self.low:g}"
+        left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
+        return f"in {left}{self.low:g}, {self.high:g}{right}"
+
+
+def _bounds(low=None, high=None, low_open=False, high_open=False, **more) -> dict:
+    return {"bounds": Bounds(low, high, low_open, high_open), **more}
+
+
+AT_LEAST_1 = _bounds(1)
+AT_LEAST_0 = _bounds(0)
+POSITIVE = _bounds(0, low_open=True)
+PROBABILITY = _bounds(0, 1)
+RATIO = _bounds(0, 1, high_open=True)  # a share of something that must leave a remainder
+
+
 @dataclass
 class DataConfig:
     path: str = "data/demo"
     # classification: one folder of class subfolders is split per class with this seed and ratios
-    val_ratio: float = 0.15
-    test_ratio: float = 0.15
+    val_ratio: float = field(default=0.15, metadata=RATIO)
+    test_ratio: float = field(default=0.15, metadata=RATIO)
     split_seed: int = 42
     # classification: keep only these classes, in this order (None: every class folder/label)
     classes: list[str] | None = None
-    image_size: int = 64
-    in_chans: int = 3
+    image_size: int = field(default=64, metadata=AT_LEAST_1)
+    in_chans: int = field(default=3, metadata=AT_LEAST_1)
     mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
     std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
-    num_workers: int = 0
-    max_samples: int | None = None  # cap per split, for smoke runs
+    num_workers: int = field(default=0, metadata=AT_LEAST_0)
+    # cap per split, for smoke runs
+    max_samples: int | None = field(default=None, metadata=AT_LEAST_1)
     # Hugging Face datasets sources
     hf_image_key: str = "image"
     hf_label_key: str = "label"
@@ -59,18 +105,19 @@ class DataConfig:
     # train crop: "pad" = random crop after 1/16 padding (seeds/002), "resized" =
     # RandomResizedCrop (seeds/004), "none" = resize only
     train_crop: str = field(default="pad", metadata=_choices("pad", "resized", "none"))
-    hflip: float = 0.5
-    vflip: float = 0.0
+    hflip: float = field(default=0.5, metadata=PROBABILITY)
+    vflip: float = field(default=0.0, metadata=PROBABILITY)
     rot90: bool = False
-    color_jitter: float = 0.0
-    randaugment: int = 0
-    random_erasing: float = 0.0
+    color_jitter: float = field(default=0.0, metadata=AT_LEAST_0)
+    randaugment: int = field(default=0, metadata=AT_LEAST_0)
+    random_erasing: float = field(default=0.0, metadata=PROBABILITY)
     # nuclei / organ tasks: PanNuke protocol split (1..3) and organ family selection
     split: int = field(default=1, metadata=_choices(1, 2, 3))
     family: str | None = None
     families: dict[str, list[str]] | None = None  # None: the DESIGN.md defaults
-    # organ task: a feature store (<store>/features/<tag>, from ``features extract``); a stale or
-    # failed one is refused unless features_force (``train --force``)
+    # organ / nuclei tasks: a feature store (<store>/features/<tag>, from ``features extract``;
+    # the canonical store it describes is read from its manifest); a stale or failed one is
+    # refused unless features_force (``train --force``)
     features: str | None = None
     features_force: bool = False
 
@@ -80,15 +127,15 @@ class ModelConfig:
     name: str = "simple_cnn"
     pretrained: bool = False
     weights: str | None = None  # local .pth / .safetensors
-    num_classes: int | None = None  # None: taken from the data
-    drop_rate: float = 0.0
+    num_classes: int | None = field(default=None, metadata=AT_LEAST_1)  # None: taken from the data
+    drop_rate: float = field(default=0.0, metadata=RATIO)
     args: dict[str, Any] = field(default_factory=dict)  # model-specific keyword arguments
 
 
 @dataclass
 class EarlyStoppingConfig:
-    patience: int | None = None  # None: off
-    min_delta: float = 0.0
+    patience: int | None = field(default=None, metadata=AT_LEAST_0)  # None: off
+    min_delta: float = field(default=0.0, metadata=AT_LEAST_0)
     monitor: str = "val_loss"
     # auto: min for losses, errors, MSE, ECE... (cellbench.runs.direction), else max
     mode: str = field(default="auto", metadata=_choices("auto", "min", "max"))
@@ -98,49 +145,52 @@ class EarlyStoppingConfig:
 class LRFindConfig:
     """``train --lr-find``: exponential LR range test (see docs/training.md)."""
 
-    start_lr: float = 1e-7
-    end_lr: float = 10.0
-    steps: int = 100
-    smoothing: float = 0.98  # beta of the bias-corrected EMA of the loss
-    diverge: float = 4.0  # stop when the smoothed loss exceeds this many times its best
+    start_lr: float = field(default=1e-7, metadata=POSITIVE)
+    end_lr: float = field(default=10.0, metadata=POSITIVE)
+    steps: int = field(default=100, metadata=_bounds(2))
+    # beta of the bias-corrected EMA of the loss
+    smoothing: float = field(default=0.98, metadata=RATIO)
+    # stop when the smoothed loss exceeds this many times its best
+    diverge: float = field(default=4.0, metadata=_bounds(1, low_open=True))
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = 10
-    lr: float = 1e-3
-    batch_size: int = 32
-    weight_decay: float = 0.05
+    epochs: int = field(default=10, metadata=AT_LEAST_1)
+    # >= 0, not > 0: lr 0 is a legitimate control (a model that must not learn; tests use it)
+    lr: float = field(default=1e-3, metadata=AT_LEAST_0)
+    batch_size: int = field(default=32, metadata=AT_LEAST_1)
+    weight_decay: float = field(default=0.05, metadata=AT_LEAST_0)
     seed: int = 42
     optimizer: str = "adamw"
-    momentum: float = 0.9
-    layer_decay: float | None = None
+    momentum: float = field(default=0.9, metadata=PROBABILITY)
+    layer_decay: float | None = field(default=None, metadata=_bounds(0, 1, low_open=True))
     scheduler: str = field(default="cosine", metadata=_choices("cosine", "step", "none"))
-    warmup_epochs: int = 0
-    warmup_lr: float = 1e-6
-    min_lr: float = 1e-6
-    decay_epochs: int = 30  # step scheduler
-    decay_rate: float = 0.1  # step scheduler
-    label_smoothing: float = 0.0
-    mixup: float = 0.0
-    cutmix: float = 0.0
-    mixup_prob: float = 1.0
+    warmup_epochs: int = field(default=0, metadata=AT_LEAST_0)
+    warmup_lr: float = field(default=1e-6, metadata=AT_LEAST_0)
+    min_lr: float = field(default=1e-6, metadata=AT_LEAST_0)
+    decay_epochs: int = field(default=30, metadata=AT_LEAST_1)  # step scheduler
+    decay_rate: float = field(default=0.1, metadata=POSITIVE)  # step scheduler
+    label_smoothing: float = field(default=0.0, metadata=RATIO)
+    mixup: float = field(default=0.0, metadata=AT_LEAST_0)
+    cutmix: float = field(default=0.0, metadata=AT_LEAST_0)
+    mixup_prob: float = field(default=1.0, metadata=PROBABILITY)
     amp: str = field(default="auto", metadata=_choices("auto", "off", "bf16", "fp16"))
     ema: bool = False
-    ema_decay: float = 0.9998
+    ema_decay: float = field(default=0.9998, metadata=RATIO)
     ema_warmup: bool = True  # timm's EMA decay warmup: the EMA leaves the initial weights early
     eval_ema: bool = False
-    grad_clip: float | None = None
+    grad_clip: float | None = field(default=None, metadata=POSITIVE)
     # micro-batches per optimizer step (the effective batch is batch_size x this); an epoch's
     # last window steps with what it has
-    grad_accum_steps: int = 1
-    freeze_backbone_epochs: int = 0
+    grad_accum_steps: int = field(default=1, metadata=AT_LEAST_1)
+    freeze_backbone_epochs: int = field(default=0, metadata=AT_LEAST_0)
     channels_last: bool = False
     compile: bool = False
     # auto: on for CPU, off for CUDA (faster kernels, cuDNN autotuning); true/false force it
     deterministic: bool | str = field(default="auto", metadata=_choices("auto", True, False))
-    log_every: int = 10  # steps between ``step`` events
-    limit_train_batches: int | None = None
+    log_every: int = field(default=10, metadata=AT_LEAST_1)  # steps between ``step`` events
+    limit_train_batches: int | None = field(default=None, metadata=AT_LEAST_1)
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     lr_find: LRFindConfig = field(default_factory=LRFindConfig)
     device: str = "auto"
@@ -150,16 +200,20 @@ class TrainConfig:
 class ChecksConfig:
     """Thresholds of the named sanity checks."""
 
-    initial_loss_tolerance: float = 0.25  # relative distance of the first loss from ln(C)
-    no_decrease_epochs: int = 3
-    train_val_gap: float = 0.5  # val_loss - train_loss, relative to val_loss
-    input_min: float = -10.0
-    input_max: float = 10.0
-    cls_std_min: float = 0.4
-    cls_std_max: float = 2.0
-    gpu_memory_fraction: float = 0.92
-    overfit_loss: float = 0.05  # --overfit-small passes below this loss
-    overfit_max_steps: int = 500  # --overfit-small fails when the loss is still higher after this
+    # relative distance of the first loss from ln(C)
+    initial_loss_tolerance: float = field(default=0.25, metadata=AT_LEAST_0)
+    no_decrease_epochs: int = field(default=3, metadata=AT_LEAST_1)
+    # val_loss - train_loss, relative to val_loss
+    train_val_gap: float = field(default=0.5, metadata=AT_LEAST_0)
+    input_min: float = field(default=-10.0, metadata=_bounds())
+    input_max: float = field(default=10.0, metadata=_bounds())
+    cls_std_min: float = field(default=0.4, metadata=AT_LEAST_0)
+    cls_std_max: float = field(default=2.0, metadata=POSITIVE)
+    gpu_memory_fraction: float = field(default=0.92, metadata=_bounds(0, 1, low_open=True))
+    # --overfit-small passes below this loss
+    overfit_loss: float = field(default=0.05, metadata=POSITIVE)
+    # --overfit-small fails when the loss is still higher after this
+    overfit_max_steps: int = field(default=500, metadata=AT_LEAST_1)
 
 
 @dataclass
@@ -167,9 +221,50 @@ class OrganConfig:
     """``--task organ``: a head on the CLS features of a feature store."""
 
     target: str = field(default="tissue", metadata=_choices("tissue", "family"))
-    hidden: int = 0  # 0: a linear head; > 0: one hidden layer of this width (GELU, dropout)
-    dropout: float = 0.0
+    # 0: a linear head; > 0: one hidden layer of this width (GELU, dropout)
+    hidden: int = field(default=0, metadata=AT_LEAST_0)
+    dropout: float = field(default=0.0, metadata=RATIO)
     standardize: bool = True  # scale each feature by its train mean/std (stored in the head)
+
+
+@dataclass
+class NucleiLossConfig:
+    """Weights of the nuclei decoder's loss terms (``cellbench.models.nuclei_losses``); 0 = off.
+    Defaults: HoVer-Net's (every term 1); focal Tversky is CellViT's NP alternative."""
+
+    np_ce: float = field(default=1.0, metadata=AT_LEAST_0)
+    np_dice: float = field(default=1.0, metadata=AT_LEAST_0)
+    np_focal_tversky: float = field(default=0.0, metadata=AT_LEAST_0)
+    hv_mse: float = field(default=1.0, metadata=AT_LEAST_0)
+    hv_msge: float = field(default=1.0, metadata=AT_LEAST_0)
+    nt_ce: float = field(default=1.0, metadata=AT_LEAST_0)
+    nt_dice: float = field(default=1.0, metadata=AT_LEAST_0)
+
+
+@dataclass
+class NucleiConfig:
+    """Task ``nuclei``: a CellViT-style decoder per organ family (docs/nuclei.md)."""
+
+    # run the frozen backbone on the fly instead of reading the store (image augmentations apply)
+    online_features: bool = False
+    backbone: str | None = None  # --online-features: backbone profile or timm name
+    backbone_weights: str | None = None
+    # --online-features: 1-based blocks (None: depth/4 steps)
+    blocks: list[int] | None = field(default=None, metadata=AT_LEAST_1)
+    # decoder: channels of the L upsampling stages (CellViT: 512, 256, 128, 64) and of the
+    # full-resolution image stem (CellViT: 32, 64); dropout is model.drop_rate
+    widths: list[int] = field(default_factory=lambda: [512, 256, 128, 64], metadata=AT_LEAST_1)
+    stem: list[int] = field(default_factory=lambda: [32, 64], metadata=AT_LEAST_1)
+    hv_activation: str = field(default="linear", metadata=_choices("linear", "tanh"))
+    loss: NucleiLossConfig = field(default_factory=NucleiLossConfig)
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation during and after training."""
+
+    # nuclei: bPQ of the val fold (post-processing + matching) every this many epochs; 0 = never
+    pq_every: int = field(default=5, metadata=AT_LEAST_0)
 
 
 @dataclass
@@ -179,6 +274,8 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     checks: ChecksConfig = field(default_factory=ChecksConfig)
+    nuclei: NucleiConfig = field(default_factory=NucleiConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     organ: OrganConfig = field(default_factory=OrganConfig)
     # metric -> [low, high]; a final metric outside its range emits a warning
     expect: dict[str, list[float]] = field(default_factory=dict)
@@ -201,9 +298,10 @@ class Config:
 class _ConfigValueError(Exception):
     """Internal: a key with a bad value; turned into a sourced error by the caller."""
 
-    def __init__(self, key: str, message: str):
+    def __init__(self, key: str, message: str, also: tuple[str, ...] = ()):
         super().__init__(message)
         self.key = key
+        self.keys = (key, *also)  # every key the problem involves (a rule ties several)
 
 
 def _type_name(tp: Any) -> str:
@@ -279,7 +377,7 @@ def _unknown_key(key: str, known: list[str]) -> _ConfigValueError:
     return _ConfigValueError(key, f"unknown key '{key}'{hint}")
 
 
-def _merge(obj: Any, data: dict[str, Any], prefix: str = "") -> None:
+def _merge(obj: Any, data: dict[str, Any], prefix: str = "", set_keys: list | None = None) -> None:
     """Recursively set the dataclass ``obj`` from ``data``, checking keys and types."""
     if not isinstance(data, dict):
         key = prefix.rstrip(".") or "<root>"
@@ -292,9 +390,10 @@ def _merge(obj: Any, data: dict[str, Any], prefix: str = "") -> None:
             raise _unknown_key(key, list(fields))
         current = getattr(obj, name)
         if dataclasses.is_dataclass(current):
-            _merge(current, value, prefix=f"{key}.")
+            _merge(current, value, prefix=f"{key}.", set_keys=set_keys)
             continue
         checked = _check_value(key, value, hints[name])
+        _check_bounds(key, checked, fields[name].metadata.get("bounds"))
         choices = fields[name].metadata.get("choices")
         if choices and checked not in choices:
             close = difflib.get_close_matches(str(checked), [str(c) for c in choices], n=1)
@@ -302,6 +401,62 @@ def _merge(obj: Any, data: dict[str, Any], prefix: str = "") -> None:
             listed = ", ".join(map(str, choices))
             raise _ConfigValueError(key, f"{key}: '{checked}' is not one of {listed}{hint}")
         setattr(obj, name, checked)
+        if set_keys is not None:
+            set_keys.append(key)
+
+
+def _check_bounds(key: str, value: Any, bounds: Bounds | None) -> None:
+    if bounds is None or value is None or isinstance(value, bool):
+        return
+    if isinstance(value, list):  # a list field's bounds hold for each of its items
+        for i, item in enumerate(value):
+            _check_bounds(f"{key}[{i}]", item, bounds)
+        return
+    if isinstance(value, int | float) and not bounds.accepts(value):
+        raise _ConfigValueError(key, f"{key}: {value!r} must be {bounds.describe()}")
+
+
+def _rule_problems(config: Config) -> _ConfigValueError | None:
+    """The rules that tie fields together, checked once every layer is applied (an earlier
+    ``--set data.in_chans=1`` may be followed by the ``--set data.mean=[0.5]`` that fits it)."""
+    d = config.data
+    if d.val_ratio + d.test_ratio >= 1:
+        return _ConfigValueError(
+            "data.val_ratio",
+            f"data.val_ratio + data.test_ratio = {d.val_ratio + d.test_ratio:g} "
+            "leaves no training data (must be < 1)",
+            also=("data.test_ratio",),
+        )
+    for name in ("mean", "std"):
+        values = getattr(d, name)
+        if len(values) != d.in_chans:
+            return _ConfigValueError(
+                f"data.{name}",
+                f"data.{name}: {len(values)} values for data.in_chans = {d.in_chans} channels",
+                also=("data.in_chans",),
+            )
+        if not all(math.isfinite(v) for v in values) or (name == "std" and min(values) <= 0):
+            return _ConfigValueError(
+                f"data.{name}", f"data.{name}: {values} must be finite (std > 0)"
+            )
+    pairs = (
+        ("train.lr_find.start_lr", "train.lr_find.end_lr"),
+        ("checks.input_min", "checks.input_max"),
+        ("checks.cls_std_min", "checks.cls_std_max"),
+    )
+    for low_key, high_key in pairs:
+        low, high = _get(config, low_key), _get(config, high_key)
+        if low >= high:
+            return _ConfigValueError(
+                high_key, f"{low_key} = {low:g} must be < {high_key} = {high:g}"
+            )
+    for metric, bounds in config.expect.items():
+        ok = len(bounds) == 2 and all(map(math.isfinite, bounds)) and bounds[0] <= bounds[1]
+        if not ok:
+            return _ConfigValueError(
+                f"expect.{metric}", f"expect.{metric}: expected [low, high] with low <= high"
+            )
+    return None
 
 
 def _field_type(key: str) -> Any:
@@ -344,19 +499,45 @@ def find_profile(name_or_path: str) -> Path:
     raise UsageError(f"unknown profile '{name_or_path}'{hint}; available: {', '.join(names)}")
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's SafeLoader, except that a mapping giving a key twice is an error (the YAML spec
+    says keys are unique; PyYAML silently keeps the last one, hiding a typo'd profile)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                duplicate = key in seen
+                seen.add(key)
+            except TypeError:  # unhashable key: PyYAML's own error names it
+                continue
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key '{key}'", key_node.start_mark
+                )
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     try:
-        text = path.read_text()
+        raw = path.read_bytes()
     except OSError as exc:
         raise BadInputError(f"{path}: cannot read config ({exc.strerror})") from exc
     try:
-        data = yaml.safe_load(text)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadInputError(f"{path}: not UTF-8 text (byte {exc.start})") from exc
+    try:
+        data = yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or "invalid YAML"
         raise BadInputError(f"{path}: malformed YAML{where}: {problem}") from exc
+    except (ValueError, RecursionError) as exc:  # e.g. a date like 2020-13-45
+        raise BadInputError(f"{path}: malformed YAML: {exc}") from exc
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -406,11 +587,38 @@ def _nest(key: str, value: Any) -> dict[str, Any]:
     return out
 
 
-def _apply(config: Config, data: dict[str, Any], source: str, error: type[Exception]) -> None:
+Origins = dict[str, tuple[str, type[Exception]]]  # key -> the last layer that set it
+
+
+def _apply(
+    config: Config,
+    data: dict[str, Any],
+    source: str,
+    error: type[Exception],
+    origins: Origins | None = None,
+) -> None:
+    set_keys: list[str] = []
     try:
-        _merge(config, data)
+        _merge(config, data, set_keys=set_keys)
     except _ConfigValueError as exc:
         raise error(f"{source}: {exc}") from exc
+    if origins is not None:
+        for key in set_keys:
+            origins.pop(key, None)  # re-inserted last: dict order is the order layers set keys
+            origins[key] = (source, error)
+
+
+def _check_rules(config: Config, origins: Origins) -> None:
+    """Raise for a broken rule, naming the last layer that set one of the keys it involves."""
+    problem = _rule_problems(config)
+    if problem is None:
+        return
+    # a mapping field (expect) is set whole: "expect" is the origin of "expect.val_accuracy"
+    involved = [
+        origins[k] for k in origins if any(p == k or p.startswith(f"{k}.") for p in problem.keys)
+    ]
+    source, error = involved[-1] if involved else ("config", BadInputError)
+    raise error(f"{source}: {problem}")
 
 
 def load_config(
@@ -421,15 +629,16 @@ def load_config(
 ) -> Config:
     """Resolve a config: defaults < base (a saved run config) < profile/config file < --set."""
     config = Config()
+    origins: Origins = {}
     if base:
-        _apply(config, base, "saved run config", BadInputError)
+        _apply(config, base, "saved run config", BadInputError, origins)
     for source in (profile, config_file):
         if source is None:
             continue
         path = find_profile(str(source)) if source is profile else Path(source)
         if source is config_file and not path.is_file():
             raise UsageError(f"{path}: config file not found")
-        _apply(config, read_yaml(path), str(path), BadInputError)
+        _apply(config, read_yaml(path), str(path), BadInputError, origins)
     for text in overrides:
         key, value = parse_override(text)
         inside = _inside_mapping(config, key)
@@ -437,7 +646,8 @@ def load_config(
             # --set model.args.M=6 changes one entry; --set model.args={...} replaces them all
             field_key, rest = inside
             key, value = field_key, _with_entry(_get(config, field_key), rest, value)
-        _apply(config, _nest(key, value), f"--set {text}", UsageError)
+        _apply(config, _nest(key, value), f"--set {text}", UsageError, origins)
+    _check_rules(config, origins)
     return config
 
 
@@ -474,5 +684,7 @@ def _with_entry(mapping: dict | None, path: list[str], value: Any) -> dict:
 
 def config_from_dict(data: dict[str, Any], source: str = "config") -> Config:
     config = Config()
-    _apply(config, data, source, BadInputError)
+    origins: Origins = {}
+    _apply(config, data, source, BadInputError, origins)
+    _check_rules(config, origins)
     return config

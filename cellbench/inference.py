@@ -156,6 +156,22 @@ def load_model(
     path = checkpoint_file(target, checkpoint) if run_paths is not None else target
     state = read_checkpoint(path)
     task = state.get("task") or state["config"].get("task")
+    if task == "organ":
+        # image -> the features' backbone -> head -> the run's temperature (organ_inference)
+        from cellbench.organ_inference import load_organ_model
+
+        root = run_paths.root if run_paths is not None else Path(path).parent.parent
+        pipeline, transform, config, dev = load_organ_model(state, path, root, device)
+        return LoadedModel(
+            model=pipeline,
+            transform=transform,
+            classes=list(state["classes"]),
+            config=config,
+            device=dev,
+            checkpoint_path=path,
+            epoch=state.get("epoch"),
+            run=run_paths,
+        )
     if task != "classify":
         raise BadInputError(f"{path}: a '{task}' run; load_model/predict serve classification runs")
     model, config, ema = build_model_from_checkpoint(state, path, use_ema=use_ema)

@@ -25,6 +25,7 @@ from cellbench.cli.sweep import sweep_command
 from cellbench.cli.train import train_command
 from cellbench.cli.tui import tui_command
 from cellbench.errors import CellbenchError, ExitCode
+from cellbench.signals import Terminated, exit_code, graceful_signals
 
 
 def _print_error(message: str) -> None:
@@ -32,11 +33,19 @@ def _print_error(message: str) -> None:
 
 
 class CellbenchGroup(TyperGroup):
-    """Turns cellbench errors into one stderr line and the documented exit code."""
+    """Turns cellbench errors into one stderr line and the documented exit code.
+
+    SIGTERM and SIGHUP take Ctrl-C's path in every command (``cellbench.signals``): the command's
+    cleanups run, and the exit code is 128 + the signal (143, 129; Ctrl-C 130).
+    """
 
     def invoke(self, ctx):
         try:
-            return super().invoke(ctx)
+            with graceful_signals():
+                return super().invoke(ctx)
+        except Terminated as exc:
+            err_console.print(f"[yellow]stopped by {exc.name}[/]")
+            raise typer.Exit(exit_code(exc.signum)) from None
         except CellbenchError as exc:
             _print_error(str(exc))
             raise typer.Exit(int(exc.exit_code)) from None
@@ -57,7 +66,7 @@ app = typer.Typer(
     help="Train, check and retrain image models from the terminal: PanNuke nuclei workflows "
     "and disciplined image classification.",
     epilog="Exit codes: 0 ok · 1 a check failed · 2 bad usage · 3 bad input data/file · "
-    "4 run conflict (exists, locked) · 130 interrupted.",
+    "4 run conflict (exists, locked) · 130 interrupted (143 SIGTERM, 129 SIGHUP).",
     rich_markup_mode="rich",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,

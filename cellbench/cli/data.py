@@ -166,16 +166,18 @@ def prepare_command(
     ctx: typer.Context,
     pannuke: Annotated[Path, typer.Option("--pannuke", help="Raw PanNuke folder (either layout).")],
     out: Annotated[Path, typer.Option("--out", help="Canonical store to write.")],
-    folds: Annotated[list[str] | None, typer.Option("--folds", help=FOLDS_HELP)] = None,
+    folds: Annotated[
+        list[str] | None,
+        typer.Option("--folds", help=FOLDS_HELP + " Default: every fold found under --pannuke."),
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="Convert even if up to date.")] = False,
     chunk: Annotated[int, typer.Option(help="Tiles per chunk (bounds memory).", min=1)] = 32,
     json_out: JsonOption = False,
 ) -> None:
     """Convert raw PanNuke folds into the canonical store (uint8, int32, float32 HV)."""
-    from cellbench.data.families import FOLDS
     from cellbench.data.prepare import prepare
 
-    selected = _parse_folds(folds, ctx.args) or list(FOLDS)
+    selected = _parse_folds(folds, ctx.args)  # None: the folds found
     if not pannuke.is_dir():
         raise BadInputError(f"{pannuke}: PanNuke folder not found")
     with _progress("prepare") as progress:
@@ -185,7 +187,8 @@ def prepare_command(
         return
     if all(r.status == "up to date" for r in reports):
         console.print(
-            f"{escape(str(out))}: nothing to do, folds {selected} are up to date (use --force)."
+            f"{escape(str(out))}: nothing to do, folds {[r.fold for r in reports]} are up to date "
+            "(use --force)."
         )
         return
     table = Table(title=escape(f"Store {out}"))

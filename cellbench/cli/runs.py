@@ -16,6 +16,7 @@ from cellbench.cli.common import (
     JsonOption,
     RunsDirOption,
     console,
+    err_console,
     format_duration,
     log,
     print_json,
@@ -45,10 +46,32 @@ def _started(ts: float | None) -> str:
     return when.strftime("%H:%M") if when.date() == dt.date.today() else when.strftime("%Y-%m-%d")
 
 
+def _status(s: RunSummary) -> str:
+    style = STATUS_STYLE.get(s.status, "")
+    text = f"[{style}]{s.status}[/]" if style else s.status
+    return f"{text} [bold red]damaged[/]" if s.damaged else text
+
+
+def report_damage(summaries: list[RunSummary]) -> None:
+    """One stderr line per damaged run: the other runs' output (and --json on stdout) stay clean.
+
+    A damaged run is still listed from what is readable; the command exits 0.
+    """
+    for s in summaries:
+        if s.damaged:
+            reasons = escape("; ".join(s.damaged))
+            # soft_wrap: one line, whatever the terminal width (scripts grep it)
+            err_console.print(
+                f"[yellow]warning:[/] {escape(s.folder)} damaged: {reasons}",
+                highlight=False,
+                soft_wrap=True,
+            )
+
+
 def _best(s: RunSummary) -> str:
     if s.best_value is None:
         return "-"
-    return f"{s.best_metric}={s.best_value:.4g}"
+    return escape(f"{s.best_metric}={s.best_value:.4g}")
 
 
 @app.command("list")
@@ -56,6 +79,7 @@ def list_runs(runs_dir: RunsDirOption = None, json_out: JsonOption = False) -> N
     """List every run: id, name, task, status, epochs, best metric, start and duration."""
     store = run_store(runs_dir)
     summaries = [summarize(run) for run in store.runs()]
+    report_damage(summaries)
     if json_out:
         print_json([s.to_dict() for s in summaries])
         return
@@ -80,12 +104,11 @@ def list_runs(runs_dir: RunsDirOption = None, json_out: JsonOption = False) -> N
             min_width=8 if foldable else len(column),
         )
     for s in summaries:
-        style = STATUS_STYLE.get(s.status, "")
         table.add_row(
             str(s.id),
             s.name,
-            s.task or "-",
-            f"[{style}]{s.status}[/]" if style else s.status,
+            escape(s.task or "-"),
+            _status(s),
             str(s.epochs),
             _best(s),
             _started(s.started),
@@ -105,6 +128,7 @@ def show_run(
     """Show one run: summary, files, last epochs and warnings."""
     paths = run_store(runs_dir).resolve(run)
     summary = summarize(paths)
+    report_damage([summary])
     events = read_events(paths.events)
     warnings = [e for e in events if e.get("kind") == "warning"]
     epochs = [e for e in events if e.get("kind") == "epoch"]
@@ -128,15 +152,16 @@ def show_run(
     table.add_column(style="bold")
     table.add_column()
     for key, value in (
-        ("path", str(paths.root)),
-        ("task", summary.task or "-"),
-        ("model", summary.model or "-"),
-        ("status", summary.status),
+        ("path", escape(str(paths.root))),
+        ("task", escape(summary.task or "-")),
+        ("model", escape(summary.model or "-")),
+        ("status", _status(summary)),
+        ("damaged", escape("; ".join(summary.damaged)) or "no"),
         ("epochs", str(summary.epochs)),
         ("best", _best(summary)),
         ("started", _started(summary.started)),
         ("duration", format_duration(summary.duration_s)),
-        ("files", ", ".join(files) or "-"),
+        ("files", escape(", ".join(files)) or "-"),
     ):
         table.add_row(key, value)
     console.print(table)
@@ -144,9 +169,9 @@ def show_run(
         hist = Table(title="Last epochs")
         keys = [k for k in epochs[-1] if k not in ("kind", "time", "best")]
         for k in keys:
-            hist.add_column(k)
+            hist.add_column(escape(k))
         for e in epochs[-5:]:
-            hist.add_row(*(_fmt(e.get(k)) for k in keys))
+            hist.add_row(*(escape(_fmt(e.get(k))) for k in keys))
         console.print(hist)
     for w in warnings:
         severity, check, message = (str(w.get(k, "-")) for k in ("severity", "check", "message"))
@@ -182,6 +207,7 @@ def compare_runs(
     store = run_store(runs_dir)
     resolved = [store.resolve(ref) for ref in runs]
     curves = load_curves(resolved)
+    report_damage([c.summary for c in curves])
     available = metric_names(curves)
     metrics = list(metric) if metric else available
     unknown = [m for m in metrics if m not in available]
@@ -207,6 +233,8 @@ def compare_runs(
     for record in records:
         table.add_column(record["folder"], justify="right", overflow="fold")
     table.add_row("status", *(r["status"] for r in records))
+    if any(r["damaged"] for r in records):
+        table.add_row("damaged", *("[bold red]yes[/]" if r["damaged"] else "no" for r in records))
     table.add_row("epochs", *(str(r["epochs"]) for r in records), end_section=True)
     for m in metrics:
         values = [r["metrics"][m] for r in records]

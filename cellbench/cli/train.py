@@ -29,8 +29,24 @@ def train_command(
     ] = None,
     task: Annotated[
         str | None,
-        typer.Option("--task", help="Task: classify or organ. Shorthand for --set task=."),
+        typer.Option("--task", help="Task: classify, organ or nuclei. Shorthand for --set task=."),
     ] = None,
+    family: Annotated[
+        str | None,
+        typer.Option(
+            "--family",
+            help="Organ family decoder (glandular, digestive, urologic, respiratory, epidermal): "
+            "shorthand for --set task=nuclei --set data.family=F.",
+        ),
+    ] = None,
+    online_features: Annotated[
+        bool,
+        typer.Option(
+            "--online-features",
+            help="Run the frozen backbone (nuclei.backbone) on each batch instead of reading "
+            "the feature store, so image augmentations reach the tokens.",
+        ),
+    ] = False,
     data: Annotated[
         str | None, typer.Option("--data", help="Dataset folder. Shorthand for --set data.path=.")
     ] = None,
@@ -42,7 +58,8 @@ def train_command(
         str | None,
         typer.Option(
             "--features",
-            help="Feature store STORE/features/TAG (organ task). Shorthand for data.features.",
+            help="Feature store STORE/features/TAG (organ and nuclei tasks). Shorthand for "
+            "data.features.",
         ),
     ] = None,
     force: Annotated[
@@ -92,6 +109,13 @@ def train_command(
     if lr_find and overfit_small is not None:
         raise UsageError("--lr-find and --overfit-small are separate checks: use one at a time")
     sets = list(overrides or [])
+    if family is not None:
+        if task not in (None, "nuclei"):
+            raise UsageError(f"--family trains a nuclei decoder; it excludes --task {task}")
+        # --set and the profile's own keys still refine them (they come later)
+        sets[:0] = ["task=nuclei", "model.name=nuclei_decoder", f"data.family={family}"]
+    if online_features:
+        sets.append("nuclei.online_features=true")
     for key, value in (
         ("task", task),
         ("data.path", data),
@@ -134,7 +158,9 @@ TRAIN_HELP = (
     "eval, then start from new weights; options override its saved config); otherwise train "
     "exits 4. --lr-find and --overfit-small check the pipeline instead of training.\n\n"
     "Exit codes: 0 completed · 1 a check failed (non-finite loss, overfit-small failed) · "
-    "2 bad usage · 3 bad data/file · 4 run exists or is locked · 130 interrupted."
+    "2 bad usage · 3 bad data/file · 4 run exists or is locked · 130 interrupted by Ctrl-C "
+    "(143 by SIGTERM, 129 by SIGHUP: the run stops after the current step, keeps its last "
+    "completed epoch and resumes with --resume)."
 )
 train_command.__doc__ = TRAIN_HELP
 
@@ -154,7 +180,10 @@ def _train(request, reporter, json_output: bool) -> None:
     if result.status == "failed":
         raise CheckFailed(f"{paths.root}: {result.reason}")
     if result.status == "interrupted":
-        raise typer.Exit(int(ExitCode.INTERRUPTED))
+        from cellbench.signals import exit_code
+
+        # 130 after Ctrl-C, 143 after SIGTERM, 129 after SIGHUP: what a shell reports
+        raise typer.Exit(exit_code(result.signum) if result.signum else int(ExitCode.INTERRUPTED))
 
 
 def _lr_find(request, reporter, json_output: bool) -> None:

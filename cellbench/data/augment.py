@@ -69,6 +69,34 @@ def color_jitter(image: np.ndarray, strength: float, rng: np.random.Generator) -
     return np.clip(x, 0, 255)
 
 
+@dataclass(frozen=True)
+class Geometry:
+    """One drawn symmetry of the square: optional flips, then ``k`` quarter turns."""
+
+    hflip: bool = False
+    vflip: bool = False
+    k: int = 0
+
+    def apply(self, s: NucleiSample) -> NucleiSample:
+        if self.hflip:
+            s = hflip(s)
+        if self.vflip:
+            s = vflip(s)
+        return rot90(s, self.k) if self.k else s
+
+    def apply_grid(self, grid: np.ndarray, axes: tuple[int, int] = (0, 1)) -> np.ndarray:
+        """The same symmetry on any array whose ``axes`` are (rows, columns) of the tile: a
+        token grid (L, G, G, D) with axes (1, 2). Moves values only (no sign changes)."""
+        y, x = axes
+        if self.hflip:
+            grid = np.flip(grid, axis=x)
+        if self.vflip:
+            grid = np.flip(grid, axis=y)
+        if self.k:
+            grid = np.rot90(grid, self.k, axes=axes)
+        return np.ascontiguousarray(grid)
+
+
 @dataclass
 class NucleiAugment:
     """Random flips, quarter turns and colour jitter for training tiles."""
@@ -83,13 +111,15 @@ class NucleiAugment:
         """From a ``DataConfig`` (fields hflip, vflip, rot90, color_jitter)."""
         return cls(data.hflip, data.vflip, bool(data.rot90), data.color_jitter)
 
-    def __call__(self, s: NucleiSample, rng: np.random.Generator) -> NucleiSample:
-        if rng.random() < self.hflip:
-            s = hflip(s)
-        if rng.random() < self.vflip:
-            s = vflip(s)
-        if self.rot90:
-            s = rot90(s, int(rng.integers(4)))
+    def draw_geometry(self, rng: np.random.Generator) -> Geometry:
+        flip_x = bool(rng.random() < self.hflip)
+        flip_y = bool(rng.random() < self.vflip)
+        return Geometry(flip_x, flip_y, int(rng.integers(4)) if self.rot90 else 0)
+
+    def jitter(self, s: NucleiSample, rng: np.random.Generator) -> NucleiSample:
         if self.color_jitter > 0:
             s = replace(s, image=color_jitter(s.image, self.color_jitter, rng))
         return s
+
+    def __call__(self, s: NucleiSample, rng: np.random.Generator) -> NucleiSample:
+        return self.jitter(self.draw_geometry(rng).apply(s), rng)

@@ -107,7 +107,11 @@ def resolve_families(
 def check_family(family: str, families: Mapping[str, Sequence[str]] | None = None) -> str:
     known = resolve_families(families)
     if family not in known:
-        raise UsageError(f"unknown family '{family}'; known: {', '.join(known)}")
+        import difflib
+
+        close = difflib.get_close_matches(family, list(known), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise UsageError(f"unknown family '{family}'{hint}; known: {', '.join(known)}")
     return family
 
 

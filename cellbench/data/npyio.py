@@ -60,6 +60,30 @@ def open_npy(path: Path) -> np.ndarray:
     return np.load(path, mmap_mode="r", allow_pickle=False)
 
 
+def read_rows(path: Path, start: int, stop: int) -> np.ndarray:
+    """Rows [start, stop) of a C-order .npy file, read with one ``readinto`` into a new array.
+
+    Faster than touching a memory map page by page (one copy in the kernel instead of a page
+    fault per 4 KB), and nothing stays mapped in our RSS afterwards.
+    """
+    shape, dtype, fortran, offset = read_header(Path(path))
+    if fortran:
+        raise BadInputError(f"{path}: Fortran-order array; re-save it in C order")
+    row = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
+    stop = min(stop, shape[0])
+    out = np.empty((max(stop - start, 0), *shape[1:]), dtype=dtype)
+    with open(path, "rb", buffering=0) as fh:
+        fh.seek(offset + start * row)
+        view = memoryview(out.reshape(-1).view(np.uint8))
+        got = 0
+        while got < len(view):
+            n = fh.readinto(view[got:])
+            if not n:
+                raise BadInputError(f"{path}: truncated .npy file (rows {start}..{stop})")
+            got += n
+    return out
+
+
 def release_rows(array: np.ndarray, start: int, stop: int) -> None:
     """Drop from our RSS the pages holding rows [start, stop) of a memory-mapped array.
 

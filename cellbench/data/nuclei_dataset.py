@@ -23,6 +23,12 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def item_rng() -> np.random.Generator:
+    """A numpy generator seeded from torch, so torch.manual_seed and DataLoader worker seeding
+    govern augmentation."""
+    return np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
+
+
 class NucleiDataset(Dataset):
     """Tiles of some folds of a store, optionally one organ family, optionally augmented.
 
@@ -102,9 +108,11 @@ class NucleiDataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         s = self.sample(i)
         if self.augment is not None:
-            # Seeded from torch so torch.manual_seed and DataLoader worker seeding govern it.
-            rng = np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
-            s = self.augment(s, rng)
+            s = self.augment(s, item_rng())
+        return self.to_item(i, s)
+
+    def to_item(self, i: int, s: NucleiSample) -> dict[str, torch.Tensor]:
+        """The item dict of tile ``i`` from its (possibly augmented) sample."""
         image = np.ascontiguousarray(s.image, dtype=np.float32).transpose(2, 0, 1) / 255.0
         image = (image - self.mean) / self.std
         fold, tile = self.index[i]

@@ -20,9 +20,9 @@ import numpy as np
 from cellbench import __version__
 from cellbench.atomic import atomic_write_json
 from cellbench.data.convert import Quirks, convert_images, convert_masks
-from cellbench.data.families import FOLDS, NUCLEUS_TYPES
+from cellbench.data.families import NUCLEUS_TYPES
 from cellbench.data.npyio import release_rows, sha256_file
-from cellbench.data.pannuke import RawFold, is_raw_dataset, open_raw_fold
+from cellbench.data.pannuke import RawFold, discover_folds, is_raw_dataset, open_raw_fold
 from cellbench.data.records import nucleus_records
 from cellbench.data.staging import staged_dir
 from cellbench.data.store import (
@@ -245,12 +245,15 @@ def check_output(out: Path, folds: Sequence[int]) -> None:
 def prepare(
     pannuke: Path,
     out: Path,
-    folds: Sequence[int] = FOLDS,
+    folds: Sequence[int] | None = None,
     force: bool = False,
     chunk: int = DEFAULT_CHUNK,
     progress: Progress | None = None,
 ) -> list[FoldReport]:
     """Convert the raw folds under ``pannuke`` into the store ``out``.
+
+    ``folds`` None converts the folds found (``Fold k/`` or ``fold<k>/``): a user who downloaded
+    only Fold 1 gets a store of fold 1; named folds must all be there.
 
     Every requested fold is opened and its headers validated before anything is written, so a
     missing fold or a wrong dtype fails fast and leaves the store untouched. An ``out`` holding
@@ -259,6 +262,13 @@ def prepare(
     pannuke, out = Path(pannuke), Path(out)
     if out.resolve() == pannuke.resolve():
         raise BadInputError(f"{out}: output folder must differ from the PanNuke folder")
+    if folds is None:
+        folds = discover_folds(pannuke)
+        if not folds:
+            raise BadInputError(
+                f"{pannuke}: no PanNuke fold found (expected 'Fold 1/images/fold1/images.npy' "
+                "or 'fold1/images.npy')"
+            )
     check_output(out, folds)
     raws = [open_raw_fold(pannuke, fold) for fold in folds]
     created = not out.exists()

@@ -47,15 +47,21 @@ def write_checkpoint(path: str | Path, blob: bytes) -> Path:
     return atomic_write(path, lambda fh: fh.write(blob), mode="wb")
 
 
-def write_epoch_checkpoints(blob: bytes, last: Path, best: Path | None = None) -> None:
+def write_epoch_checkpoints(
+    blob: bytes, last: Path, best: Path | None = None, written: list[Path] | None = None
+) -> None:
     """``best.pt`` first (when given), then ``last.pt``, the commit point.
 
     A kill between the two leaves ``last.pt`` one epoch behind a ``best.pt`` that the resumed run
     writes again, identically: never a ``last.pt`` whose best epoch is missing from ``best.pt``.
+    Each file completed is appended to ``written``: after a failed write (a full disk) the
+    caller's bookkeeping follows what the files hold.
     """
-    if best is not None:
-        write_checkpoint(best, blob)
-    write_checkpoint(last, blob)
+    for path in (best, last):
+        if path is not None:
+            write_checkpoint(path, blob)
+            if written is not None:
+                written.append(path)
 
 
 def checkpoint_epoch(path: Path) -> int | None:

@@ -108,6 +108,7 @@ def build_components(
     train = config.train
     device = resolve_device(train.device)
     precision = resolve_precision(train.amp, device)
+    task.configure(config)
     if data is None:
         data = task.build_data(config)
     if len(data.train) == 0 or len(data.val) == 0:

@@ -101,7 +101,9 @@ class RichReporter(Reporter):
             self._progress.update(self._task, stats=self._stats)
 
     def epoch_end(self, row: dict[str, Any], best: dict[str, Any], time_s: float) -> None:
-        fields = " · ".join(f"{k} {_fmt(v)}" for k, v in row.items() if k != "epoch")
+        # the loss terms (train_loss_<term>, val_loss_<term>) stay in history.csv: one line each
+        shown = {k: v for k, v in row.items() if k != "epoch" and "_loss_" not in k}
+        fields = " · ".join(f"{k} {_fmt(v)}" for k, v in shown.items())
         marker = " [green]*best*[/]" if best.get("epoch") == row["epoch"] else ""
         self.console.print(
             f"epoch {row['epoch']}: {fields} · {time_s:.1f}s{marker}", highlight=False

@@ -65,6 +65,8 @@ def create_run(store: RunStore, request: TrainRequest, default: str) -> RunPaths
 
 
 def default_name(config: Config, suffix: str = "") -> str:
+    if config.task == "nuclei":  # the decoder is the model: name the run by its family
+        return f"nuclei-{config.data.family or 'all'}{suffix}"
     # the organ head is not a model.name model: name its runs after the feature store's tag
     name = config.model.name
     if config.task == "organ" and config.data.features:
@@ -117,14 +119,17 @@ def find_existing(store: RunStore, request: TrainRequest) -> RunPaths | None:
         return None
     existing = store.find(request.run)
     if existing is None and (
-        request.resume or request.fresh or request.run.isdigit() or RUN_DIR_RE.match(request.run)
+        request.resume
+        or request.fresh
+        or request.run.isdigit()
+        or RUN_DIR_RE.fullmatch(request.run)
     ):
         # --resume/--fresh name a run that must exist: a typo must not start a new run
         store.resolve(request.run)  # raises "no run" with a did-you-mean (exit 3)
-    if existing is None and not NAME_RE.match(request.run):
+    if existing is None and not NAME_RE.fullmatch(request.run):
         # checked now, not when the folder is made after minutes of data and model building
         raise UsageError(
-            f"run name '{request.run}': use letters, digits, '.', '_' or '-', "
+            f"run name {request.run!r}: use letters, digits, '.', '_' or '-', "
             "starting with a letter or digit"
         )
     return existing

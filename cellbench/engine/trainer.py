@@ -14,11 +14,12 @@ the history rows), ``last.pt`` last of them (the commit point), then history.csv
 ``epoch`` event; ``--resume`` rebuilds history.csv from ``last.pt`` and rewrites ``best.pt`` if it
 disagrees, so rows are never lost or duplicated and ``best.pt`` is the epoch the run reports.
 
-Ctrl-C (SIGINT) sets a flag checked after every step: the loop stops at the next step boundary,
-the partial epoch is discarded (``last.pt`` keeps the last completed epoch, so a resume redoes
-that epoch and stays on the uninterrupted curve; interrupted in the first epoch, ``last.pt`` is
-written with the initial state as epoch 0), ``run_end`` says ``interrupted``. A second Ctrl-C
-aborts at once, with the same checkpoint guarantee.
+Ctrl-C (SIGINT), SIGTERM (schedulers, ``timeout``, containers) and SIGHUP (a closed terminal)
+set a flag checked after every step (``cellbench.signals.graceful_signals``): the loop stops at the
+next step boundary, the partial epoch is discarded (``last.pt`` keeps the last completed epoch, so
+a resume redoes that epoch and stays on the uninterrupted curve; interrupted in the first epoch,
+``last.pt`` is written with the initial state as epoch 0), ``run_end`` says ``interrupted`` and
+names the signal. A second signal aborts at once, with the same checkpoint guarantee.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ import itertools
 import math
 import os
 import signal
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -56,6 +56,7 @@ from cellbench.engine.step import eval_step, first_tensor
 from cellbench.errors import one_line
 from cellbench.runs.events import EventWriter
 from cellbench.runs.layout import RunPaths
+from cellbench.signals import STOP_SIGNALS, graceful_signals, signal_name
 
 
 class NonFiniteError(Exception):
@@ -87,6 +88,7 @@ class TrainResult:
     best: dict[str, Any]
     epochs: int  # last completed epoch
     metrics: dict[str, Any] = field(default_factory=dict)
+    signum: int | None = None  # the signal that interrupted the run (SIGINT, SIGTERM, SIGHUP)
 
 
 class Trainer:
@@ -130,6 +132,7 @@ class Trainer:
         self.global_step = 0
         self.backbone_frozen = False
         self.stop_requested = False
+        self.stop_signal: int | None = None
         self.baselines = components.task.baselines(components.data)
         self.resumed = resume_state is not None
         # a resumed run keeps the fingerprint of its first start (hashing the weights is skipped)
@@ -264,7 +267,10 @@ class Trainer:
     # ------------------------------------------------------------------ loop
 
     def fit(self) -> TrainResult:
-        previous_handler = self._install_sigint()
+        with graceful_signals(on_signal=self._on_signal, signals=STOP_SIGNALS):
+            return self._fit()
+
+    def _fit(self) -> TrainResult:
         status, reason = "completed", ""
         try:
             self._run_start()
@@ -282,12 +288,12 @@ class Trainer:
             status, reason = "failed", str(exc)
         except KeyboardInterrupt:
             saved = self.history.rows[-1]["epoch"] if self.history.rows else 0
-            status, reason = "interrupted", f"aborted by a second Ctrl-C; {_kept(saved)}"
+            self.stop_signal = self.stop_signal or signal.SIGINT
+            status, reason = "interrupted", f"aborted by a second {self._signal}; {_kept(saved)}"
         except BaseException as exc:
             self._finish("failed", f"{type(exc).__name__}: {one_line(exc)}")
             raise
         finally:
-            self._restore_sigint(previous_handler)
             self.reporter.close()
         if status == "interrupted" and self._initial_blob is not None:
             # stopped inside epoch 1: the initial state, so ``--resume`` has a start to go from
@@ -304,10 +310,10 @@ class Trainer:
             started = time.perf_counter()
             train = self._train_epoch(epoch)
             if train is None:
-                return "interrupted", f"Ctrl-C during epoch {number}; {_kept(epoch)}"
-            val = self._validate()
+                return "interrupted", f"{self._signal} during epoch {number}; {_kept(epoch)}"
+            val = self._validate(number)
             if val is None:
-                return "interrupted", f"Ctrl-C during epoch {number}; {_kept(epoch)}"
+                return "interrupted", f"{self._signal} during epoch {number}; {_kept(epoch)}"
             self._check_weights_finite(number)
             lr = current_lr(self.c.optimizer)  # the lr this epoch trained with
             if self.c.scheduler is not None:
@@ -316,11 +322,11 @@ class Trainer:
             row.update({f"train_{k}": v for k, v in train.items()})  # train_loss_<term>
             row.update({f"val_{k}": v for k, v in val.items()})  # val_loss_<term>, val_<metric>
             row["lr"] = lr
+            before = self.monitor.state.state_dict()
             improved = self.monitor.update(number, row[self.monitor.state.metric])
             self.history.rows.append(row)  # in the checkpoint first, then in history.csv
             blob = serialize(self.checkpoint_payload(number))  # once, for both files
-            best_path = self.paths.best_checkpoint if improved else None
-            write_epoch_checkpoints(blob, self.paths.last_checkpoint, best_path)
+            self._write_checkpoints(blob, improved, before)
             self._initial_blob = None
             self.history.write()
             elapsed = time.perf_counter() - started
@@ -350,8 +356,23 @@ class Trainer:
                     f"{self.config.train.early_stopping.min_delta:g} for {s.bad_epochs} epochs"
                 )
             if self.stop_requested:
-                return "interrupted", f"Ctrl-C after epoch {number}; {_kept(number)}"
+                return "interrupted", f"{self._signal} after epoch {number}; {_kept(number)}"
         return "completed", f"{self.epochs} epochs"
+
+    def _write_checkpoints(self, blob: bytes, improved: bool, before: dict[str, Any]) -> None:
+        """best.pt (when improved) then last.pt. When a write fails (a full disk, a signal), the
+        epoch's row and best are taken back as far as the files do not hold them, so run_end and
+        metrics.json never name a best epoch that best.pt does not hold."""
+        best_path = self.paths.best_checkpoint if improved else None
+        written: list = []
+        try:
+            write_epoch_checkpoints(blob, self.paths.last_checkpoint, best_path, written)
+        except BaseException:
+            if self.paths.last_checkpoint not in written:
+                self.history.rows.pop()  # last.pt still holds the previous epoch
+            if best_path is not None and best_path not in written:
+                self.monitor.load_state_dict(before)  # best.pt still holds the previous best
+            raise
 
     def _set_backbone_frozen(self, frozen: bool) -> None:
         if frozen == self.backbone_frozen:
@@ -464,12 +485,12 @@ class Trainer:
         self._raise_if_non_finite(total, "weights (gradients overflowed?)", epoch)
 
     @torch.no_grad()
-    def _validate(self) -> dict[str, float] | None:
+    def _validate(self, epoch: int) -> dict[str, float] | None:
         c = self.c
         use_ema = self.config.train.eval_ema and c.ema is not None
         model = c.ema.module if use_ema else c.forward_model
         model.eval()
-        metrics = c.task.metrics(c.data, c.device)
+        metrics = c.task.metrics(c.data, c.device, epoch=epoch)
         for batch in c.val_loader:
             inputs, targets = c.eval_prepare(batch)
             outputs, terms = eval_step(
@@ -488,6 +509,8 @@ class Trainer:
         )
         reading = self._emit_memory()
         self.check_log.report(checks.gpu_memory(reading, cfg), once=True)
+        for finding in self.c.task.epoch_findings(row, self.config):
+            self.check_log.report(finding, once=True)
 
     # ------------------------------------------------------------------ end
 
@@ -497,7 +520,7 @@ class Trainer:
         final = dict(rows[-1]) if rows else {}
         best_row = next((dict(r) for r in rows if r["epoch"] == best.get("epoch")), {})
         if status == "completed" and final:
-            for finding in checks.expect(final, self.config.expect):
+            for finding in checks.expect(final, self.c.task.expect_ranges(self.config)):
                 self.check_log.report(finding)
         metrics = {
             "run": self.paths.root.name,
@@ -521,26 +544,38 @@ class Trainer:
         }
         from cellbench.atomic import atomic_write_json
 
-        atomic_write_json(self.paths.metrics, metrics)
-        self.events.emit("run_end", status=status, reason=reason, best=best)
-        return TrainResult(status, reason, best, final.get("epoch", 0), metrics)
+        signum = self.stop_signal if status == "interrupted" else None
+        if signum is not None:
+            metrics["signal"] = signal_name(signum)
+        try:
+            atomic_write_json(self.paths.metrics, metrics)
+        except OSError as exc:  # a full disk: still say how the run ended in the event stream
+            reason = f"{reason}; metrics.json not written ({exc.filename}: {exc.strerror})"
+        self.events.emit(
+            "run_end",
+            status=status,
+            reason=reason,
+            best=best,
+            signal=signal_name(signum) if signum is not None else None,
+        )
+        return TrainResult(status, reason, best, final.get("epoch", 0), metrics, signum)
 
-    # ------------------------------------------------------------------ Ctrl-C
+    # ------------------------------------------------------------------ signals
 
-    def _install_sigint(self):
-        if threading.current_thread() is not threading.main_thread():
-            return None
+    @property
+    def _signal(self) -> str:
+        """How the reason names what stopped the run: "Ctrl-C", "SIGTERM", "SIGHUP"."""
+        if self.stop_signal in (None, signal.SIGINT):
+            return "Ctrl-C"
+        return signal_name(self.stop_signal)
 
-        def handler(signum, frame):
-            if self.stop_requested:
-                raise KeyboardInterrupt
-            self.stop_requested = True
-            self.reporter.message(
-                "[yellow]interrupt:[/] stopping at the next step (Ctrl-C again to abort now)"
-            )
-
-        return signal.signal(signal.SIGINT, handler)
-
-    def _restore_sigint(self, previous) -> None:
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
+    def _on_signal(self, signum: int) -> None:
+        # SIGINT, SIGTERM and SIGHUP alike: stop at the next step, then abort on a second one
+        if self.stop_requested:
+            raise KeyboardInterrupt
+        self.stop_requested = True
+        self.stop_signal = signum
+        self.reporter.message(
+            f"[yellow]{self._signal}:[/] stopping at the next step "
+            "(again to abort now; the last completed epoch is kept either way)"
+        )

@@ -16,12 +16,9 @@ Ctrl-C (exit 130).
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
-import signal
-import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +28,7 @@ import torch
 
 from cellbench import __version__
 from cellbench.atomic import atomic_write_json
-from cellbench.data.npyio import read_header, release_rows
+from cellbench.data.npyio import read_header, read_rows, release_rows
 from cellbench.data.store import fold_dir, is_store, open_fold, store_folds
 from cellbench.errors import BadInputError, RunConflict, UsageError
 from cellbench.features.store import (
@@ -48,6 +45,7 @@ from cellbench.features.store import (
 from cellbench.models.backbones import Backbone
 from cellbench.runs.layout import NAME_RE
 from cellbench.runs.lock import RunLock
+from cellbench.signals import graceful_signals
 
 Progress = Callable[[int, int, int], None]  # (fold, tiles done, tiles total)
 # what must match for a fold to be resumed or reused (not batch or chunk size)
@@ -64,24 +62,6 @@ class FoldResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.__dict__, "path": str(self.path)}
-
-
-@contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM raises KeyboardInterrupt (like Ctrl-C) for the block: the extraction stops
-    between two writes and stays resumable."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum, frame):
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def default_tag(backbone: Backbone) -> str:
@@ -181,14 +161,19 @@ def write_tag_manifest(root: Path, identity: dict[str, Any], expect: dict[str, A
     atomic_write_json(root / "manifest.json", manifest)
 
 
-def _row_stats(cls: np.ndarray, tokens: np.ndarray) -> dict[str, int]:
-    flat = tokens.reshape(len(tokens), -1)
-    return {
-        "nonfinite_cls": int((~np.isfinite(cls)).sum()),
-        "nonfinite_tokens": int((~np.isfinite(flat)).sum()),
-        "constant_cls_rows": int((cls.max(axis=1) == cls.min(axis=1)).sum()),
-        "constant_tokens_rows": int((flat.max(axis=1) == flat.min(axis=1)).sum()),
-    }
+def _row_stats(cls: torch.Tensor, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Tiles whose features, as stored in float16, hold NaN/Inf, and tiles whose features are
+    one constant value: one min/max pass per array in the model's own precision (NaN propagates
+    through it; a value beyond float16's range shows as an infinite min or max once cast), on the
+    device, before the cast."""
+    out = {}
+    for name, value in (("cls", cls), ("tokens", tokens)):
+        low, high = torch.aminmax(value.flatten(1), dim=1)
+        low16, high16 = low.to(torch.float16), high.to(torch.float16)
+        bad = ~(torch.isfinite(low16) & torch.isfinite(high16))
+        out[f"nonfinite_{name}_rows"] = bad.sum()
+        out[f"constant_{name}_rows"] = (~bad & (low == high)).sum()
+    return out
 
 
 def _cls_moments(path: Path, chunk: int = 4096) -> tuple[float, float]:
@@ -270,25 +255,28 @@ def extract_fold(
     }
     if not start:
         atomic_write_json(folder / "tissues.json", source.tissues)
-    for name in ("nonfinite_cls", "nonfinite_tokens", "constant_cls_rows", "constant_tokens_rows"):
-        stats.setdefault(name, 0)
+    for what in ("cls", "tokens"):
+        stats.setdefault(f"nonfinite_{what}_rows", 0)
+        stats.setdefault(f"constant_{what}_rows", 0)
     if progress:
         progress(fold, start, n)
     for c0 in range(start, n, chunk_size):
         c1 = min(n, c0 + chunk_size)
-        images = np.ascontiguousarray(source.images[c0:c1])
+        images = read_rows(source.path / "images.npy", c0, c1)  # a plain read, not page faults
+        counts = []
         for b0 in range(0, len(images), batch_size):
             cls, tokens = backbone.extract(images[b0 : b0 + batch_size])
+            counts.append(_row_stats(cls, tokens))
+            cls, tokens = cls.to(torch.float16), tokens.to(torch.float16)
             i0 = c0 + b0
             i1 = i0 + len(cls)
-            out["cls"][i0:i1] = cls.to(torch.float16).cpu().numpy()
-            out["tokens"][i0:i1] = tokens.to(torch.float16).cpu().numpy()
-        for name, value in _row_stats(out["cls"][c0:c1], out["tokens"][c0:c1]).items():
-            stats[name] += value
+            out["cls"][i0:i1] = cls.cpu().numpy()
+            out["tokens"][i0:i1] = tokens.cpu().numpy()
+        for name in counts[0]:
+            stats[name] += int(sum(c[name] for c in counts))  # one device sync per chunk
         for arr in out.values():
             arr.flush()  # the rows are on disk before the manifest counts them
             release_rows(arr, c0, c1)
-        release_rows(source.images, c0, c1)
         manifest["done"] = c1
         atomic_write_json(folder / "manifest.json", manifest)
         if progress:
@@ -340,13 +328,14 @@ def extract_features(
     if batch_size < 1 or chunk_size < 1:
         raise UsageError("--batch-size and --chunk-size must be at least 1")
     tag = tag or default_tag(backbone)
-    if not NAME_RE.match(tag):
-        raise UsageError(f"--tag {tag}: use letters, digits, '.', '_' or '-'")
+    if not NAME_RE.fullmatch(tag):
+        raise UsageError(f"--tag {tag!r}: use letters, digits, '.', '_' or '-'")
     root = tag_dir(data_root, tag)
     _check_tag_folder(root)
     expect = {"cls_std": list(backbone.profile.cls_std)} if backbone.profile.cls_std else {}
     results = []
-    with RunLock(root / LOCK_NAME), sigterm_as_interrupt():
+    # SIGTERM/SIGHUP stop it like Ctrl-C: between two writes, resumable (cellbench.signals)
+    with RunLock(root / LOCK_NAME), graceful_signals():
         for k in chosen:
             results.append(
                 extract_fold(

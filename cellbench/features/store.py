@@ -75,7 +75,7 @@ def fold_numbers(tag_root: Path) -> list[int]:
 def preprocessing_now(manifest: dict[str, Any]) -> dict[str, Any] | None:
     """The preprocessing the manifest's backbone profile gives today (None: profile gone)."""
     from cellbench.errors import CellbenchError
-    from cellbench.models.backbones import load_backbone_profile, profile_from_dict  # noqa: F401
+    from cellbench.models.backbones import load_backbone_profile
 
     backbone = manifest.get("backbone") or {}
     source = str(backbone.get("profile") or "")
@@ -126,8 +126,9 @@ def value_problems(fold_manifest: dict[str, Any], cls_std_range) -> list[str]:
     fold = fold_manifest.get("fold")
     problems = []
     for what in ("cls", "tokens"):
-        if stats.get(f"nonfinite_{what}"):
-            problems.append(f"fold {fold}: {stats[f'nonfinite_{what}']} non-finite {what} values")
+        if stats.get(f"nonfinite_{what}_rows"):
+            count = stats[f"nonfinite_{what}_rows"]
+            problems.append(f"fold {fold}: {count} tiles with non-finite {what} values")
         if stats.get(f"constant_{what}_rows"):
             problems.append(f"fold {fold}: {stats[f'constant_{what}_rows']} constant {what} rows")
     std = stats.get("cls_std")

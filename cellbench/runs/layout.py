@@ -6,8 +6,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-RUN_DIR_RE = re.compile(r"^(?P<id>\d{4,})-(?P<name>[A-Za-z0-9][A-Za-z0-9_.-]*)$")
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# Used with ``fullmatch``: ``$`` also matches before a final newline, so "nl\n" passed a
+# ``match(...$)`` check. ``\Z`` keeps a stray ``.match`` call whole-string too.
+RUN_DIR_RE = re.compile(r"(?P<id>\d{4,})-(?P<name>[A-Za-z0-9][A-Za-z0-9_.-]*)\Z")
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
 
 
 @dataclass(frozen=True)
@@ -16,11 +18,11 @@ class RunPaths:
 
     @property
     def id(self) -> int:
-        return int(RUN_DIR_RE.match(self.root.name)["id"])
+        return int(RUN_DIR_RE.fullmatch(self.root.name)["id"])
 
     @property
     def name(self) -> str:
-        return RUN_DIR_RE.match(self.root.name)["name"]
+        return RUN_DIR_RE.fullmatch(self.root.name)["name"]
 
     @property
     def config(self) -> Path:

@@ -15,6 +15,9 @@ from pathlib import Path
 
 from cellbench.errors import RunConflict
 
+# the run folders the writer holding the lock writes with cellbench.atomic (root, checkpoints)
+RUN_TEMP_FOLDERS = (".", "checkpoints")
+
 
 def pid_alive(pid: int) -> bool:
     if pid <= 0:
@@ -92,6 +95,7 @@ class RunLock:
         for _ in range(5):
             if self._try_create():
                 self.acquired = True
+                self._remove_stale_temps()
                 return self
             # Check-and-break under a guard so two processes can't both break the same stale
             # lock and then remove each other's fresh one.
@@ -113,6 +117,21 @@ class RunLock:
                     )
                 self.path.unlink(missing_ok=True)  # stale: its process is gone
         raise RunConflict(f"{self.path}: could not take the run lock")
+
+    def _remove_stale_temps(self) -> None:
+        """Temp files of writers killed mid-write (``checkpoints/.last.pt.*.tmp``, ``.lock.<pid>
+        .tmp``): with the lock ours, no live writer of the run can own them. Lock temps of live
+        pids are kept: a process trying to take the lock owns one for a moment. ``eval/`` is not
+        swept: an evaluation writes there without the lock while a training holds it."""
+        from cellbench.atomic import remove_stale_temps
+
+        folder = self.path.parent
+        for where in RUN_TEMP_FOLDERS:
+            remove_stale_temps(folder / where)
+        for leftover in folder.glob(f".{self.path.name}.*.tmp"):
+            pid = leftover.name[len(self.path.name) + 2 : -len(".tmp")]
+            if pid.isdigit() and not pid_alive(int(pid)):
+                leftover.unlink(missing_ok=True)
 
     def release(self) -> None:
         if self.acquired:

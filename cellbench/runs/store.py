@@ -29,7 +29,7 @@ class RunStore:
         if not self.root.is_dir():
             return []
         found = [
-            RunPaths(p) for p in self.root.iterdir() if p.is_dir() and RUN_DIR_RE.match(p.name)
+            RunPaths(p) for p in self.root.iterdir() if p.is_dir() and RUN_DIR_RE.fullmatch(p.name)
         ]
         return sorted(found, key=lambda r: r.id)
 
@@ -39,9 +39,9 @@ class RunStore:
         ``unique=True`` (a default name, not one the user chose): when ``name`` is taken, the
         first free ``name-2``, ``name-3``... is picked under the same lock as the id, so two
         processes started together never pick the same name."""
-        if not NAME_RE.match(name):
+        if not NAME_RE.fullmatch(name):
             raise UsageError(
-                f"run name '{name}': use letters, digits, '.', '_' or '-', "
+                f"run name {name!r}: use letters, digits, '.', '_' or '-', "
                 "starting with a letter or digit"
             )
         if name.isdigit():

@@ -10,12 +10,12 @@ events since the last run_start that was not a resume (a ``--fresh`` start disca
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import yaml
-
-from cellbench.runs.events import read_events
+from cellbench.errors import BadInputError
+from cellbench.runs.events import read_event_log
+from cellbench.runs.history import read_history_log
 from cellbench.runs.layout import RunPaths
 from cellbench.runs.lock import lock_holder_alive
 
@@ -34,18 +34,30 @@ class RunSummary:
     started: float | None
     duration_s: float | None
     warnings: int
+    damaged: list[str] = field(default_factory=list)  # one reason per damaged file
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def _task_and_model(run: RunPaths, start: dict | None) -> tuple[str | None, str | None]:
+def read_run_config(run: RunPaths) -> tuple[dict[str, Any], str | None]:
+    """A run's saved config as a mapping, and why it is damaged (None when it loads as a
+    config, or is not written yet). A damaged config gives ``{}``."""
+    from cellbench.config import config_from_dict, read_yaml
+
+    if not run.config.exists():
+        return {}, None
+    try:
+        data = read_yaml(run.config)
+        config_from_dict(data, source=str(run.config))
+    except (BadInputError, OSError) as exc:
+        return {}, str(exc).replace(f"{run.root}/", "")
+    return data, None
+
+
+def _task_and_model(start: dict | None, config: dict[str, Any]) -> tuple[str | None, str | None]:
     if start and start.get("task"):
         return start.get("task"), start.get("model")
-    try:
-        config = yaml.safe_load(run.config.read_text()) or {}
-    except (OSError, yaml.YAMLError):
-        return None, None
     return config.get("task"), (config.get("model") or {}).get("name")
 
 
@@ -54,7 +66,7 @@ def _training_seconds(events: list[dict], running: bool) -> float | None:
     an interruption and its resume, and later ``eval`` events, do not count."""
     total, segment_start, last = 0.0, None, None
     for event in events:
-        if event.get("kind") == "eval" or "time" not in event:
+        if event.get("kind") == "eval" or event.get("time") is None:
             continue
         t = float(event["time"])
         if event.get("kind") == "run_start":
@@ -67,8 +79,22 @@ def _training_seconds(events: list[dict], running: bool) -> float | None:
     return total + (time.time() if running else last) - segment_start
 
 
+def _as_float(value: Any) -> float | None:
+    # the writer stores a non-finite best as "nan"/"inf" (schema-checked): a float for readers
+    return None if value is None else float(value)
+
+
+def damage_of(run: RunPaths, log=None, history=None, config_problem=None) -> list[str]:
+    """One reason per damaged file of ``run`` (events, history, config), in that order."""
+    log = log if log is not None else read_event_log(run.events)
+    history = history if history is not None else read_history_log(run.history)
+    reasons = [log.damage(), history.damage(), config_problem]
+    return [r for r in reasons if r]
+
+
 def summarize(run: RunPaths) -> RunSummary:
-    events = read_events(run.events)
+    log = read_event_log(run.events)
+    events = log.events
     starts = [i for i, e in enumerate(events) if e.get("kind") == "run_start"]
     first_start = events[starts[0]] if starts else None
     current = events[starts[-1] :] if starts else []
@@ -92,7 +118,8 @@ def summarize(run: RunPaths) -> RunSummary:
     attempt_start = events[attempt[-1]] if attempt else first_start
     started = attempt_start.get("time") if attempt_start else None
     duration = _training_seconds(attempt_events, running=status == "running") if starts else None
-    task, model = _task_and_model(run, attempt_start)
+    config, config_problem = read_run_config(run)
+    task, model = _task_and_model(attempt_start, config)
     return RunSummary(
         id=run.id,
         name=run.name,
@@ -102,8 +129,9 @@ def summarize(run: RunPaths) -> RunSummary:
         status=status,
         epochs=epochs,
         best_metric=(best or {}).get("metric"),
-        best_value=(best or {}).get("value"),
+        best_value=_as_float((best or {}).get("value")),
         started=started,
         duration_s=duration,
         warnings=sum(1 for e in attempt_events if e.get("kind") == "warning"),
+        damaged=damage_of(run, log=log, config_problem=config_problem),
     )

@@ -73,7 +73,7 @@ class SweepSpec:
 
 
 def check_sweep_name(name: str) -> str:
-    if not NAME_RE.match(name) or name.isdigit():
+    if not NAME_RE.fullmatch(name) or name.isdigit():
         raise UsageError(
             f"sweep name '{name}': use letters, digits, '.', '_' or '-', starting with a letter "
             "or digit (not only digits)"

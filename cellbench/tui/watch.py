@@ -16,12 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from cellbench.runs.events import EventTail
 from cellbench.runs.layout import RunPaths
 from cellbench.runs.lock import lock_holder_alive
 from cellbench.runs.store import RunStore
+from cellbench.runs.summary import read_run_config
 
 
 def as_number(value: Any) -> float | None:
@@ -173,14 +172,16 @@ class RunWatcher:
         self.version = 0
         self._tail = EventTail(run.events)
         self._config_mtime: float | None = None
+        self._config_problem: str | None = None
 
     def poll(self) -> bool:
+        skipped = len(self._tail.log.bad)
         events, reset = self._tail.read()
         if reset:
             self.state = RunState()
         for event in events:
             self.state.apply(event)
-        changed = reset or bool(events)
+        changed = reset or bool(events) or len(self._tail.log.bad) != skipped
         changed |= self._read_config()
         status = self._status()
         changed |= status != self.status
@@ -207,11 +208,14 @@ class RunWatcher:
         if mtime == self._config_mtime:
             return False
         self._config_mtime = mtime
-        try:
-            self.config = yaml.safe_load(self.run.config.read_text()) or {}
-        except (OSError, yaml.YAMLError):
-            self.config = {}
+        # the same check as `runs list`: a config that does not load is {} and marks the run
+        self.config, self._config_problem = read_run_config(self.run)
         return True
+
+    @property
+    def damaged(self) -> list[str]:
+        """One reason per damaged file (events read so far, config), as `runs list` says."""
+        return [r for r in (self._tail.log.damage(), self._config_problem) if r]
 
     # ------------------------------------------------------------------ derived views
 

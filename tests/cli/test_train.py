@@ -17,6 +17,9 @@ from cellbench.cli.app import app
 from cellbench.data.classify.shapes import write_shapes_dataset
 from cellbench.runs.events import follow_events, read_events
 from cellbench.runs.store import RunStore
+from tests.helpers_nuclei import TINY_NUCLEI, nuclei_features
+
+__all__ = ["nuclei_features"]  # the fixture, imported for pytest
 
 runner = CliRunner()
 TINY = [
@@ -148,3 +151,152 @@ def test_resume_after_sigkill_equals_the_uninterrupted_run(tmp_path, shapes):
     a = torch.load(reference.last_checkpoint, weights_only=True)["model"]
     b = torch.load(killed_dir.last_checkpoint, weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, shapes):
+    """A 3-epoch run trained without interruption: what a resumed run must equal."""
+    runs = tmp_path_factory.mktemp("signal-reference")
+    result = _train(shapes, runs, "--epochs", "3", "--run", "whole")
+    assert result.exit_code == 0, result.output
+    return RunStore(runs).resolve("whole")
+
+
+def _signal_after_epoch(events_path, epoch: int, proc, signum: int) -> None:
+    deadline = time.time() + 120
+    for event in follow_events(events_path, stop=lambda: proc.poll() is not None, poll=0.01):
+        if event["kind"] == "epoch" and event["epoch"] == epoch:
+            os.kill(proc.pid, signum)
+            return
+        assert time.time() < deadline, f"epoch {epoch} never finished"
+    raise AssertionError(f"training exited before epoch {epoch}: {proc.stderr.read()[-2000:]}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGHUP, 129)], ids=["SIGTERM", "SIGHUP"]
+)
+def test_sigterm_and_sighup_stop_like_ctrl_c_and_resume_exactly(
+    tmp_path, shapes, uninterrupted, signum, code
+):
+    argv = [sys.executable, "-m", "cellbench", "train", "--data", str(shapes), "--epochs", "3"]
+    argv += ["--model", "simple_cnn", "--runs-dir", str(tmp_path), "--run", "stopped"]
+    proc = subprocess.Popen(
+        [*argv, *TINY], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        run = None
+        deadline = time.time() + 120
+        while run is None and time.time() < deadline and proc.poll() is None:
+            run = RunStore(tmp_path).find("stopped")
+            time.sleep(0.02)
+        assert run is not None, proc.stderr.read()[-2000:]
+        _signal_after_epoch(run.events, 1, proc, signum)
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    name = signal.Signals(signum).name
+    # graceful: the documented exit code, run_end written, lock released, last epoch kept
+    assert proc.returncode == code, proc.stderr.read()[-2000:]
+    (end,) = read_events(run.events, "run_end")
+    assert end["status"] == "interrupted" and end["signal"] == name
+    assert end["reason"].startswith(name), end["reason"]
+    assert not run.lock.exists()
+    kept = torch.load(run.last_checkpoint, weights_only=True)["epoch"]
+    assert 1 <= kept < 3
+    assert json.loads(run.metrics.read_text())["signal"] == name
+
+    resumed = runner.invoke(
+        app, ["train", "--run", "stopped", "--resume", "--runs-dir", str(tmp_path)]
+    )
+    assert resumed.exit_code == 0, resumed.output
+    assert run.history.read_text() == uninterrupted.history.read_text()
+    a = torch.load(uninterrupted.last_checkpoint, weights_only=True)["model"]
+    b = torch.load(run.last_checkpoint, weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_train_task_organ_from_the_command_line(tmp_path, organ_features):
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "--task",
+            "organ",
+            "--features",
+            str(organ_features),
+            "--epochs",
+            "2",
+            "--set",
+            "organ.target=family",
+            "--runs-dir",
+            str(tmp_path),
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout)
+    assert metrics["task"] == "organ" and metrics["calibration"]["temperature"] > 0
+    assert RunStore(tmp_path).resolve("vit-demo-organ").best_checkpoint.is_file()
+
+
+def test_family_typo_is_bad_usage_with_a_did_you_mean(tmp_path):
+    result = runner.invoke(app, ["train", "--family", "digestiv", "--runs-dir", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "did you mean 'digestive'" in result.output
+
+
+@pytest.mark.slow
+def test_a_nuclei_run_resumes_exactly_after_sigkill(tmp_path, nuclei_features):
+    recipe = [
+        "--family", "digestive",
+        "--features", str(nuclei_features),
+        *[arg for s in TINY_NUCLEI for arg in ("--set", s)],
+        "--epochs", "5",
+        "--set", "eval.pq_every=3",
+        "--set", "data.vflip=0.5",
+        "--set", "data.rot90=true",
+        "--set", "model.drop_rate=0.1",
+    ]  # fmt: skip
+    whole = runner.invoke(app, ["train", *recipe, "--run", "whole", "--runs-dir", str(tmp_path)])
+    assert whole.exit_code == 0, whole.output
+
+    argv = [sys.executable, "-m", "cellbench", "train", *recipe, "--run", "killed"]
+    proc = subprocess.Popen(
+        [*argv, "--runs-dir", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        killed_dir = None
+        deadline = time.time() + 120
+        while killed_dir is None and time.time() < deadline and proc.poll() is None:
+            killed_dir = RunStore(tmp_path).find("killed")
+            time.sleep(0.02)
+        assert killed_dir is not None, proc.stderr.read()[-2000:]
+        _kill_after_epoch(killed_dir.events, 2, proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert 2 <= torch.load(killed_dir.last_checkpoint, weights_only=True)["epoch"] < 5
+
+    resumed = runner.invoke(
+        app, ["train", "--run", "killed", "--resume", "--runs-dir", str(tmp_path)]
+    )
+    assert resumed.exit_code == 0, resumed.output
+    reference = RunStore(tmp_path).resolve("whole")
+    assert killed_dir.history.read_text() == reference.history.read_text()
+    a = torch.load(reference.last_checkpoint, weights_only=True)["model"]
+    b = torch.load(killed_dir.last_checkpoint, weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_family_with_another_task_is_bad_usage(tmp_path):
+    argv = ["train", "--family", "digestive", "--task", "classify", "--runs-dir", str(tmp_path)]
+    result = runner.invoke(app, argv)
+    assert result.exit_code == 2 and "excludes --task classify" in result.output

@@ -167,3 +167,83 @@ def test_bad_choice_gets_a_did_you_mean_and_split_is_checked():
         load_config(overrides=["task=clasify"])
     with pytest.raises(UsageError, match="data.split: '7' is not one of 1, 2, 3"):
         load_config(overrides=["data.split=7"])
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("train.epochs=0", "train.epochs: 0 must be >= 1"),
+        ("train.epochs=-1", "train.epochs: -1 must be >= 1"),
+        ("train.batch_size=0", "train.batch_size: 0 must be >= 1"),
+        ("train.lr=-0.1", "train.lr: -0.1 must be >= 0"),
+        ("train.lr=.inf", "train.lr: inf must be >= 0"),
+        ("train.lr=.nan", "train.lr: nan must be >= 0"),
+        ("data.val_ratio=1", "data.val_ratio: 1.0 must be in [0, 1)"),
+        ("data.test_ratio=-0.1", "data.test_ratio: -0.1 must be in [0, 1)"),
+        ("data.num_workers=-1", "data.num_workers: -1 must be >= 0"),
+        ("data.image_size=0", "data.image_size: 0 must be >= 1"),
+        ("train.log_every=0", "train.log_every: 0 must be >= 1"),
+        ("train.grad_clip=0", "train.grad_clip: 0.0 must be > 0"),
+        ("data.hflip=1.5", "data.hflip: 1.5 must be in [0, 1]"),
+        ("train.limit_train_batches=0", "train.limit_train_batches: 0 must be >= 1"),
+        ("train.grad_accum_steps=0", "train.grad_accum_steps: 0 must be >= 1"),
+        ("nuclei.widths=[64, 0]", "nuclei.widths[1]: 0 must be >= 1"),
+        ("nuclei.loss.hv_mse=-1", "nuclei.loss.hv_mse: -1.0 must be >= 0"),
+    ],
+)
+def test_out_of_range_values_on_the_command_line_exit_2_naming_the_key(setting, message):
+    with pytest.raises(UsageError) as caught:
+        load_config(overrides=[setting])
+    assert str(caught.value) == f"--set {setting}: {message}"
+
+
+def test_out_of_range_value_in_a_file_names_the_file(tmp_path):
+    path = write(tmp_path / "p.yaml", {"train": {"batch_size": 0}})
+    with pytest.raises(BadInputError, match=r"p\.yaml: train\.batch_size: 0 must be >= 1"):
+        load_config(profile=str(path))
+
+
+def test_rules_between_fields_name_the_layer_that_broke_them(tmp_path):
+    with pytest.raises(UsageError, match=r"--set data.val_ratio=0.9: .*leaves no training data"):
+        load_config(overrides=["data.val_ratio=0.9"])  # + the default test_ratio 0.15
+    # a later --set may complete an earlier one: checked once every layer is applied
+    config = load_config(overrides=["data.in_chans=1", "data.mean=[0.5]", "data.std=[0.25]"])
+    assert config.data.in_chans == 1
+    with pytest.raises(UsageError, match=r"--set data.in_chans=1: data.mean: 3 values"):
+        load_config(overrides=["data.in_chans=1"])
+    path = write(tmp_path / "p.yaml", {"checks": {"input_min": 5.0, "input_max": 1.0}})
+    with pytest.raises(BadInputError, match=r"p\.yaml: checks.input_min = 5 must be < "):
+        load_config(profile=str(path))
+    with pytest.raises(UsageError, match=r"expect.val_accuracy: expected \[low, high\]"):
+        load_config(overrides=["expect={val_accuracy: [0.9, 0.1]}"])
+
+
+def test_duplicate_keys_are_refused_naming_file_key_and_line(tmp_path):
+    path = write(tmp_path / "dup.yaml", "train:\n  epochs: 2\n  lr: 0.1\n  epochs: 3\n")
+    with pytest.raises(BadInputError) as caught:
+        load_config(profile=str(path))
+    assert str(caught.value) == (
+        f"{path}: malformed YAML at line 4, column 3: duplicate key 'epochs'"
+    )
+
+
+def test_a_profile_that_is_not_utf8_is_one_line_exit_3(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("train:\n  optimizer: 'sgd'  # réglé\n".encode("latin-1"))
+    with pytest.raises(BadInputError, match=r"latin1\.yaml: not UTF-8 text \(byte 30\)"):
+        load_config(profile=str(path))
+
+
+def test_cli_exit_codes_for_bad_values(tmp_path):
+    from typer.testing import CliRunner
+
+    from cellbench.cli.app import app
+
+    runner = CliRunner()
+    bad_set = runner.invoke(app, ["train", "--set", "train.epochs=0", "--runs-dir", str(tmp_path)])
+    assert bad_set.exit_code == 2 and "train.epochs: 0 must be >= 1" in bad_set.output
+    assert "Traceback" not in bad_set.output
+    path = tmp_path / "bad.yaml"
+    path.write_bytes(b"train:\n  epochs: \xff\n")
+    bad_file = runner.invoke(app, ["train", "-p", str(path), "--runs-dir", str(tmp_path)])
+    assert bad_file.exit_code == 3 and "not UTF-8" in bad_file.output

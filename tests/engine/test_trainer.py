@@ -379,6 +379,35 @@ def test_batchnorm_models_train(tmp_path, tiny_overrides):
     assert result.status == "completed"
 
 
+class BlockBestPt(Callback):
+    """After epoch 1, a folder takes best.pt's place: the next best.pt write fails as a full
+    disk or a read-only file would, with an OSError naming the file."""
+
+    def on_epoch_end(self, trainer, epoch, row):
+        if epoch == 1:
+            best = trainer.paths.best_checkpoint
+            best.unlink()
+            best.mkdir()
+            (best / "blocker").write_text("x")
+
+
+def test_a_failed_best_pt_write_leaves_run_end_naming_what_the_files_hold(tmp_path, tiny_overrides):
+    # train_loss falls from epoch 1 to 2 on this seed: epoch 2 is a new best, best.pt is written
+    overrides = tiny_overrides("train.epochs=3", "train.early_stopping.monitor=train_loss")
+    with pytest.raises(OSError) as caught:
+        _train(tmp_path, overrides, callbacks=[BlockBestPt()])
+    run = RunStore(tmp_path / "runs").resolve("r")
+    assert caught.value.filename == str(run.best_checkpoint)
+    (end,) = read_events(run.events, "run_end")
+    assert end["status"] == "failed" and "best.pt" in end["reason"]
+    last = torch.load(run.last_checkpoint, weights_only=True)
+    # epoch 2 reached neither file: the run ends at epoch 1 with epoch 1 as its best
+    assert last["epoch"] == 1 and end["best"]["epoch"] == 1
+    metrics = json.loads(run.metrics.read_text())
+    assert metrics["best"]["epoch"] == 1 and metrics["epochs"] == 1
+    assert [r["epoch"] for r in read_history(run.history)] == [1]
+
+
 class _TwoTermLoss(torch.nn.Module):
     def forward(self, outputs, targets):
         ce = torch.nn.functional.cross_entropy(outputs, targets)

@@ -114,3 +114,14 @@ def test_refuses_what_is_not_a_store_or_not_a_fold(fx_store, tiny_vit, tmp_path)
     with pytest.raises(BadInputError, match="not a feature store"):
         extract_features(fx_store, backbone, tag="mine")
     assert (mine / "notes.txt").read_text() == "my notes"
+
+
+def test_a_second_process_on_the_same_tag_is_refused(fx_store, tiny_vit):
+    import os
+
+    from cellbench.runs.lock import RunLock
+
+    backbone = build_backbone(str(tiny_vit), device="cpu")
+    lock = fx_store / "features" / "busy" / "lock"
+    with RunLock(lock), pytest.raises(RunConflict, match=str(os.getpid())):
+        extract_features(fx_store, backbone, tag="busy")

@@ -71,3 +71,25 @@ def test_nan_or_constant_cls_rows_and_incomplete_folds_are_refused(extracted):
 def test_not_a_feature_store(tmp_path):
     with pytest.raises(BadInputError, match="not a feature store"):
         open_feature_store(tmp_path)
+
+
+def test_weights_that_give_nan_features_are_recorded_and_refused(fx_store, tiny_vit, tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    from cellbench.models.backbones import create_vit, load_backbone_profile
+
+    model = create_vit(load_backbone_profile(str(tiny_vit)))
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    state["norm.weight"][3] = float("nan")  # a corrupted checkpoint: one NaN in the final norm
+    path = tmp_path / "nan.safetensors"
+    save_file(state, str(path))
+    root, _ = extract_features(fx_store, build_backbone(str(tiny_vit), path, device="cpu"), [1])
+    fold = json.loads((root / "fold1" / "manifest.json").read_text())
+    assert fold["stats"]["nonfinite_cls_rows"] == 10
+    assert fold["stats"]["nonfinite_tokens_rows"] == 0  # raw block outputs: before the norm
+    with pytest.raises(BadInputError, match="10 tiles with non-finite cls values"):
+        open_feature_store(root)
+    assert torch.isnan(
+        torch.from_numpy(np.load(root / "fold1" / "cls.npy")[:, 3].astype("f4"))
+    ).all()

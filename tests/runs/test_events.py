@@ -8,7 +8,13 @@ import time
 
 import pytest
 
-from cellbench.runs.events import EventTail, EventWriter, follow_events, read_events
+from cellbench.runs.events import (
+    EventTail,
+    EventWriter,
+    follow_events,
+    read_event_log,
+    read_events,
+)
 
 
 def test_writer_flushes_each_line(tmp_path):
@@ -40,7 +46,11 @@ def test_new_writer_after_torn_line_keeps_next_events_whole(tmp_path):
     path.write_text('{"kind": "run_start"}\n{"kind": "ep')
     with EventWriter(path) as w:
         w.emit("run_end", status="completed")
-    assert [e["kind"] for e in read_events(path)] == ["run_start", "run_end"]
+    assert [e["kind"] for e in read_events(path)] == ["run_start", "warning", "run_end"]
+    # the repaired fragment is said in a torn_line warning, so the run is not "damaged"
+    warning = read_events(path, kind="warning")[0]
+    assert (warning["check"], warning["line"]) == ("torn_line", 2)
+    assert read_event_log(path).damage() is None
 
 
 def test_missing_file_reads_empty(tmp_path):
@@ -108,7 +118,9 @@ def test_a_torn_line_of_a_killed_writer_is_skipped_and_later_lines_read(tmp_path
     assert [e["step"] for e in watcher_tail.read()[0]] == [1]
     with EventWriter(path) as writer:  # a resumed writer starts on a fresh line
         writer.emit("step", epoch=1, step=2, loss=0.5)
-    assert [e["step"] for e in watcher_tail.read()[0]] == [2]
+    new = watcher_tail.read()[0]
+    assert [e["step"] for e in new if e["kind"] == "step"] == [2]
+    assert watcher_tail.log.damage() is None  # excused by the writer's torn_line warning
 
 
 @pytest.mark.parametrize("how", ["truncated", "replaced", "rewritten_longer", "removed"])
@@ -133,3 +145,12 @@ def test_a_replaced_or_truncated_file_is_read_again_from_the_start(tmp_path, how
         assert events == []
     else:
         assert events[0]["kind"] == "run_start" and events[0]["model"] == "b"
+
+
+def test_an_unreadable_events_file_is_damage_not_a_crash(tmp_path):
+    path = tmp_path / "events.jsonl"
+    path.mkdir()  # a folder where the stream should be
+    assert read_event_log(path).damage() == "events.jsonl: cannot read (Is a directory)"
+    tail = EventTail(path)
+    assert tail.read() == ([], False) and tail.read() == ([], False)
+    assert tail.log.damage() == "events.jsonl: cannot read (Is a directory)"

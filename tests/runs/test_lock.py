@@ -119,3 +119,31 @@ def test_corrupt_lock_file_is_taken_over(tmp_path):
     path.write_text("{not json")  # e.g. a disk that filled up, or a hand edit
     with RunLock(path):
         assert read_lock(path)["pid"] == os.getpid()
+
+
+def test_taking_the_lock_removes_temp_files_of_killed_writers(tmp_path):
+    run = tmp_path / "0001-r"
+    (run / "checkpoints").mkdir(parents=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    stale = [
+        run / "checkpoints" / ".last.pt.k3j_a9x2.tmp",  # a torch.save killed mid-write
+        run / ".history.csv.0a1b2c3d.tmp",
+        run / f".lock.{dead}.tmp",  # a lock payload of a process killed before os.link
+    ]
+    kept = [
+        run / f".lock.{alive.pid}.tmp",  # a live process about to link it: not ours to take
+        run / "eval" / ".val-best.json.0a1b2c3d.tmp",  # eval writes there without the lock
+        run / "my-notes.tmp",
+    ]
+    try:
+        for p in stale + kept:
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_text("x")
+        with RunLock(run / "lock"):
+            assert not any(p.exists() for p in stale)
+            assert all(p.exists() for p in kept)
+    finally:
+        alive.kill()
+        alive.wait()

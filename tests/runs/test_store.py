@@ -100,3 +100,12 @@ def test_unique_create_keeps_a_chosen_name_strict(tmp_path):
     assert store.create("shapes", unique=True).name == "shapes-2"
     with pytest.raises(RunConflict):
         store.create("shapes")
+
+
+def test_names_are_matched_whole_a_trailing_newline_is_refused(tmp_path):
+    store = RunStore(tmp_path)
+    with pytest.raises(UsageError, match=r"run name 'nl\\n'"):  # one line: the name as repr
+        store.create("nl\n")
+    (tmp_path / "0001-ok\n").mkdir()  # a folder `$` would have taken for a run
+    (tmp_path / "0002-ok").mkdir()
+    assert [r.root.name for r in store.runs()] == ["0002-ok"]

@@ -212,3 +212,28 @@ def test_polling_goes_on_while_the_help_screen_is_open(store, running_run):
         assert "epoch 1: train_loss 1 · val_loss 0.9" in shown(pilot.app.query_one(MetricsLine))
 
     drive(CellbenchTUI(store.root, interval=0.05), scenario)
+
+
+def test_a_damaged_run_is_marked_and_says_why_the_others_show_as_usual(store):
+    write_finished_run(store, "first")
+    damaged = write_finished_run(store, "second", epochs=3)
+    with open(damaged.events, "a") as fh:
+        fh.write('{"kind": "epoch", "epoch": "x"}\n')
+    damaged.config.write_text("model: just-a-string\n")
+
+    async def scenario(pilot):
+        rows = table_rows(pilot.app)
+        assert [r[:4] for r in rows] == [
+            ["1", "first", "completed", "2"],
+            ["2", "second", "completed!", "3"],  # what is readable, and "!"
+        ]
+        header = shown(pilot.app.query_one(RunHeader))
+        flat = " ".join(header.split())
+        assert "damaged: events.jsonl: 1 bad line skipped (line " in flat
+        assert "epoch event: epoch: expected an integer >= 1, got 'x')" in flat
+        assert "damaged: config.yaml: model: expected a mapping" in " ".join(header.split())
+        await pilot.press("k")
+        await pilot.pause()
+        assert "damaged" not in shown(pilot.app.query_one(RunHeader))
+
+    drive(CellbenchTUI(store.root), scenario)

@@ -67,10 +67,27 @@ def _class_dirs(root: Path) -> list[str]:
     return sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
 
 
+def _unreadable(exc: OSError) -> None:
+    # os.walk skips folders it cannot list unless told: an unreadable class folder would read
+    # as "has no images", and its images would silently be missing from the dataset
+    raise BadInputError(f"{exc.filename}: cannot read folder ({exc.strerror})") from exc
+
+
+def readable_folder(folder: Path) -> Path:
+    """``folder``, or a one-line error when it cannot be listed (Permission denied...): else
+    the first file looked for inside it would be named, although it does not exist."""
+    try:
+        with os.scandir(folder):
+            pass
+    except OSError as exc:
+        raise BadInputError(f"{folder}: cannot read folder ({exc.strerror})") from exc
+    return folder
+
+
 def _images_under(folder: Path) -> tuple[list[str], int]:
     """Sorted image paths below ``folder`` (recursively, like ImageFolder), and skipped files."""
     images, skipped = [], 0
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+    for dirpath, dirnames, filenames in os.walk(folder, onerror=_unreadable, followlinks=True):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
             if _is_image(name):
@@ -86,7 +103,7 @@ def scan_class_folders(
     """Classes, images and labels of ``root/<class>/...``; ``classes`` fixes the label order."""
     if not root.is_dir():
         raise BadInputError(f"{root}: folder not found")
-    found = _class_dirs(root)
+    found = _class_dirs(readable_folder(root))
     if not found:
         loose = any(_is_image(e.name) for e in os.scandir(root))
         what = "images but no class subfolders" if loose else "no class subfolders"
@@ -360,6 +377,7 @@ def _resolve(data: DataConfig) -> ResolvedSource:
             f"{root}: expected a folder (class folders, train/val tree or a saved "
             "Hugging Face dataset)"
         )
+    readable_folder(root)
     if _is_saved_hf(root):
         return _from_hf(_load_hf_disk(root), str(root), "hf-disk", data)
     if (root / "train").is_dir():

@@ -25,7 +25,11 @@ __all__ = [
 ]
 
 # modules that register the shipped tasks when imported
-_BUILTIN_MODULES = ("cellbench.engine.tasks.classify", "cellbench.engine.tasks.organ")
+_BUILTIN_MODULES = (
+    "cellbench.engine.tasks.classify",
+    "cellbench.engine.tasks.nuclei",
+    "cellbench.engine.tasks.organ",
+)
 _REGISTRY: dict[str, type[Task]] = {}
 
 

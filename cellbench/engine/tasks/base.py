@@ -96,6 +96,10 @@ class Task:
         inputs, targets = batch
         return inputs, targets
 
+    def configure(self, config: Config) -> None:
+        """Called once with the run's config before anything is built (settings the task's
+        other hooks need, e.g. how often an expensive metric runs)."""
+
     def build_data(self, config: Config) -> TaskData:
         raise NotImplementedError
 
@@ -118,8 +122,21 @@ class Task:
         """True when ``batch_transform`` needs every batch the same (even) size: drop the last."""
         return False
 
-    def metrics(self, data: TaskData, device: torch.device) -> MetricAccumulator:
+    def metrics(
+        self, data: TaskData, device: torch.device, epoch: int | None = None
+    ) -> MetricAccumulator:
+        """A fresh accumulator for one pass over a split; ``epoch`` (1-based) during training,
+        None elsewhere (``--overfit-small``, ``eval``)."""
         raise NotImplementedError
+
+    def epoch_findings(self, row: dict[str, Any], config: Config) -> list[Any]:
+        """Task-specific sanity checks of an epoch's history row (``checks.Finding`` list);
+        each check name fires once per run."""
+        return []
+
+    def expect_ranges(self, config: Config) -> dict[str, list[float]]:
+        """The ``expect:`` ranges that apply to this run's final metrics."""
+        return dict(config.expect or {})
 
     def expected_initial_loss(self, data: TaskData) -> float | None:
         """The loss of an untrained model (ln C for C balanced classes), or None."""

@@ -99,7 +99,9 @@ class ClassificationTask(Task):
     def needs_even_batches(self, config: Config) -> bool:
         return _mixing(config)
 
-    def metrics(self, data: TaskData, device: torch.device) -> MetricAccumulator:
+    def metrics(
+        self, data: TaskData, device: torch.device, epoch: int | None = None
+    ) -> MetricAccumulator:
         return ConfusionAccumulator(data.num_classes, device)
 
     def expected_initial_loss(self, data: TaskData) -> float | None:

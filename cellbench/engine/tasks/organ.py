@@ -135,7 +135,9 @@ class OrganTask(Task):
     def eval_criterion(self, config: Config, data: TaskData) -> nn.Module:
         return nn.CrossEntropyLoss()
 
-    def metrics(self, data: TaskData, device: torch.device) -> MetricAccumulator:
+    def metrics(
+        self, data: TaskData, device: torch.device, epoch: int | None = None
+    ) -> MetricAccumulator:
         return OrganAccumulator(data.num_classes, device)
 
     def expected_initial_loss(self, data: TaskData) -> float | None:

@@ -26,6 +26,8 @@ class RunHeader(Static):
             line.append(f" · {fmt.count(start['params'])} params")
         line.append("\n")
         line.append(self._detail(watcher), style="dim")
+        for reason in watcher.damaged:
+            line.append(f"\ndamaged: {reason}", style="bold red")
         self.update(line)
 
     @staticmethod

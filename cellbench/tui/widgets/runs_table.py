@@ -67,10 +67,15 @@ class RunsTable(DataTable):
         return [
             self._cell("id", str(watcher.run.id)),
             self._cell("name", watcher.run.name),
-            self._cell("status", watcher.status, fmt.status_style(watcher.status)),
+            self._status_cell(watcher),
             self._cell("epochs", epochs),
             self._cell("best", short_number(best)),
         ]
+
+    def _status_cell(self, watcher: RunWatcher) -> Text:
+        if watcher.damaged:  # "!" in red: the header of the selected run says why
+            return self._cell("status", f"{watcher.status}!", "bold red")
+        return self._cell("status", watcher.status, fmt.status_style(watcher.status))
 
     def _rebuild(self) -> None:
         selected = self.selected_folder

@@ -138,3 +138,48 @@ def test_bad_folders_name_the_path(tmp_path, make, match):
     with pytest.raises(BadInputError, match=match) as info:
         resolve_source(data_config(root))
     assert str(root) in str(info.value)
+
+
+def _as_unprivileged(code: str, *args: str):
+    """Run ``code`` where permissions apply: as root, without the capabilities that bypass them
+    (root reads any folder whatever its mode, so a chmod alone proves nothing here)."""
+    import os
+    import subprocess
+    import sys
+
+    argv = [sys.executable, "-c", code, *args]
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.skip("root without setpriv: permissions cannot be enforced")
+        argv = [setpriv, "--bounding-set=-dac_override,-dac_read_search", *argv]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=120)
+
+
+RESOLVE = """
+import sys
+from cellbench.config import DataConfig
+from cellbench.data.classify.sources import resolve_source
+from cellbench.errors import BadInputError
+for path in sys.argv[1:]:
+    try:
+        resolve_source(DataConfig(path=path))
+    except BadInputError as exc:
+        print(exc)
+"""
+
+
+def test_an_unreadable_data_or_class_folder_is_named_as_unreadable(tmp_path, shapes_flat):
+    data = shutil.copytree(shapes_flat, tmp_path / "data")
+    classes = shutil.copytree(shapes_flat, tmp_path / "classes")
+    unreadable = [data, classes / "square"]
+    for folder in unreadable:
+        folder.chmod(0)
+    try:
+        result = _as_unprivileged(RESOLVE, str(data), str(classes))
+    finally:
+        for folder in unreadable:
+            folder.chmod(0o755)
+    # the folder itself, as unreadable: not a dataset_dict.json it never held, not "no images"
+    expected = [f"{folder}: cannot read folder (Permission denied)" for folder in unreadable]
+    assert result.stdout.splitlines() == expected, result.stdout + result.stderr[-2000:]

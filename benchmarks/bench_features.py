@@ -1,0 +1,150 @@
+"""``features extract``: peak RSS on a fold vs one ten times larger, and tiles/s vs a plain loop.
+
+Memory: the extraction runs in a fresh subprocess on a generated fold of N tiles, then on one of
+10 N tiles; each reports its peak RSS (VmHWM). Memory is bounded by the chunk, not the fold, so the
+ratio should stay near 1 (goal <= 1.2).
+
+Speed: in this process, on the same fold and the same batches, ``extract_features`` (chunk reads,
+preprocessing, one forward pass with hooks, float16 writes, per-chunk manifest) against a plain
+loop that reads each batch from the memory-mapped fold, preprocesses it the same way and calls
+``forward_features``, keeping nothing (goal >= 0.9x).
+
+The folds hold random uint8 tiles in a valid store (content changes neither memory nor speed).
+
+    python benchmarks/bench_features.py [--tiles 200] [--speed-tiles 1000] [--backbone vit-demo]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from cellbench import __version__
+from cellbench.atomic import atomic_write_json
+from cellbench.data.families import TISSUES
+from cellbench.data.store import STORE_FORMAT, create_arrays, write_root_manifest
+
+CHILD = """
+import json, resource, sys, time
+from pathlib import Path
+import torch
+from cellbench.features.extract import extract_features
+from cellbench.models.backbones import build_backbone
+torch.set_num_threads(int(sys.argv[4]))
+t0 = time.perf_counter()
+backbone = build_backbone(sys.argv[2], device="cpu")
+extract_features(Path(sys.argv[1]), backbone, [1], "bench", batch_size=int(sys.argv[3]))
+status = Path("/proc/self/status")
+hwm = [int(l.split()[1]) for l in status.read_text().splitlines() if l.startswith("VmHWM")] \\
+    if status.exists() else [resource.getrusage(resource.RUSAGE_SELF).ru_maxrss]
+print(json.dumps({"maxrss_kb": hwm[0], "seconds": time.perf_counter() - t0}))
+"""
+
+
+def make_store(root: Path, tiles: int, size: int = 256) -> Path:
+    """A valid one-fold store of random tiles, written chunk by chunk."""
+    folder = root / "fold1"
+    folder.mkdir(parents=True)
+    arrays = create_arrays(folder, tiles, size, size)
+    rng = np.random.default_rng(0)
+    for start in range(0, tiles, 100):
+        stop = min(tiles, start + 100)
+        arrays["images"][start:stop] = rng.integers(0, 256, (stop - start, size, size, 3), np.uint8)
+    for arr in arrays.values():
+        arr.flush()
+    del arrays
+    atomic_write_json(folder / "tissues.json", [TISSUES[i % len(TISSUES)] for i in range(tiles)])
+    atomic_write_json(
+        folder / "manifest.json",
+        {"format": STORE_FORMAT, "fold": 1, "tiles": tiles, "height": size, "width": size},
+    )
+    write_root_manifest(root, __version__)
+    return root
+
+
+def child_peak(store: Path, backbone: str, batch_size: int, threads: int) -> dict:
+    args = [str(store), backbone, str(batch_size), str(threads)]
+    out = subprocess.run([sys.executable, "-c", CHILD, *args], capture_output=True, text=True)
+    if out.returncode:
+        raise SystemExit(out.stderr)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def speed(store: Path, backbone_name: str, batch_size: int, repeats: int) -> tuple[float, float]:
+    """Best tiles/s of the extraction and of the plain loop, interleaved runs."""
+    import torch
+
+    from cellbench.data.store import open_fold
+    from cellbench.features.extract import extract_features
+    from cellbench.models.backbones import build_backbone
+
+    backbone = build_backbone(backbone_name, device="auto")
+    images = open_fold(store, 1).images  # memory-mapped, as a plain script would read the fold
+    n = len(images)
+    best_extract = best_plain = 0.0
+    for _ in range(repeats):
+        shutil.rmtree(store / "features", ignore_errors=True)
+        t0 = time.perf_counter()
+        extract_features(store, backbone, [1], "speed", batch_size=batch_size, chunk_size=300)
+        best_extract = max(best_extract, n / (time.perf_counter() - t0))
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            for b in range(0, n, batch_size):
+                x = backbone.preprocess(np.array(images[b : b + batch_size]))
+                backbone.model.forward_features(x).float().cpu()
+        best_plain = max(best_plain, n / (time.perf_counter() - t0))
+    return best_extract, best_plain
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tiles", type=int, default=200, help="small fold (the large is 10x)")
+    parser.add_argument("--backbone", default="vit-demo")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads in the children")
+    parser.add_argument(
+        "--speed-tiles", type=int, default=1000, help="fold for the speed comparison"
+    )
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--workdir", type=Path, default=None)
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="bench_features_", dir=args.workdir))
+    try:
+        small = make_store(work / "small", args.tiles)
+        large = make_store(work / "large", args.tiles * 10)
+        a = child_peak(small, args.backbone, args.batch_size, args.threads)
+        b = child_peak(large, args.backbone, args.batch_size, args.threads)
+        ratio = b["maxrss_kb"] / a["maxrss_kb"]
+        print(
+            f"peak RSS: {args.tiles} tiles {a['maxrss_kb'] / 1024:.0f} MB "
+            f"({a['seconds']:.1f} s), {args.tiles * 10} tiles {b['maxrss_kb'] / 1024:.0f} MB "
+            f"({b['seconds']:.1f} s): ratio {ratio:.2f} (goal <= 1.2) "
+            f"{'OK' if ratio <= 1.2 else 'MISSED'}"
+        )
+        # a fold of realistic length: the per-fold costs (manifests, lock, CLS statistics) are
+        # paid once per fold, as on a real PanNuke fold of ~2,600 tiles
+        shutil.rmtree(large)
+        fold = make_store(work / "speed", args.speed_tiles)
+        extract_rate, plain_rate = speed(fold, args.backbone, args.batch_size, args.repeats)
+        speed_ratio = extract_rate / plain_rate
+        print(
+            f"speed ({args.backbone}, batch {args.batch_size}, {args.speed_tiles} tiles): "
+            f"extraction {extract_rate:.1f} tiles/s, "
+            f"plain forward_features loop {plain_rate:.1f} tiles/s: "
+            f"{speed_ratio:.2f}x (goal >= 0.9) {'OK' if speed_ratio >= 0.9 else 'MISSED'}"
+        )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
