@@ -17,7 +17,7 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -29,6 +29,9 @@ from cellbench.engine.device import resolve_device
 from cellbench.errors import BadInputError, UsageError, one_line
 from cellbench.runs.layout import RunPaths
 from cellbench.runs.store import RunStore
+
+if TYPE_CHECKING:
+    from cellbench.nuclei_inference import NucleiModel
 
 CHECKPOINTS = ("best", "last")
 ImageInput = str | os.PathLike | Image.Image | np.ndarray
@@ -128,12 +131,10 @@ def _resolve_run(
     """A RunPaths for a run reference or folder, or the Path of a checkpoint file."""
     if isinstance(run, RunPaths):
         return run
-    candidate = Path(str(run)).expanduser()
-    if candidate.suffix in (".pt", ".pth") and candidate.is_file():
+    candidate = Path(os.fspath(run)).expanduser() if not isinstance(run, int) else None
+    if candidate is not None and candidate.suffix in (".pt", ".pth") and candidate.is_file():
         return candidate
-    if candidate.is_dir() and (candidate / "checkpoints").is_dir():
-        return RunPaths(candidate)
-    return RunStore(runs_dir).resolve(str(run))
+    return RunStore(runs_dir).resolve(run)  # the run resolver every command uses
 
 
 def load_model(
@@ -142,8 +143,8 @@ def load_model(
     checkpoint: str = "best",
     device: str | torch.device | None = "cpu",
     use_ema: bool | None = None,
-) -> LoadedModel:
-    """Load a trained run for inference.
+) -> LoadedModel | NucleiModel:
+    """Load a trained run for inference (a ``NucleiModel`` for a nuclei run).
 
     ``run``: a run id (2), name, folder name, a run folder path, or a checkpoint file (.pt).
     ``checkpoint``: "best" or "last". ``device``: "cpu", "cuda", "auto". ``use_ema``: None follows
@@ -156,6 +157,12 @@ def load_model(
     path = checkpoint_file(target, checkpoint) if run_paths is not None else target
     state = read_checkpoint(path)
     task = state.get("task") or state["config"].get("task")
+    if task == "nuclei":
+        # image -> the features' backbone -> decoder -> frozen post-processing (nuclei_inference)
+        from cellbench.nuclei_inference import load_nuclei_model
+
+        root = run_paths.root if run_paths is not None else Path(path).parent.parent
+        return load_nuclei_model(state, path, root, device)
     if task == "organ":
         # image -> the features' backbone -> head -> the run's temperature (organ_inference)
         from cellbench.organ_inference import load_organ_model
@@ -268,8 +275,14 @@ def predict_many(
     return out
 
 
-def predict(loaded: LoadedModel, image: ImageInput) -> Prediction:
-    """The class of one image (path, PIL image or uint8 HxWx3 array) and its probabilities."""
+def predict(loaded: LoadedModel, image: ImageInput):
+    """The class of one image (path, PIL image or uint8 HxWx3 array) and its probabilities; for a
+    nuclei run, its nuclei (``cellbench.nuclei_inference.NucleiPrediction``: instances, types,
+    probabilities, centroids)."""
+    from cellbench.nuclei_inference import NucleiModel, predict_nuclei
+
+    if isinstance(loaded, NucleiModel):
+        return predict_nuclei(loaded, np.asarray(to_pil(image)))
     return predict_many(loaded, [image])[0]
 
 

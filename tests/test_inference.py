@@ -137,6 +137,15 @@ def test_unreadable_file_is_named(loaded, tmp_path):
 
 def test_not_a_classification_checkpoint(runs, tmp_path):
     _, run = copy_runs(runs[0], tmp_path)
-    edit_checkpoint(run.best_checkpoint, task="nuclei")
-    with pytest.raises(BadInputError, match="'nuclei' run"):
+    edit_checkpoint(run.best_checkpoint, task="detect")  # nuclei runs: tests/test_nuclei_inference
+    with pytest.raises(BadInputError, match="'detect' run"):
         load_model(run.root)
+
+
+def test_a_path_loads_that_run_even_when_runs_dir_has_one_of_the_same_name(runs, tmp_path):
+    here_root, _ = runs
+    other_root, other = copy_runs(here_root, tmp_path / "other")
+    loaded = load_model(str(other.root) + "/", runs_dir=here_root)
+    assert loaded.checkpoint_path == other.best_checkpoint
+    with pytest.raises(BadInputError, match="not a run folder"):
+        load_model(other.checkpoints, runs_dir=here_root)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from cellbench.cli.common import (
@@ -28,6 +29,7 @@ from cellbench.runs.clean import (
     CHECKPOINT_KINDS,
     CleanReport,
     Removal,
+    check_data_root,
     execute,
     plan_cache_clean,
     plan_features_clean,
@@ -66,9 +68,11 @@ def _plan_table(removals: list[Removal], roots: list[Path], title: str) -> Table
     table.add_column("size", justify="right")
     table.add_column("age", justify="right")
     for r in removals:
-        link = " [dim](link, target kept)[/]" if r.path.is_symlink() else ""
+        note = " [dim](link, target kept)[/]" if r.path.is_symlink() else ""
+        if r.kept:
+            note = " [dim](cellbench's files only, folder kept)[/]"
         table.add_row(
-            r.kind, _shown(r.path, roots) + link, format_bytes(r.bytes), format_age(r.age_s)
+            r.kind, escape(_shown(r.path, roots)) + note, format_bytes(r.bytes), format_age(r.age_s)
         )
     total = sum(r.bytes for r in removals)
     table.add_row(
@@ -131,7 +135,8 @@ def clean(
     run: Annotated[
         str | None,
         typer.Option(
-            "--run", help="Run id, name or folder: remove its checkpoints (all outputs with --all)."
+            "--run",
+            help="Run id, name, folder or path: remove its checkpoints (all outputs with --all).",
         ),
     ] = None,
     all_outputs: Annotated[
@@ -152,8 +157,8 @@ def clean(
         bool,
         typer.Option(
             "--cache",
-            help="Remove prepared-data caches (folders with a cellbench manifest.json); "
-            "raw data is never touched.",
+            help="Remove prepared-data caches under --data-dir: the files cellbench's store "
+            "manifests list, nothing else; raw data is never touched.",
         ),
     ] = False,
     cuda: Annotated[
@@ -184,7 +189,9 @@ def clean(
     data_dir: Annotated[
         Path,
         typer.Option(
-            "--data-dir", envvar=DATA_DIR_ENV, help="Data root holding caches and features/."
+            "--data-dir",
+            envvar=DATA_DIR_ENV,
+            help="Data root holding caches and features/ (never / or your home folder).",
         ),
     ] = Path("data"),
 ) -> None:
@@ -192,6 +199,8 @@ def clean(
 
     Shows what it will remove (size, age) and asks first unless --yes.
     Never removes anything outside the runs and data roots; a symlink is unlinked, never followed.
+    From a data store, only the files its manifests list as cellbench's are removed.
+    A store folder holding anything else stays, with it, listed as skipped with the reason.
     A run written by a live process is refused (exit 4); a missing run exits 3.
     """
     if not (run or features or cache or cuda or sweep):
@@ -205,15 +214,16 @@ def clean(
     roots: list[Path] = []
     run_paths = None
     if run:
-        store = run_store(runs_dir)
-        run_paths = store.resolve(run)  # missing run: exit 3
-        roots.append(store.root.resolve())
+        run_paths = run_store(runs_dir).resolve(run)  # the one run resolver; missing: exit 3
+        # the folder holding the run is the root: the runs folder, or the one a path named
+        roots.append(run_paths.root.parent.resolve())
         removals += plan_run_clean(run_paths, ALL_RUN_KINDS if all_outputs else CHECKPOINT_KINDS)
     if sweep:
         store = run_store(runs_dir)
         roots.append(store.root.resolve())
         removals += _sweep_removals(sweep, store, sweeps_dir, all_outputs)
     if features or cache:
+        check_data_root(data_dir)  # never /, ~ or above it: exit 2
         roots.append(data_dir.resolve())
         if features:
             removals += plan_features_clean(data_dir, features)
@@ -222,7 +232,13 @@ def clean(
     removals = _dedupe(removals)
 
     out = err_console if json_out else console
-    result: dict[str, Any] = {"dry_run": dry_run, "removed": [], "bytes_freed": 0, "cuda": None}
+    result: dict[str, Any] = {
+        "dry_run": dry_run,
+        "removed": [],
+        "bytes_freed": 0,
+        "skipped": [],
+        "cuda": None,
+    }
     if run or features or cache or sweep:
         report = _clean_files(removals, roots, run_paths, dry_run, yes, out)
         result.update(report.to_dict())
@@ -267,16 +283,19 @@ def _dedupe(removals: list[Removal]) -> list[Removal]:
 
 
 def _clean_files(removals, roots, run_paths, dry_run, yes, out) -> CleanReport:
-    if not removals:
+    plan = CleanReport.planned(removals)
+    if not plan.removed:
         out.print("Nothing to remove.")
-        return CleanReport()
-    out.print(_plan_table(removals, roots, "Would remove" if dry_run else "To remove"))
+        _print_kept(plan.skipped, roots, out)
+        return plan
+    out.print(_plan_table(plan.removed, roots, "Would remove" if dry_run else "To remove"))
+    _print_kept(plan.skipped, roots, out)
     if dry_run:
         out.print("dry run: nothing removed")
-        return CleanReport(removed=removals, bytes_freed=sum(r.bytes for r in removals))
-    if not yes and not _confirm(removals):
+        return plan
+    if not yes and not _confirm(plan.removed):
         out.print("Nothing removed.")
-        return CleanReport()
+        return CleanReport(skipped=plan.skipped)
     if run_paths is not None:
         # Hold the run's lock while deleting so a `train` cannot start on it halfway through.
         with RunLock(run_paths.lock):
@@ -284,4 +303,19 @@ def _clean_files(removals, roots, run_paths, dry_run, yes, out) -> CleanReport:
     else:
         report = execute(removals, roots)
     log(f"removed {len(report.removed)} item(s), freed {format_bytes(report.bytes_freed)}")
+    if report.skipped:
+        log(f"kept {len(report.skipped)} folder(s) holding data cellbench did not write")
     return report
+
+
+def _print_kept(skipped: list[Removal], roots: list[Path], out) -> None:
+    """The folders clean leaves in place, and why (a store holding the user's files...)."""
+    if not skipped:
+        return
+    table = Table(title="Kept (skipped)")
+    table.add_column("kind")
+    table.add_column("path")
+    table.add_column("reason", overflow="fold")
+    for r in skipped:
+        table.add_row(r.kind, escape(_shown(r.path, roots)), escape(r.skipped or ""))
+    out.print(table)

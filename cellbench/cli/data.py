@@ -131,9 +131,15 @@ def _synth_shapes(
 ) -> None:
     import shutil
 
-    from cellbench.data.classify.shapes import MANIFEST, write_shapes_dataset
+    from cellbench.data.classify.shapes import MANIFEST, foreign_entries, write_shapes_dataset
 
     if force and (out / MANIFEST).is_file():
+        foreign = foreign_entries(out)
+        if foreign:  # the folder goes whole: only when it holds nothing but the generator's files
+            raise BadInputError(
+                f"{foreign[0]}: not written by data synth, inside {out} that --force would "
+                "replace; move it out first"
+            )
         shutil.rmtree(out)  # only ever a generated shapes dataset (it has our manifest)
 
     made = write_shapes_dataset(

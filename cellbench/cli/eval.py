@@ -78,7 +78,7 @@ def eval_run(
         typer.Option(
             "--run",
             "-r",
-            help="Run id (2), name (digestive) or folder (0002-digestive); default: the latest.",
+            help="Run id (2), name, folder (0002-digestive) or path; default: the latest.",
         ),
     ] = None,
     split: Annotated[str, typer.Option("--split", help="Split to evaluate: val or test.")] = "val",
@@ -95,10 +95,47 @@ def eval_run(
         str | None,
         typer.Option("--device", help="cpu, cuda or auto (default: the run's train.device)."),
     ] = None,
+    tune_postproc: Annotated[
+        bool,
+        typer.Option(
+            "--tune-postproc",
+            help="Nuclei runs: first search the post-processing parameters for the best bPQ "
+            "on the validation fold and freeze them into the run (postproc.json).",
+        ),
+    ] = False,
+    allow_leak: Annotated[
+        bool,
+        typer.Option(
+            "--allow-leak", help="Nuclei runs: evaluate even on the fold the run trained on."
+        ),
+    ] = False,
+    export: Annotated[
+        Path | None,
+        typer.Option(
+            "--export",
+            help="Nuclei runs: write the predictions (and the same tiles' ground truth) in "
+            "PanNuke format: eval pannuke --true DIR/true --pred DIR/pred re-scores them.",
+        ),
+    ] = None,
+    workers: Annotated[
+        int,
+        typer.Option("--workers", min=1, help="Nuclei runs: post-processing worker processes."),
+    ] = 1,
+    fold: Annotated[
+        int | None,
+        typer.Option(
+            "--fold",
+            help="Nuclei runs: evaluate this fold of the store instead of --split's (the run's "
+            "training fold needs --allow-leak).",
+        ),
+    ] = None,
     runs_dir: RunsDirOption = None,
     json_out: JsonOption = False,
 ) -> None:
-    """Evaluate a run on its val or test split and write the results to runs/<run>/eval/."""
+    """Evaluate a run on its val or test split and write the results to runs/<run>/eval/.
+
+    Nuclei runs: post-processing with the run's frozen parameters, then bPQ/mPQ by the PanNuke
+    rules, image averages, mPQ+, Dice, AJI, per type and per tissue."""
     if ctx.invoked_subcommand is not None:
         return
     if split not in ("val", "test"):
@@ -115,6 +152,26 @@ def eval_run(
         log(f"no --run given: evaluating the latest run, {paths.root.name}")
     else:
         paths = store.resolve(run)
+
+    from cellbench.cli.predict import _run_task
+
+    if _run_task(paths) == "nuclei":
+        from cellbench.cli.eval_nuclei import eval_nuclei_run
+
+        eval_nuclei_run(
+            paths, split, checkpoint, batch_size, device, tune_postproc, allow_leak, export,
+            workers, json_out, fold,
+        )  # fmt: skip
+        return
+    nuclei_only = {
+        "--tune-postproc": tune_postproc,
+        "--allow-leak": allow_leak,
+        "--export": export,
+        "--fold": fold,
+    }
+    used = [name for name, value in nuclei_only.items() if value]
+    if used:
+        raise UsageError(f"{used[0]} is for nuclei runs; {paths.root.name} is not one")
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 

@@ -1,4 +1,6 @@
-"""``cellbench predict --run RUN IMAGE...``: class and probability of each image.
+"""``cellbench predict --run RUN IMAGE...``: class and probability of each image, or, for a
+nuclei run, its nuclei: an overlay PNG (contours coloured by type) and a QuPath GeoJSON per
+image in ``--out`` (default ``runs/<run>/predict/``), and a table of counts per type.
 
 Every image is read before the model is loaded: if one cannot be read, the command exits 3 at
 once, naming every unreadable file, and prints no partial result (a script never gets half a
@@ -15,26 +17,54 @@ from rich.table import Table
 
 from cellbench.cli.common import JsonOption, RunsDirOption, console, print_json, run_store
 from cellbench.errors import UsageError
+from cellbench.runs.layout import RunPaths
+
+
+def _run_task(paths: RunPaths) -> str | None:
+    """The run's task from its config.yaml, without loading the checkpoint (or torch)."""
+    import yaml
+
+    try:
+        config = yaml.safe_load(paths.config.read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return None
+    return config.get("task") if isinstance(config, dict) else None
 
 
 def predict_command(
     images: Annotated[
         list[Path], typer.Argument(help="Image files (PNG, JPEG, TIFF, ...).", show_default=False)
     ],
-    run: Annotated[str, typer.Option("--run", "-r", help="Run id (2), name or folder.")],
+    run: Annotated[str, typer.Option("--run", "-r", help="Run id (2), name, folder or path.")],
     checkpoint: Annotated[str, typer.Option("--checkpoint", help="best or last.")] = "best",
     top: Annotated[int, typer.Option("--top", min=1, help="Show the K most probable classes.")] = 1,
     batch_size: Annotated[
         int, typer.Option("--batch-size", min=1, help="Images per forward pass.")
     ] = 32,
     device: Annotated[str, typer.Option("--device", help="cpu, cuda or auto.")] = "cpu",
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Nuclei runs: folder for <image>.overlay.png and <image>.geojson "
+            "(default: runs/<run>/predict).",
+        ),
+    ] = None,
     runs_dir: RunsDirOption = None,
     json_out: JsonOption = False,
 ) -> None:
-    """Predict the class of each image with a trained run (its eval transform and weights)."""
+    """Predict the class of each image with a trained run (its eval transform and weights), or
+    the nuclei of each image with a nuclei run (overlay PNG + QuPath GeoJSON)."""
     if checkpoint not in ("best", "last"):
         raise UsageError(f"--checkpoint {checkpoint}: expected best or last")
     paths = run_store(runs_dir).resolve(run)
+    if _run_task(paths) == "nuclei":
+        from cellbench.cli.predict_nuclei import predict_nuclei_command
+
+        predict_nuclei_command(paths, images, checkpoint, device, out, json_out)
+        return
+    if out is not None:
+        raise UsageError("--out is for nuclei runs (overlay PNG and GeoJSON per image)")
 
     from cellbench.inference import load_model, predict_many, read_images  # torch: lazily
 

@@ -1,5 +1,9 @@
 """``cellbench quickstart``: the whole workflow on data it generates itself.
 
+By default the nuclei workflow of seeds/001 (``quickstart_nuclei``: synth, prepare, check,
+features, organ head, a family decoder, post-processing tuning, evaluation, export, predict and a
+summary table); ``--classify`` runs the disciplined classification study instead.
+
 Each step is a real cellbench command run in this process, printed first as the line a user
 would type, so the quickstart doubles as a tour: what it shows is exactly what the commands do.
 A step that fails stops the quickstart with that step's exit code.
@@ -16,7 +20,7 @@ from rich.rule import Rule
 
 from cellbench.cli.common import RunsDirOption, console, err_console
 
-QUICKSTART_RUN = "quickstart"
+QUICKSTART_RUN = "quickstart"  # the classification study's run
 UNSEEN_SEED = 10_007  # the generated training data uses seed 0
 
 
@@ -40,26 +44,95 @@ def quickstart_command(
         Path, typer.Option("--data-dir", help="Where the generated datasets go.")
     ] = Path("data/quickstart"),
     runs_dir: RunsDirOption = None,
+    classify: Annotated[
+        bool,
+        typer.Option(
+            "--classify", help="Run the image-classification study instead of the nuclei one."
+        ),
+    ] = False,
     tiles: Annotated[
-        int, typer.Option(help="Generated PanNuke tiles per fold (3 folds).", min=1)
-    ] = 16,
-    tile_size: Annotated[int, typer.Option(help="PanNuke tile side in pixels.", min=16)] = 256,
+        int | None,
+        typer.Option(
+            help="Generated PanNuke tiles per fold (3 folds; default 160, --classify 16).", min=1
+        ),
+    ] = None,
+    tile_size: Annotated[
+        int | None,
+        typer.Option(help="PanNuke tile side in pixels (default 64, --classify 256).", min=16),
+    ] = None,
     images: Annotated[
-        int, typer.Option(help="Generated classification images per class.", min=10)
+        int, typer.Option(help="--classify: generated images per class.", min=10)
     ] = 200,
     epochs: Annotated[
-        int | None, typer.Option(help="Training epochs (default: the demo profile's).", min=1)
+        int | None, typer.Option(help="Training epochs (default: the profile's).", min=1)
     ] = None,
+    workers: Annotated[
+        int, typer.Option(help="Post-processing worker processes (nuclei).", min=1)
+    ] = 1,
 ) -> None:
-    """Run the whole workflow on generated data: a few minutes on a laptop CPU, no download.
+    """Run the whole workflow on generated data: minutes on a laptop CPU, no download.
 
-        Nuclei data: generate PanNuke-like folds, convert them to the canonical store (uint8 images,
-        float32 HV maps), validate and describe them. Classification study: generate a dataset, show
-        its class balance, check that the model can overfit a small batch, run the LR range test,
-        train with checkpoints, baselines and the initial-loss check, evaluate on the test split and
-        predict unseen images. Running it again first cleans the quickstart run (`clean --all`), so
-    the retrain starts from nothing.
+    Nuclei (default): generate PanNuke-like folds, convert and validate them, extract features
+    with a small ViT and check them, train the organ head, train the digestive decoder, tune
+    post-processing on the validation fold, evaluate on the test fold by the PanNuke rules,
+    export and re-score, predict new tiles (overlay PNG + QuPath GeoJSON), then print a summary
+    of the numbers and sanity checks. --classify: the classification study (class balance,
+    overfit a small batch, LR range test, training with baselines, test evaluation, predict).
+    Running it again first cleans the quickstart runs (`clean --all`), so retrains start from
+    nothing.
     """
+    if classify:
+        _classify(data_dir, runs_dir, tiles or 16, tile_size or 256, images, epochs)
+    else:
+        _nuclei(data_dir, runs_dir, tiles or 160, tile_size or 64, epochs, workers)
+
+
+def _nuclei(
+    data_dir: Path,
+    runs_dir: Path | None,
+    tiles: int,
+    tile_size: int,
+    epochs: int | None,
+    workers: int,
+) -> None:
+    from cellbench.cli.quickstart_nuclei import (
+        NUCLEI_RUN,
+        ORGAN_RUN,
+        NucleiPlan,
+        example_tiles,
+        nuclei_steps,
+        predict_step,
+        summary,
+    )
+    from cellbench.runs.store import RunStore
+
+    runs = ["--runs-dir", str(runs_dir)] if runs_dir else []
+    plan = NucleiPlan(data_dir, runs, tiles, tile_size, epochs, workers)
+    store_runs = RunStore(runs_dir)
+    existing = {name for name in (ORGAN_RUN, NUCLEI_RUN) if store_runs.find(name) is not None}
+    started = time.perf_counter()
+    steps = nuclei_steps(plan, existing)
+    for number, (title, args) in enumerate(steps, start=1):
+        _run_step(number, title, args)
+    title, args = predict_step(plan, example_tiles(plan))
+    _run_step(len(steps) + 1, title, args)
+    console.print(Rule("[bold green]quickstart done", align="left"))
+    summary(plan, runs_dir, time.perf_counter() - started)
+    console.print(
+        "Next: [bold]cellbench runs list[/], [bold]cellbench tui[/] (curves, memory, warnings), "
+        f"open {plan.predictions}/*.geojson in QuPath, or train on real PanNuke with "
+        "[bold]--profile cellvit-optimus[/] (docs/nuclei.md)."
+    )
+
+
+def _classify(
+    data_dir: Path,
+    runs_dir: Path | None,
+    tiles: int,
+    tile_size: int,
+    images: int,
+    epochs: int | None,
+) -> None:
     from cellbench.runs.store import RunStore
 
     raw, store, shapes = data_dir / "pannuke-raw", data_dir / "pannuke", data_dir / "shapes"

@@ -120,7 +120,10 @@ def list_runs(runs_dir: RunsDirOption = None, json_out: JsonOption = False) -> N
 @app.command("show")
 def show_run(
     run: Annotated[
-        str, typer.Argument(help="Run id (2), name (digestive) or folder (0002-digestive).")
+        str,
+        typer.Argument(
+            help="Run id (2), name (digestive), folder (0002-digestive) or path to one."
+        ),
     ],
     runs_dir: RunsDirOption = None,
     json_out: JsonOption = False,
@@ -188,7 +191,7 @@ def _fmt(value) -> str:
 
 @app.command("compare")
 def compare_runs(
-    runs: Annotated[list[str], typer.Argument(help="Two or more runs (id, name or folder).")],
+    runs: Annotated[list[str], typer.Argument(help="Two or more runs (id, name, folder or path).")],
     metric: Annotated[
         list[str] | None,
         typer.Option(

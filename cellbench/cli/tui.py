@@ -15,7 +15,10 @@ from cellbench.cli.common import RunsDirOption, run_store
 def tui_command(
     run: Annotated[
         str | None,
-        typer.Option("--run", help="Select this run at start: id (2), name or folder."),
+        typer.Option(
+            "--run",
+            help="Select this run at start: id (2), name, folder or path (opens its runs folder).",
+        ),
     ] = None,
     follow: Annotated[
         bool, typer.Option("--follow", help="Keep the newest running run selected (key f).")
@@ -33,8 +36,12 @@ def tui_command(
     Keys: q quit · r refresh · ↑/↓ j/k select · f follow the newest running run · ? help.
     """
     store = run_store(runs_dir)
+    root = store.root
     if run is not None:
-        store.resolve(run)  # a missing run: exit 3 with the store's message, before the screen
+        # the one run resolver, before the screen (a missing run: exit 3); a path to a run of
+        # another runs folder opens that folder, with the run selected
+        paths = store.resolve(run)
+        root, run = paths.root.parent, paths.root.name
     from cellbench.tui.app import CellbenchTUI
 
-    CellbenchTUI(store.root, run=run, interval=interval, follow=follow).run()
+    CellbenchTUI(root, run=run, interval=interval, follow=follow).run()

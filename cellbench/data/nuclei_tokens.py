@@ -26,7 +26,7 @@ import torch
 from torch.utils.data import Dataset
 
 from cellbench.data.augment import NucleiAugment
-from cellbench.data.npyio import open_npy
+from cellbench.data.npyio import open_npy, release_rows
 from cellbench.data.nuclei_dataset import NucleiDataset, item_rng
 from cellbench.errors import BadInputError
 
@@ -87,7 +87,11 @@ class NucleiTokenDataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         s = self.tiles.sample(i)
         fold, tile = self.tiles.index[i]
-        tokens = None if self.online else self._tokens(fold)[tile]  # one tile from the map
+        tokens = None
+        if not self.online:  # one tile copied out of the map, its pages dropped from our RSS
+            stored = self._tokens(fold)
+            tokens = np.array(stored[tile])
+            release_rows(stored, tile, tile + 1)
         if self.augment is not None:
             rng = item_rng()
             geometry = self.augment.draw_geometry(rng)

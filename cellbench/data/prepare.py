@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from cellbench import __version__
+from cellbench import __version__, ownership
 from cellbench.atomic import atomic_write_json
 from cellbench.data.convert import Quirks, convert_images, convert_masks
 from cellbench.data.families import NUCLEUS_TYPES
@@ -194,7 +194,9 @@ def prepare_fold(
             **summary,
             "quirks": quirks.to_dict(),
         }
-        # Written last: a fold folder with a manifest is complete.
+        # The files written here, for clean (cellbench.ownership); the manifest is written last:
+        # a fold folder with a manifest is complete.
+        manifest[ownership.FILES_KEY] = ownership.written_files(tmp)
         atomic_write_json(tmp / "manifest.json", manifest)
     return FoldReport(
         raw.fold,
@@ -240,6 +242,27 @@ def check_output(out: Path, folds: Sequence[int]) -> None:
                 f"{folder}: exists and is not a cellbench store fold (no store manifest.json); "
                 "refusing to replace it"
             )
+        foreign = ownership.survey(folder, ownership.owned_files(folder) or set()).foreign
+        if foreign:  # the fold is replaced whole: it must hold nothing but what prepare wrote
+            raise BadInputError(
+                f"{foreign[0]}: not written by cellbench, inside store fold {folder} that prepare "
+                "would replace; move it out first"
+            )
+    # Anything else in a non-empty folder is the user's (a raw dataset in a sub-folder, images):
+    # a store manifest there would make `clean --cache` take the folder for a cache.
+    if out.is_dir() and not ownership.is_store_folder(out):
+        entries = [e.name for e in out.iterdir() if not _own_leftover(e.name)]
+        if entries:
+            raise BadInputError(
+                f"{out}: folder is not empty and is not a cellbench store (holds "
+                f"{', '.join(sorted(entries)[:3])}); choose a new or empty --out"
+            )
+
+
+def _own_leftover(name: str) -> bool:
+    """A staging folder of an interrupted prepare (removed when the fold is prepared again)."""
+    staging = ownership.STAGING_RE.fullmatch(name)
+    return bool(staging and ownership.FOLD_RE.fullmatch(staging["name"]))
 
 
 def prepare(

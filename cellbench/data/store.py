@@ -193,6 +193,8 @@ def write_root_manifest(root: Path, version: str) -> dict[str, Any]:
         "cellbench_version": version,
         "hv_convention": HV_CONVENTION,
         "folds": folds,
+        # cellbench writes nothing else at the root: each fold<k>/manifest.json lists its files
+        "files": [],
     }
     atomic_write_json(Path(root) / "manifest.json", manifest)
     return manifest

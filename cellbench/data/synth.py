@@ -16,8 +16,9 @@ Pixel size is fixed (about 0.5 µm/px like PanNuke's 40x), so a smaller ``size``
 nuclei per tile, same nuclei. Each tile is drawn from its own generator seeded by
 (seed, fold, tile), so output does not depend on chunking.
 
-The output folder gets a ``synth.json`` marker (generator, folds, tiles, seed, size, layout):
-``--force`` replaces only a folder that has it, never a folder of the user's.
+The output folder gets a ``synth.json`` marker (generator, folds, tiles, seed, size, layout,
+and the ``"files"`` it wrote): ``--force`` replaces only a folder that has it and holds nothing
+else, never a folder of the user's; a non-empty folder without it is refused (exit 3).
 """
 
 from __future__ import annotations
@@ -33,12 +34,12 @@ import numpy as np
 from scipy import ndimage
 from skimage.draw import polygon
 
-from cellbench import __version__
+from cellbench import __version__, ownership
 from cellbench.atomic import atomic_write_json
 from cellbench.data.families import DEFAULT_FAMILIES, TISSUES
 from cellbench.data.npyio import NpyWriter
 from cellbench.data.staging import staged_dir
-from cellbench.errors import UsageError
+from cellbench.errors import BadInputError, UsageError
 
 MARKER = "synth.json"  # written last: marks a complete folder that synth --force may replace
 GENERATOR = "cellbench-synth-pannuke"
@@ -284,20 +285,42 @@ def read_marker(out: Path) -> dict[str, Any] | None:
     return marker if isinstance(marker, dict) and marker.get("generator") == GENERATOR else None
 
 
+def _owned(out: Path, marker: dict[str, Any]) -> set[Path]:
+    """The files a synth output owns: its marker's ``"files"``, or for a marker written before
+    that key, the raw PanNuke files of its folds and layout, never anything else."""
+    folds = marker.get("folds") if isinstance(marker.get("folds"), int) else 0
+    legacy = []
+    for k in range(1, min(folds, 100) + 1):
+        if marker.get("layout") == "flat":
+            legacy += [f"fold{k}/{name}" for name in ("images.npy", "masks.npy", "types.npy")]
+        else:
+            legacy += [f"Fold {k}/images/fold{k}/images.npy", f"Fold {k}/images/fold{k}/types.npy"]
+            legacy += [f"Fold {k}/masks/fold{k}/masks.npy"]
+    return {Path(out).absolute() / MARKER, *ownership.listed_files(Path(out), marker, legacy)}
+
+
 def _check_out(out: Path, force: bool) -> None:
-    """Only an empty folder, or one that synth wrote (it has our marker), may be replaced."""
+    """Only an empty folder, or (with ``force``) one that synth wrote and that holds nothing
+    else, may be replaced: the folder is replaced whole."""
     if not out.exists():
         return
     if not out.is_dir():
         raise UsageError(f"{out}: exists and is not a folder")
     if not any(out.iterdir()):
         return
+    marker = read_marker(out)
+    if marker is None:
+        raise BadInputError(
+            f"{out}: folder is not empty and was not written by data synth (no {MARKER}); "
+            "choose a new or empty --out"
+        )
     if not force:
         raise UsageError(f"{out}: folder exists and is not empty; use --force to replace it")
-    if read_marker(out) is None:
-        raise UsageError(
-            f"{out}: not a folder written by data synth (no {MARKER}); --force only replaces "
-            "those. Choose another --out or remove it yourself"
+    foreign = ownership.survey(out, _owned(out, marker)).foreign
+    if foreign:
+        raise BadInputError(
+            f"{foreign[0]}: not written by data synth, inside {out} that --force would replace; "
+            "move it out first"
         )
 
 
@@ -344,6 +367,8 @@ def synth(
                 return synth_tile(rng, tissues[i], size, empty=rng.random() < empty_fraction)
 
             written.append(write_raw_fold(tmp, fold, tissues, size, layout, make_tile, progress))
+        # what synth wrote, for --force and clean (cellbench.ownership); the marker goes last
+        marker[ownership.FILES_KEY] = ownership.written_files(tmp, manifest=MARKER)
         atomic_write_json(tmp / MARKER, marker)
     return [out / p.relative_to(tmp) for p in written]
 

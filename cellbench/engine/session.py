@@ -28,7 +28,7 @@ from cellbench.errors import BadInputError, RunConflict, UsageError
 from cellbench.runs.events import EventWriter, read_events
 from cellbench.runs.layout import NAME_RE, RUN_DIR_RE, RunPaths
 from cellbench.runs.lock import RunLock
-from cellbench.runs.store import RunStore
+from cellbench.runs.store import RunStore, is_path_ref
 
 
 @dataclass
@@ -115,7 +115,7 @@ def anchor_local_paths(config: Config) -> None:
 def find_existing(store: RunStore, request: TrainRequest) -> RunPaths | None:
     if request.run is None:
         if request.resume or request.fresh:
-            raise UsageError("--resume and --fresh need --run RUN (an id, name or folder)")
+            raise UsageError("--resume and --fresh need --run RUN (an id, name, folder or path)")
         return None
     existing = store.find(request.run)
     if existing is None and (
@@ -123,6 +123,7 @@ def find_existing(store: RunStore, request: TrainRequest) -> RunPaths | None:
         or request.fresh
         or request.run.isdigit()
         or RUN_DIR_RE.fullmatch(request.run)
+        or is_path_ref(request.run)
     ):
         # --resume/--fresh name a run that must exist: a typo must not start a new run
         store.resolve(request.run)  # raises "no run" with a did-you-mean (exit 3)
@@ -170,7 +171,8 @@ def fresh_reset(store: RunStore, run: RunPaths) -> dict[str, Any]:
     from cellbench.engine.reset import release_memory
     from cellbench.runs.clean import FRESH_KINDS, execute, plan_run_clean
 
-    report = execute(plan_run_clean(run, FRESH_KINDS), [store.root])
+    # the folder holding the run is the root: this store's, or the one a path named (--run PATH)
+    report = execute(plan_run_clean(run, FRESH_KINDS), [run.root.parent])
     memory = release_memory()
     return {
         "removed": [str(r.path.relative_to(run.root)) for r in report.removed],

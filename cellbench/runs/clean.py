@@ -14,12 +14,14 @@ path against the allowed roots first and only then removes. Safety rules:
   under its real name;
 - a folder locked by a live process (a run being trained) is refused (exit 4);
 - prepared-data caches are recognised only by a cellbench ``manifest.json``: a folder without one
-  (a raw input dataset) is never touched.
+  (a raw input dataset) is never touched; from a store, only the files its manifests list go
+  (``cellbench.ownership``), and a store folder holding anything else stays, with that content;
+- every folder a removal changes is checked writable first: a read-only folder is one error and
+  nothing removed.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import socket
@@ -30,7 +32,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cellbench.errors import BadInputError, RunConflict
+from cellbench import ownership
+from cellbench.errors import BadInputError, RunConflict, UsageError
 from cellbench.runs.layout import RunPaths
 from cellbench.runs.lock import lock_holder_alive, read_lock
 
@@ -43,7 +46,7 @@ ALL_RUN_KINDS = frozenset(RUN_KINDS)
 # it is append-only history and the new run_start marks where the fresh attempt begins
 FRESH_KINDS = frozenset({"checkpoints", "history", "metrics", "eval", "lr_find"})
 
-TRASH_PREFIX = ".cellbench-trash-"
+TRASH_PREFIX = ownership.TRASH_PREFIX
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".safetensors")
 # files of a run folder that no kind ever removes
 _KEEP = ("config.yaml", "lock")
@@ -55,6 +58,12 @@ class Removal:
     kind: str
     bytes: int
     age_s: float  # seconds since the newest file inside was modified
+    # For a data store: the files cellbench wrote there (what goes), the entries that stay
+    # (``kept``), why the folder itself stays (``skipped``), and whether anything goes at all.
+    owned: set[Path] | None = None
+    kept: list[Path] = field(default_factory=list)
+    skipped: str | None = None
+    removes: bool = True
 
     def to_dict(self) -> dict:
         return {
@@ -64,16 +73,32 @@ class Removal:
             "age_s": round(self.age_s, 3),
         }
 
+    def skip_dict(self) -> dict:
+        return {
+            "path": os.path.abspath(self.path),
+            "kind": self.kind,
+            "reason": self.skipped,
+            "kept": [os.path.abspath(p) for p in self.kept],
+        }
+
 
 @dataclass
 class CleanReport:
     removed: list[Removal] = field(default_factory=list)
     bytes_freed: int = 0
+    skipped: list[Removal] = field(default_factory=list)  # folders kept, with the reason
+
+    @classmethod
+    def planned(cls, removals: list[Removal]) -> CleanReport:
+        """What ``removals`` would do (a dry run)."""
+        going = [r for r in removals if r.removes]
+        return cls(going, sum(r.bytes for r in going), [r for r in removals if r.skipped])
 
     def to_dict(self) -> dict:
         return {
             "removed": [r.to_dict() for r in self.removed],
             "bytes_freed": self.bytes_freed,
+            "skipped": [r.skip_dict() for r in self.skipped],
         }
 
 
@@ -174,49 +199,56 @@ def _feature_root(data_root: Path) -> Path:
     return Path(data_root) / "features"
 
 
+def check_data_root(data_root: str | os.PathLike) -> Path:
+    """``data_root`` as given, or UsageError (exit 2) when it is, once symlinks and ``..`` are
+    resolved, the filesystem root, the home folder or a folder above it: a cache scan there
+    would walk other users' and other projects' data."""
+    data_root = Path(data_root).expanduser()
+    real = data_root.resolve()
+    if real == Path(real.anchor):
+        raise UsageError(f"--data-dir {data_root}: is the filesystem root; name the data folder")
+    home = Path.home().resolve()
+    if real == home or real in home.parents:
+        raise UsageError(
+            f"--data-dir {data_root}: is your home folder or above it; name the data folder"
+        )
+    return data_root
+
+
 def plan_features_clean(data_root: str | os.PathLike, tag: str) -> list[Removal]:
-    """The feature store ``<data_root>/features/<tag>``; missing -> BadInputError (exit 3)."""
+    """The files of the feature store ``TAG`` that cellbench wrote: ``<data_root>/features/TAG``,
+    or ``<store>/features/TAG`` of the one nuclei store under ``data_root`` that has it (where
+    ``features extract`` writes). Missing -> BadInputError (exit 3); in several stores ->
+    UsageError (exit 2) naming them. Removes nothing."""
+    data_root = check_data_root(data_root)
     if not tag or "/" in tag or tag in (".", "..") or os.sep in tag:
         raise BadInputError(f"feature tag '{tag}': a tag is a single folder name")
-    store = _feature_root(Path(data_root)) / tag
-    if not store.exists() and not store.is_symlink():
-        tags = sorted(p.name for p in _feature_root(Path(data_root)).glob("*") if p.is_dir())
+    roots = [data_root] + [s for s in _find_stores(data_root, 4) if not _is_trash(s)]
+    found = [r / "features" / tag for r in roots if os.path.lexists(r / "features" / tag)]
+    if not found:
+        tags = sorted({p.name for r in roots for p in (r / "features").glob("*") if p.is_dir()})
         hint = f" (stores: {', '.join(tags)})" if tags else ""
-        raise BadInputError(f"{store}: no such feature store{hint}")
-    return [measure(store, "features")]
+        raise BadInputError(f"{_feature_root(data_root) / tag}: no such feature store{hint}")
+    if len(found) > 1:
+        raise UsageError(
+            f"feature tag '{tag}' is in several stores ({', '.join(map(str, found))}); "
+            "pass the one to clean as --data-dir"
+        )
+    store = found[0]
+    if store.is_symlink():
+        return [measure(store, "features")]  # the link goes, never what it points to
+    if not store.is_dir():
+        return [_skip(store, "features", "not a folder")]
+    return [plan_store(store, "features", unfinished_ok=True)]
 
 
-def is_cellbench_manifest(path: Path) -> bool:
-    """A ``manifest.json`` written by cellbench (``data prepare``/``synth``/``features extract``).
-
-    Raw datasets may carry their own manifest.json; only one that names cellbench counts.
-    """
-    try:
-        if path.is_symlink() or not path.is_file():
-            return False
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError):
-        return False
-    if not isinstance(data, dict):
-        return False
-    for key, value in data.items():
-        if key.lower().startswith("cellbench"):
-            return True
-        if key.lower() in ("producer", "created_by", "generator", "tool", "format") and (
-            isinstance(value, str) and value.lower().startswith("cellbench")
-        ):
-            return True
-    return False
+def _is_trash(path: Path) -> bool:
+    return path.name.startswith(TRASH_PREFIX)
 
 
-def is_cellbench_store(folder: Path) -> bool:
-    """A folder cellbench wrote: its own manifest, or every ``fold*`` subfolder has one."""
-    if folder.is_symlink() or not folder.is_dir():
-        return False
-    if is_cellbench_manifest(folder / "manifest.json"):
-        return True
-    folds = [p for p in folder.glob("fold*") if p.is_dir() and not p.is_symlink()]
-    return bool(folds) and all(is_cellbench_manifest(p / "manifest.json") for p in folds)
+# kept for callers of the old name; the rule now lives in cellbench.ownership
+is_cellbench_manifest = ownership.is_cellbench_manifest
+is_cellbench_store = ownership.is_store_folder
 
 
 def _find_stores(folder: Path, depth: int) -> Iterator[Path]:
@@ -239,23 +271,71 @@ def _find_stores(folder: Path, depth: int) -> Iterator[Path]:
 def plan_cache_clean(data_root: str | os.PathLike, max_depth: int = 4) -> list[Removal]:
     """Prepared-data caches under ``data_root``: canonical stores and feature stores.
 
-    A cache is a folder with a cellbench ``manifest.json`` (or whose ``fold*`` folders all have
-    one); anything else, raw input datasets included, is never listed. Removes nothing.
+    A cache is a folder with a cellbench ``manifest.json`` (or in its ``fold<k>/`` folders); only
+    the files those manifests list are planned, and a store holding anything else is kept (see
+    ``plan_store``). Raw input datasets are never listed. Removes nothing.
     """
-    data_root = Path(data_root)
+    data_root = check_data_root(data_root)
     if not data_root.is_dir():
         raise BadInputError(f"{data_root}: no such data folder")
     now = time.time()
     removals = []
     for store in _find_stores(data_root, max_depth):
         if store.name.startswith(TRASH_PREFIX):
-            kind = "trash"
-        elif _feature_root(data_root) in store.parents:
-            kind = "features"
+            removals.append(measure(store, "trash", now))
         else:
-            kind = "cache"
-        removals.append(measure(store, kind, now))
+            kind = "features" if store.parent.name == ownership.FEATURES_DIR else "cache"
+            removals.append(plan_store(store, kind, now))
     return removals
+
+
+def _skip(path: Path, kind: str, reason: str) -> Removal:
+    return Removal(path=path, kind=kind, bytes=0, age_s=0.0, removes=False, skipped=reason)
+
+
+def plan_store(
+    store: Path, kind: str, now: float | None = None, unfinished_ok: bool = False
+) -> Removal:
+    """A store's owned files (``cellbench.ownership``) as one Removal.
+
+    A store holding anything else keeps its folder and those items (``kept``, ``skipped`` says
+    why); a store a live process is writing, or whose manifest is not cellbench's, is skipped
+    whole. ``unfinished_ok`` (``--features TAG``, named by the user): a store without any
+    manifest yet, as an interrupted extraction leaves it, owns its contract files.
+    """
+    now = time.time() if now is None else now
+    store = Path(os.path.abspath(store))  # ownership and survey speak in absolute paths
+    legacy = "features" if kind == "features" else "store"
+    owned = ownership.owned_files(store, legacy)
+    if owned is None:
+        manifests = [store / ownership.MANIFEST] + [
+            p / ownership.MANIFEST for p in ownership.fold_children(store)
+        ]
+        if unfinished_ok and not any(os.path.lexists(m) for m in manifests):
+            owned = ownership.contract_files(store, legacy)
+        else:
+            _, why = ownership.read_manifest(store / ownership.MANIFEST)
+            return _skip(store, kind, f"{why}: not a cellbench store, nothing removed")
+    found = ownership.survey(store, owned)
+    if found.busy:
+        names = ", ".join(p.name for p in found.busy)
+        return _skip(store, kind, f"being written by a live cellbench process ({names})")
+    if not found.owned:
+        return _skip(store, kind, "holds no file cellbench wrote, nothing removed")
+    removal = Removal(store, kind, found.bytes, max(0.0, now - found.newest), owned=owned)
+    if found.foreign:
+        removal.kept = found.foreign
+        removal.skipped = _kept_reason(store, found.foreign)
+    return removal
+
+
+def _kept_reason(store: Path, foreign: list[Path]) -> str:
+    names = [str(p.relative_to(store)) + ("/" if p.is_dir() else "") for p in foreign[:3]]
+    more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+    return (
+        f"holds {len(foreign)} item(s) cellbench did not write ({', '.join(names)}{more}): "
+        "only cellbench's files are removed, the folder and those items stay"
+    )
 
 
 # --- executing ----------------------------------------------------------------------------------
@@ -289,38 +369,152 @@ def check_removals(removals: Iterable[Removal], allowed_roots: Iterable[os.PathL
             raise RunConflict(
                 f"{real.parent}: locked by a live cellbench process; refusing to remove {real.name}"
             )
-        if removal.kind == "cache" and not is_cellbench_store(removal.path):
+        # a store planned with its ownership is surveyed again when removed (another clean may
+        # have taken its manifests meanwhile); one planned without must be a store now
+        if (
+            removal.kind == "cache"
+            and removal.owned is None
+            and not is_cellbench_store(removal.path)
+        ):
             raise BadInputError(
                 f"{removal.path}: no cellbench manifest.json (raw data?); refusing to remove it"
             )
 
 
+def _gone_already(function, path, exc_info) -> None:
+    """rmtree's error hook: an entry another clean removed first is fine, anything else raises."""
+    if not issubclass(exc_info[0], FileNotFoundError):
+        raise exc_info[1]
+
+
 def _remove(path: Path) -> None:
+    """Remove one entry; one that vanished meanwhile (a second clean at once) is no error."""
+    try:
+        if path.is_symlink() or not path.is_dir():
+            path.unlink()  # a link goes alone: its target (file or folder) is left as it is
+            return
+        if path.name.startswith(TRASH_PREFIX):
+            shutil.rmtree(path, onerror=_gone_already)
+            return
+        # Rename first (atomic, same folder so same filesystem), then delete: the real name
+        # vanishes at once, and a crash halfway leaves only an obviously dead trash folder.
+        trash = path.with_name(f"{TRASH_PREFIX}{uuid.uuid4().hex[:8]}-{path.name}")
+        os.rename(path, trash)
+    except FileNotFoundError:
+        return
+    shutil.rmtree(trash, onerror=_gone_already)
+
+
+def _store_survey(removal: Removal) -> ownership.Survey | None:
+    """The store as it is now, against the ownership planned (it may have changed since)."""
+    if removal.owned is None:
+        return None
+    return ownership.survey(removal.path, removal.owned)
+
+
+def _dirs_changed(removal: Removal) -> set[Path]:
+    """Every folder whose entries removing ``removal`` changes (they must be writable)."""
+    found = _store_survey(removal)
+    if found is None:
+        targets, whole = [removal.path], True
+    else:
+        targets, whole = found.owned, found.fully_owned
+    dirs = {removal.path.parent} if whole else set()
+    for target in targets:
+        dirs.update(p for p in target.parents if p == removal.path or removal.path in p.parents)
+        if not target.is_symlink() and target.is_dir():
+            dirs.add(target)
+            dirs.update(Path(d) for d, _, _ in os.walk(target))
+    return dirs
+
+
+def _check_writable(removals: list[Removal]) -> None:
+    for removal in removals:
+        for folder in sorted(_dirs_changed(removal)):
+            # (a folder gone meanwhile, taken by another clean, is no obstacle)
+            if not os.access(folder, os.W_OK | os.X_OK) and os.path.lexists(folder):
+                raise BadInputError(
+                    f"{folder}: read-only folder, cannot remove {removal.path.name}; "
+                    "nothing removed"
+                )
+
+
+def _remove_store(removal: Removal) -> Removal:
+    """Remove a store's owned files; the folder goes too when nothing else is in it. Returns
+    what happened, measured again (the store may have changed since it was planned)."""
+    found = _store_survey(removal)
+    done = Removal(removal.path, removal.kind, found.bytes, removal.age_s, owned=removal.owned)
+    if found.busy or not found.owned:
+        done.removes = False
+        done.skipped = "changed since it was planned (being written, or cleaned by another clean)"
+        return done
+    if found.fully_owned:
+        _remove(removal.path)
+        return done
+    done.kept, done.skipped = found.foreign, _kept_reason(removal.path, found.foreign)
+    holders = {removal.path}  # folders that hold something of the user's: they stay
+    for path in found.foreign:
+        holders.update(p for p in path.parents if removal.path in p.parents)
+    _remove_owned_in(removal.path, found.owned, holders)
+    return done
+
+
+def _remove_owned_in(folder: Path, owned: list[Path], holders: set[Path]) -> None:
+    """Remove ``owned`` entries under ``folder`` (which stays): a sub-folder without anything
+    of the user's goes whole (trash rename, as ``_remove``), the others entry by entry, each
+    folder's manifest last so an interrupted clean leaves it listing what remains."""
+    here = [p for p in owned if p.parent == folder]
+    subfolders = sorted({folder / p.relative_to(folder).parts[0] for p in owned} - set(here))
+    for sub in subfolders:
+        if sub in holders:
+            _remove_owned_in(sub, [p for p in owned if sub in p.parents], holders)
+        else:
+            _remove(sub)
+    for path in sorted(here, key=lambda p: p.name == ownership.MANIFEST):
+        _remove(path)
+
+
+DATA_KINDS = ("cache", "features")
+
+
+def _with_ownership(removal: Removal) -> Removal:
+    """A data-store removal built without ownership (``measure``) is planned again: whatever
+    built the plan, only the files cellbench wrote are ever removed from a store."""
+    path = removal.path
+    if removal.kind not in DATA_KINDS or removal.owned is not None or not removal.removes:
+        return removal
     if path.is_symlink() or not path.is_dir():
-        path.unlink()  # a link goes alone: its target (file or folder) is left as it is
-        return
-    if path.name.startswith(TRASH_PREFIX):
-        shutil.rmtree(path)
-        return
-    # Rename first (atomic, same folder so same filesystem), then delete: the real name vanishes
-    # at once, and a crash halfway leaves only an obviously dead trash folder behind.
-    trash = path.with_name(f"{TRASH_PREFIX}{uuid.uuid4().hex[:8]}-{path.name}")
-    os.rename(path, trash)
-    shutil.rmtree(trash)
+        return removal
+    if removal.kind == "cache" and not is_cellbench_store(path):
+        return removal  # refused by check_removals, naming the folder
+    return plan_store(path, removal.kind, unfinished_ok=removal.kind == "features")
 
 
 def execute(removals: list[Removal], allowed_roots: list[Path]) -> CleanReport:
-    """Remove what ``removals`` lists after checking every path (see ``check_removals``).
+    """Remove what ``removals`` lists after checking every path (see ``check_removals``) and
+    that every folder it changes is writable.
 
-    A path that vanished since planning is skipped. Returns what was removed and bytes freed.
+    A path that vanished since planning is skipped. Returns what was removed, bytes freed, and
+    the folders kept with the reason.
     """
-    removals = list(removals)
-    check_removals(removals, allowed_roots)
+    removals = [_with_ownership(r) for r in removals]
+    check_removals([r for r in removals if r.removes], allowed_roots)
+    _check_writable([r for r in removals if r.removes])
     report = CleanReport()
     for removal in removals:
+        if not removal.removes:
+            report.skipped.append(removal)
+            continue
         if not removal.path.exists() and not removal.path.is_symlink():
             continue
-        _remove(removal.path)
+        if removal.owned is not None and not removal.path.is_symlink():
+            removal = _remove_store(removal)
+            if removal.skipped:
+                report.skipped.append(removal)
+            if not removal.removes:
+                continue
+        else:
+            _remove(removal.path)
         report.removed.append(removal)
         report.bytes_freed += removal.bytes
     return report

@@ -61,10 +61,26 @@ class RunStore:
             path.mkdir()
         return RunPaths(path)
 
-    def find(self, ref: str | int) -> RunPaths | None:
-        """The run ``ref`` names (id, name or folder name), or None."""
-        ref = str(ref).strip().rstrip("/")
-        ref = Path(ref).name if "/" in ref else ref
+    def find(self, ref: str | int | os.PathLike) -> RunPaths | None:
+        """The run ``ref`` names, or None. See ``resolve`` for what a reference is."""
+        try:
+            return self.resolve(ref)
+        except BadInputError:
+            return None
+
+    def resolve(self, ref: str | int | os.PathLike) -> RunPaths:
+        """The one run resolver: every command that names a run goes through it.
+
+        ``ref`` is an id (``2``, ``0002``), a name (``digestive``), a folder name of this store
+        (``0002-digestive``), or a path (anything with a ``/``, or starting with ``~`` or ``.``)
+        that resolves, symlinks and ``..`` followed, to a run folder ``<id>-<name>`` wherever it
+        lies: a path to another project's ``runs/0001-exp`` is that folder, never this store's
+        ``0001-exp``. A path to a run of this store gives the same RunPaths as its id. Anything
+        else is BadInputError (exit 3) with a did-you-mean.
+        """
+        if isinstance(ref, os.PathLike) or is_path_ref(str(ref)):
+            return self._resolve_path(Path(os.fspath(ref)))
+        ref = str(ref)
         runs = self.runs()
         for run in runs:
             if ref == run.root.name:
@@ -73,19 +89,35 @@ class RunStore:
             for run in runs:
                 if run.id == int(ref):
                     return run
-            return None
-        matches = [r for r in runs if r.name == ref]
-        return matches[-1] if matches else None
+        else:
+            matches = [r for r in runs if r.name == ref]
+            if matches:
+                return matches[-1]
+        names = [r.name for r in runs] + [r.root.name for r in runs]
+        raise BadInputError(f"{self.root}: no run '{ref}'{_did_you_mean(ref, names)}")
 
-    def resolve(self, ref: str | int) -> RunPaths:
-        """Like ``find`` but a missing run is an error (exit 3) with a did-you-mean."""
-        run = self.find(ref)
-        if run is not None:
-            return run
-        names = [r.name for r in self.runs()] + [r.root.name for r in self.runs()]
-        close = difflib.get_close_matches(str(ref), names, n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise BadInputError(f"{self.root}: no run '{ref}'{hint}")
+    def _resolve_path(self, path: Path) -> RunPaths:
+        real = Path(os.path.realpath(path.expanduser()))
+        if not real.is_dir() or not RUN_DIR_RE.fullmatch(real.name):
+            siblings = []
+            if real.parent.is_dir():
+                siblings = [p.name for p in real.parent.iterdir() if RUN_DIR_RE.fullmatch(p.name)]
+            what = "no such folder" if not real.exists() else "not a run folder (<id>-<name>)"
+            raise BadInputError(f"{path}: {what}{_did_you_mean(real.name, siblings)}")
+        for run in self.runs():  # this store's run, named by path: the same RunPaths as by id
+            if os.path.realpath(run.root) == str(real):
+                return run
+        return RunPaths(real)
+
+
+def is_path_ref(ref: str) -> bool:
+    """A run reference written as a path rather than an id, name or folder name."""
+    return "/" in ref or os.sep in ref or ref.startswith(("~", "."))
+
+
+def _did_you_mean(ref: str, names: list[str]) -> str:
+    close = difflib.get_close_matches(ref, names, n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 def _first_free(base: str, taken: set[str]) -> str:

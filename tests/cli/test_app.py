@@ -144,3 +144,26 @@ def test_help_texts_survive_rich_markup():
     assert "Folder holding the runs (default: ./runs)." in result.stdout
     synth = runner.invoke(app, ["data", "synth", "--help"])
     assert "(default: 256 pannuke, 32 shapes)" in synth.stdout
+
+
+def _finished_run(store: RunStore, name: str, accuracy: float) -> None:
+    run = store.create(name)
+    with EventWriter(run.events) as w:
+        w.emit("run_start", task="classify", model="simple_cnn")
+        w.emit("run_end", status="completed", best={"metric": "accuracy", "value": accuracy})
+    run.history.write_text(f"epoch,train_loss,val_accuracy\n1,1.0,{accuracy}\n")
+
+
+def test_runs_show_and_compare_take_a_path_to_another_projects_run(tmp_path, monkeypatch):
+    # Both projects hold a 0001-exp: the path names the other project's, never ./runs/0001-exp.
+    _finished_run(RunStore(tmp_path / "here" / "runs"), "exp", 0.25)
+    _finished_run(RunStore(tmp_path / "other" / "runs"), "exp", 0.75)
+    monkeypatch.chdir(tmp_path / "here")
+    other = str(tmp_path / "other" / "runs" / "0001-exp")
+    shown = runner.invoke(app, ["runs", "show", other, "--json"])
+    assert shown.exit_code == 0, shown.output
+    assert json.loads(shown.stdout)["best_value"] == 0.75
+    compared = runner.invoke(app, ["runs", "compare", "1", other, "--json"])
+    assert compared.exit_code == 0, compared.output
+    finals = [r["metrics"]["val_accuracy"]["final"] for r in json.loads(compared.stdout)]
+    assert finals == [0.25, 0.75]

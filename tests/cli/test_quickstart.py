@@ -1,4 +1,5 @@
-"""`cellbench quickstart`: the whole workflow on generated data, twice (the second is a retrain)."""
+"""`cellbench quickstart --classify`: the classification study on generated data, twice (the
+second is a retrain)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from cellbench.runs.store import RunStore
 from cellbench.runs.summary import summarize
 
 runner = CliRunner()
-SMALL = ["--tiles", "3", "--tile-size", "64", "--images", "24", "--epochs", "2"]
+SMALL = ["--classify", "--tiles", "3", "--tile-size", "64", "--images", "24", "--epochs", "2"]
 
 
 def test_quickstart_runs_every_step_and_a_second_run_retrains_from_nothing(tmp_path, monkeypatch):

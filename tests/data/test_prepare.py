@@ -225,6 +225,46 @@ def test_refuses_an_out_that_is_not_a_store(raw_master, raw_dir, tmp_path):
     assert sorted(p.name for p in other.iterdir()) == ["manifest.json"]
 
 
+def test_manifests_list_exactly_the_files_prepare_wrote(store_dir):
+    from cellbench.ownership import owned_files
+
+    for fold in store_folds(store_dir):
+        folder = store_dir / f"fold{fold}"
+        listed = json.loads((folder / "manifest.json").read_text())["files"]
+        assert listed == sorted(p.name for p in folder.iterdir() if p.name != "manifest.json")
+    assert json.loads((store_dir / "manifest.json").read_text())["files"] == []
+    assert owned_files(store_dir) == {p for p in store_dir.rglob("*") if p.is_file()}
+
+
+def test_refuses_a_non_empty_folder_that_is_not_a_store(raw_master, tmp_path):
+    out = tmp_path / "proj"
+    (out / "images").mkdir(parents=True)
+    (out / "images" / "slide1.png").write_bytes(b"png")
+    result = _prepare(raw_master, out, "--folds", "1")
+    assert result.exit_code == 3
+    assert (
+        f"{out}: folder is not empty and is not a cellbench store (holds images)" in result.stderr
+    )
+    assert sorted(p.name for p in out.rglob("*")) == ["images", "slide1.png"]
+    # an empty folder, or one left with only the staging folder of a killed prepare, is fine
+    leftover = tmp_path / "killed"
+    (leftover / ".fold1.tmp-999999999").mkdir(parents=True)
+    assert _prepare(raw_master, leftover, "--folds", "1").exit_code == 0
+    assert store_folds(leftover) == [1] and not (leftover / ".fold1.tmp-999999999").exists()
+
+
+def test_refuses_to_replace_a_store_fold_holding_a_user_file(raw_master, store_dir):
+    notes = store_dir / "fold1" / "my_notes.txt"
+    notes.write_text("keep me")
+    result = _prepare(raw_master, store_dir, "--folds", "1", "--force")
+    assert result.exit_code == 3 and f"{notes}: not written by cellbench" in result.stderr
+    assert notes.read_text() == "keep me"
+    # the user's file next to the folds (not inside one) is no obstacle
+    notes.rename(store_dir / "my_notes.txt")
+    assert _prepare(raw_master, store_dir, "--folds", "1", "--force").exit_code == 0
+    assert (store_dir / "my_notes.txt").read_text() == "keep me"
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
 def test_a_signal_mid_prepare_leaves_no_complete_looking_fold(tmp_path_factory, signum):

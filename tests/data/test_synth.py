@@ -99,7 +99,7 @@ def test_force_replaces_only_a_folder_synth_wrote(tmp_path):
     mine.mkdir()
     (mine / "notes.txt").write_text("keep me")
     refused = _synth_cli(mine, "--force")
-    assert refused.exit_code == 2 and str(mine) in refused.stderr and "synth.json" in refused.stderr
+    assert refused.exit_code == 3 and str(mine) in refused.stderr and "synth.json" in refused.stderr
     assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]  # no staging left behind
 
@@ -138,3 +138,33 @@ def test_fold_files_are_complete_npy_files(tmp_path):
     rng = np.random.default_rng([1, 1, 2])
     image, mask = synth_tile(rng, tissues[2], 32, empty=rng.random() < 0.04)
     assert np.array_equal(images[2], image) and np.array_equal(masks[2], mask)
+
+
+def test_marker_lists_the_files_synth_wrote(tmp_path):
+    out = tmp_path / "raw"
+    assert _synth_cli(out, "--layout", "flat").exit_code == 0
+    listed = json.loads((out / MARKER).read_text())["files"]
+    assert listed == ["fold1/images.npy", "fold1/masks.npy", "fold1/types.npy"]
+
+
+def test_force_refuses_a_synth_folder_holding_a_user_file(tmp_path):
+    out = tmp_path / "raw"
+    assert _synth_cli(out).exit_code == 0
+    notes = out / "Fold 1" / "my_notes.txt"
+    notes.write_text("keep me")
+    refused = _synth_cli(out, "--force")
+    assert refused.exit_code == 3 and f"{notes}: not written by data synth" in refused.stderr
+    assert notes.read_text() == "keep me"
+
+
+def test_force_refuses_a_shapes_folder_holding_a_user_file(tmp_path):
+    out = tmp_path / "shapes"
+    args = ["data", "synth", "--kind", "shapes", "--out", str(out), "--tiles", "2"]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    mine = out / "circle" / "my_photo.jpg"
+    mine.write_bytes(b"jpg")
+    refused = CliRunner().invoke(app, [*args, "--seed", "1", "--force"])
+    assert refused.exit_code == 3 and str(mine) in refused.stderr
+    assert mine.read_bytes() == b"jpg"
+    mine.unlink()
+    assert CliRunner().invoke(app, [*args, "--seed", "1", "--force"]).exit_code == 0

@@ -208,3 +208,23 @@ def test_saved_config_holds_absolute_data_path_so_the_run_works_from_any_folder(
     from cellbench.engine.evaluate import evaluate_run
 
     assert "accuracy" in evaluate_run(paths, split="val")["metrics"]
+
+
+def test_fresh_on_a_path_retrains_that_folder_not_the_same_name_here(tmp_path, tiny_overrides):
+    other, _ = train(
+        TrainRequest(
+            runs_dir=tmp_path / "other", overrides=tiny_overrides("train.epochs=1"), run="exp"
+        )  # fmt: skip
+    )
+    here = RunStore(tmp_path / "here").create("exp")  # ./runs/0001-exp of this project
+    here.checkpoints.mkdir()
+    here.last_checkpoint.write_bytes(b"mine")
+    _, result = train(
+        TrainRequest(runs_dir=tmp_path / "here", run=str(other.root) + "/", fresh=True)
+    )
+    assert result.status == "completed"
+    starts = read_events(other.events, "run_start")
+    assert len(starts) == 2 and "checkpoints" in starts[-1]["reset"]["removed"]
+    assert here.last_checkpoint.read_bytes() == b"mine" and not here.events.exists()
+    with pytest.raises(BadInputError, match="no such folder"):
+        train(TrainRequest(runs_dir=tmp_path / "here", run=str(tmp_path / "nope"), resume=True))

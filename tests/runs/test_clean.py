@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from cellbench.errors import BadInputError, RunConflict
+from cellbench.errors import BadInputError, RunConflict, UsageError
 from cellbench.runs import RunLock, RunPaths, RunStore
 from cellbench.runs.clean import (
     ALL_RUN_KINDS,
@@ -325,3 +325,248 @@ def test_features_bad_tag_is_bad_input(data_root: Path, tag: str) -> None:
 def test_missing_data_root_is_bad_input(tmp_path: Path) -> None:
     with pytest.raises(BadInputError, match="no such data folder"):
         plan_cache_clean(tmp_path / "nope")
+
+
+# --- ownership: only the files a store's manifests list ------------------------------------------
+
+STORE_MANIFEST = {"format": "cellbench-nuclei-store", "cellbench_version": "0.1.0"}
+
+
+def _store(root: Path, files: bool = True) -> Path:
+    """A canonical store as prepare writes it: root manifest, fold1 with its listed files."""
+    names = ["images.npy", "inst.npy", "types.npy", "hv.npy", "tissues.json"]
+    for name in names:
+        _write(root / "fold1" / name, 100)
+    fold = {**STORE_MANIFEST, "fold": 1, **({"files": names} if files else {})}
+    (root / "fold1" / "manifest.json").write_text(json.dumps(fold))
+    (root / "manifest.json").write_text(
+        json.dumps({**STORE_MANIFEST, **({"files": []} if files else {})})
+    )
+    return root
+
+
+@pytest.mark.parametrize("files", [True, False], ids=["files-listed", "old-store"])
+def test_store_with_a_user_file_keeps_the_folder_and_the_file(tmp_path: Path, files) -> None:
+    data = tmp_path / "data"
+    store = _store(data / "proj", files)
+    notes = _write(store / "notes.txt", 5)
+    raw = _write(store / "raw" / "Fold 1" / "images" / "fold1" / "images.npy", 900)
+    user_in_fold = _write(store / "fold1" / "my_labels.csv", 7)
+    [plan] = plan_cache_clean(data)
+    assert plan.bytes == 500 + sum(
+        len(p.read_bytes()) for p in (store / "manifest.json", store / "fold1" / "manifest.json")
+    )
+    assert sorted(p.name for p in plan.kept) == ["my_labels.csv", "notes.txt", "raw"]
+    assert "3 item(s) cellbench did not write" in plan.skipped
+    report = execute([plan], [data])
+    # everything cellbench wrote is gone ...
+    assert not (store / "manifest.json").exists()
+    assert sorted(p.name for p in (store / "fold1").iterdir()) == ["my_labels.csv"]
+    # ... and everything else is exactly as it was
+    assert notes.exists() and raw.read_bytes() == b"\0" * 900 and user_in_fold.exists()
+    assert [r.path for r in report.removed] == [store]
+    assert [r.path for r in report.skipped] == [store]
+    assert report.to_dict()["skipped"][0]["kept"] == sorted(
+        str(p) for p in (user_in_fold, notes, store / "raw")
+    )
+
+
+def test_fully_owned_store_goes_whole_and_folders_left_empty_go(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    store = _store(data / "nested" / "store")
+    report = execute(plan_cache_clean(data), [data])
+    assert not store.exists() and (data / "nested").is_dir()
+    assert report.skipped == [] and report.bytes_freed > 500
+
+
+def test_store_files_symlinked_outside_are_unlinked_not_followed(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    store = _store(data / "store")
+    precious = _write(tmp_path / "elsewhere" / "images.npy", 4000)
+    (store / "fold1" / "images.npy").unlink()
+    (store / "fold1" / "images.npy").symlink_to(precious)
+    (store / "fold1" / "linked_dir").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    [plan] = plan_cache_clean(data)
+    assert plan.bytes < 4000 and [p.name for p in plan.kept] == ["linked_dir"]
+    execute([plan], [data])
+    assert precious.read_bytes() == b"\0" * 4000
+    assert not (store / "fold1" / "images.npy").is_symlink()
+    assert (store / "fold1" / "linked_dir").is_symlink()  # not ours: kept as it is
+
+
+def test_manifest_listing_paths_outside_never_reaches_them(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    secret = _write(tmp_path / "etc" / "passwd", 30)
+    store = data / "store"
+    evil = ["../../etc/passwd", str(secret), "fold1/../../../etc/passwd", "own.npy"]
+    _write(store / "own.npy", 10)
+    (store / "manifest.json").write_text(json.dumps({**STORE_MANIFEST, "files": evil}))
+    report = execute(plan_cache_clean(data), [data])
+    assert secret.read_bytes() == b"\0" * 30
+    assert not store.exists() and report.bytes_freed == 10 + len(
+        json.dumps({**STORE_MANIFEST, "files": evil})
+    )
+
+
+def test_store_being_prepared_is_skipped_whole(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    store = _store(data / "store")
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        (store / f".fold2.tmp-{child.pid}").mkdir()
+        [plan] = plan_cache_clean(data)
+        assert not plan.removes and "live cellbench process" in plan.skipped
+        report = execute([plan], [data])
+    finally:
+        child.kill()
+        child.wait()
+    assert report.removed == [] and (store / "fold1" / "images.npy").exists()
+
+
+def test_hand_made_plan_of_a_store_still_removes_only_its_files(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    store = _store(data / "store")
+    mine = _write(store / "mine.txt", 3)
+    execute([measure(store, "cache")], [data])  # a Removal without ownership: planned again
+    assert sorted(p.name for p in store.iterdir()) == ["mine.txt"] and mine.exists()
+
+
+def test_features_tag_with_a_foreign_manifest_is_skipped(data_root: Path) -> None:
+    store = data_root / "features" / "theirs"
+    _write(store / "fold1" / "cls.npy", 10)
+    (store / "manifest.json").write_text("{not json")
+    [plan] = plan_features_clean(data_root, "theirs")
+    assert not plan.removes and "not JSON" in plan.skipped
+    execute([plan], [data_root])
+    assert (store / "fold1" / "cls.npy").exists()
+
+
+def _read_only(folder: Path):
+    """Make ``folder`` really read-only, even for root (which ignores permission bits)."""
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        return lambda: folder.chmod(0o755)
+    if shutil.which("chattr") is None:
+        pytest.skip("running as root without chattr: no way to make a folder read-only")
+    done = subprocess.run(["chattr", "+i", str(folder)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"chattr +i refused here: {done.stderr.decode().strip()}")
+    return lambda: subprocess.run(["chattr", "-i", str(folder)], check=True)
+
+
+def test_read_only_store_folder_is_one_error_and_nothing_removed(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    store = _store(data / "store")
+    _write(store / "notes.txt", 1)  # partial removal: files go one by one from fold1 and root
+    _write(store / "fold2" / "images.npy", 5)
+    (store / "fold2" / "manifest.json").write_text(
+        json.dumps({**STORE_MANIFEST, "files": ["images.npy"]})
+    )
+    before = sorted(str(p) for p in store.rglob("*"))
+    undo = _read_only(store / "fold2")
+    try:
+        with pytest.raises(BadInputError, match=r"fold2: read-only folder.*nothing removed"):
+            execute(plan_cache_clean(data), [data])
+    finally:
+        undo()
+    assert sorted(str(p) for p in store.rglob("*")) == before
+
+
+def test_read_only_checkpoints_folder_is_one_error_and_nothing_removed(
+    trained_run: RunPaths,
+) -> None:
+    undo = _read_only(trained_run.checkpoints)
+    try:
+        with pytest.raises(BadInputError, match="checkpoints: read-only folder"):
+            execute(plan_run_clean(trained_run, ALL_RUN_KINDS), [trained_run.root.parent])
+    finally:
+        undo()
+    assert trained_run.last_checkpoint.exists() and trained_run.history.exists()
+
+
+@pytest.mark.parametrize("where", ["root", "home", "home-dotdot", "home-link", "above-home"])
+def test_data_root_refuses_the_filesystem_root_and_home(tmp_path, monkeypatch, where) -> None:
+    home = tmp_path / "users" / "me"
+    (home / "data").mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(home))
+    (tmp_path / "to_home").symlink_to(home, target_is_directory=True)
+    data_dir = {
+        "root": Path("/"),
+        "home": Path("~"),
+        "home-dotdot": home / "data" / "..",
+        "home-link": tmp_path / "to_home",
+        "above-home": tmp_path / "users",
+    }[where]
+    for plan in (plan_cache_clean, lambda d: plan_features_clean(d, "vit_s")):
+        with pytest.raises(UsageError, match="--data-dir") as err:
+            plan(data_dir)
+        assert err.value.exit_code == 2
+    assert plan_cache_clean(home / "data") == []  # a folder inside home is fine
+
+
+def _feature_tag(store: Path, tag: str) -> Path:
+    root = store / "features" / tag
+    _write(root / "fold1" / "cls.npy", 50)
+    fold = {"format": "cellbench-feature-store", "files": ["cls.npy", "manifest.json"]}
+    (root / "fold1" / "manifest.json").write_text(json.dumps(fold))
+    top = {"format": "cellbench-feature-store", "files": ["fold1/cls.npy", "manifest.json"]}
+    (root / "manifest.json").write_text(json.dumps(top))
+    return root
+
+
+def test_features_tag_is_found_in_the_store_under_the_data_root(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    tag = _feature_tag(_store(data / "pannuke"), "vit_s")
+    [plan] = plan_features_clean(data, "vit_s")
+    assert plan.path == tag and plan.kind == "features" and not plan.kept
+    execute([plan], [data])
+    assert not tag.exists() and (data / "pannuke" / "fold1" / "images.npy").exists()
+    _feature_tag(_store(data / "a"), "dup")
+    _feature_tag(_store(data / "b"), "dup")
+    with pytest.raises(UsageError, match="in several stores"):
+        plan_features_clean(data, "dup")
+
+
+def test_feature_tag_being_extracted_is_skipped(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    tag = _feature_tag(_store(data / "pannuke"), "vit_s")
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        (tag / "lock").write_text(json.dumps({"pid": child.pid, "host": socket.gethostname()}))
+        [plan] = plan_features_clean(data, "vit_s")
+        assert not plan.removes and "live cellbench process (lock)" in plan.skipped
+        [whole] = plan_cache_clean(data)  # the nuclei store holding it is skipped too
+        assert not whole.removes
+    finally:
+        child.kill()
+        child.wait()
+    # the lock of a dead extraction is a leftover: the tag goes whole
+    [plan] = plan_features_clean(data, "vit_s")
+    execute([plan], [data])
+    assert not tag.exists()
+
+
+def test_crash_in_a_kept_store_leaves_its_manifest_and_the_next_clean_finishes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = tmp_path / "data"
+    store = _store(data / "store")
+    (store / "fold1" / "labels.csv").write_text("mine")  # fold1 is kept: removed file by file
+    real_unlink, calls = Path.unlink, []
+
+    def crash_on_second(self, *args, **kwargs):
+        calls.append(self.name)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # Ctrl-C (or SIGTERM) between two removals
+        return real_unlink(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "unlink", crash_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        execute(plan_cache_clean(data), [data])
+    monkeypatch.undo()
+    # manifests go last: the interrupted store still says which of its files remain ...
+    assert (store / "fold1" / "manifest.json").exists() and (store / "manifest.json").exists()
+    assert calls[0] != "manifest.json"
+    # ... so the next clean takes the rest, and the user's file is still there
+    execute(plan_cache_clean(data), [data])
+    assert sorted(p.name for p in store.rglob("*")) == ["fold1", "labels.csv"]

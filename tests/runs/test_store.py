@@ -102,6 +102,58 @@ def test_unique_create_keeps_a_chosen_name_strict(tmp_path):
         store.create("shapes")
 
 
+def _two_stores(tmp_path):
+    """Two runs folders that both hold a ``0001-exp``."""
+    here, other = RunStore(tmp_path / "here" / "runs"), RunStore(tmp_path / "other" / "runs")
+    return here, here.create("exp"), other, other.create("exp")
+
+
+def test_a_path_names_that_folder_wherever_it_lies(tmp_path, monkeypatch):
+    here, mine, other, theirs = _two_stores(tmp_path)
+    monkeypatch.chdir(tmp_path / "here")
+    for ref in (
+        str(theirs.root),
+        f"{theirs.root}/",
+        "../other/runs/0001-exp",
+        str(tmp_path / "here" / ".." / "other" / "runs" / "0001-exp"),
+        theirs.root,  # a Path object
+    ):
+        assert here.resolve(ref).root.resolve() == theirs.root.resolve(), ref
+    # the same folder name without a path is this store's run
+    assert here.resolve("0001-exp") == mine
+    # a path into this store is this store's run, the same RunPaths as by id
+    assert here.resolve("./runs/0001-exp") == here.resolve(1) == mine
+
+
+def test_a_symlink_to_a_run_folder_resolves_to_the_real_folder(tmp_path):
+    here, mine, other, theirs = _two_stores(tmp_path)
+    link = tmp_path / "shortcut"
+    link.symlink_to(theirs.root, target_is_directory=True)
+    assert here.resolve(str(link)).root == theirs.root.resolve()
+
+
+def test_anything_else_is_refused_with_a_did_you_mean(tmp_path, monkeypatch):
+    here, mine, other, theirs = _two_stores(tmp_path)
+    monkeypatch.chdir(tmp_path / "other")
+    cases = {
+        str(tmp_path / "other" / "runs" / "0001-exq"): "no such folder (did you mean '0001-exp'?)",
+        str(theirs.root / ".."): "not a run folder",
+        str(tmp_path / "nowhere"): "no such folder",
+        "0002-exp": "no run '0002-exp' (did you mean '0001-exp'?)",
+        "ex": "no run 'ex'",
+    }
+    for ref, message in cases.items():
+        with pytest.raises(BadInputError) as err:
+            here.resolve(ref)
+        assert message in str(err.value), ref
+        assert here.find(ref) is None
+    # a bare folder name is looked up in the store, never in the current directory
+    monkeypatch.chdir(tmp_path / "other" / "runs")
+    here_runs = RunStore(tmp_path / "empty")
+    with pytest.raises(BadInputError, match="no run '0001-exp'"):
+        here_runs.resolve("0001-exp")
+
+
 def test_names_are_matched_whole_a_trailing_newline_is_refused(tmp_path):
     store = RunStore(tmp_path)
     with pytest.raises(UsageError, match=r"run name 'nl\\n'"):  # one line: the name as repr

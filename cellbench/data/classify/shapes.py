@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -155,6 +156,23 @@ def write_shapes_dataset(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return ShapesDataset(root, classes, counts, n_odd, created=True)
+
+
+def foreign_entries(root: str | Path) -> list[Path]:
+    """Entries of a generated shapes folder that this generator did not write (the user's):
+    anything but its manifest and ``[split/]<class>/<class>_<n>.png`` of the classes it lists."""
+    root = Path(root)
+    manifest = _read_manifest(root / MANIFEST) or {}
+    classes = [c for c in manifest.get("classes", []) if isinstance(c, str)]
+    image = "|".join(re.escape(c) for c in classes) or "(?!)"
+    ours = re.compile(rf"((train|val|test)/)?(?P<c>{image})/(?P=c)_\d{{5}}\.png|{MANIFEST}")
+    foreign = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in filenames + [d for d in dirnames if Path(dirpath, d).is_symlink()]:
+            rel = Path(dirpath, name).relative_to(root).as_posix()
+            if not ours.fullmatch(rel) or Path(dirpath, name).is_symlink():
+                foreign.append(Path(dirpath, name))
+    return sorted(foreign)
 
 
 def _read_manifest(path: Path) -> dict | None:

@@ -1,0 +1,77 @@
+"""``cellbench predict`` for nuclei runs: overlay PNG + QuPath GeoJSON per image, counts table.
+
+Outputs are named after each image's file name (``tile.png`` -> ``tile.overlay.png`` and
+``tile.geojson``), written atomically; two images with the same name are refused before
+anything runs, so no output silently replaces another.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.table import Table
+
+from cellbench.cli.common import console, log, print_json
+from cellbench.errors import UsageError
+from cellbench.runs.layout import RunPaths
+
+
+def predict_nuclei_command(
+    paths: RunPaths,
+    images: list[Path],
+    checkpoint: str,
+    device: str,
+    out: Path | None,
+    json_out: bool,
+) -> None:
+    import numpy as np
+
+    from cellbench.data.families import NUCLEUS_TYPES
+    from cellbench.export.geojson import nuclei_geojson, write_geojson
+    from cellbench.export.overlay import write_overlay_png
+    from cellbench.inference import load_model, read_images
+    from cellbench.nuclei_inference import predict_nuclei
+
+    stems = [Path(image).stem for image in images]
+    repeated = sorted({s for s in stems if stems.count(s) > 1})
+    if repeated:
+        raise UsageError(f"two images named '{repeated[0]}': their outputs would collide")
+    pil_images = read_images(images)  # first: a bad path fails before the model is loaded
+    loaded = load_model(paths, checkpoint=checkpoint, device=device)
+    log(f"post-processing: {loaded.postproc_source}")
+    folder = Path(out) if out is not None else paths.root / "predict"
+    results = []
+    for image, stem, pil in zip(images, stems, pil_images, strict=True):
+        array = np.asarray(pil)
+        prediction = predict_nuclei(loaded, array)
+        types = prediction.type_dict()
+        overlay_path = folder / f"{stem}.overlay.png"
+        geojson_path = folder / f"{stem}.geojson"
+        write_overlay_png(overlay_path, array, prediction.instances, types)
+        write_geojson(geojson_path, nuclei_geojson(prediction.instances, types))
+        results.append(
+            {
+                "image": str(image),
+                "nuclei": prediction.count,
+                "types": prediction.counts(),
+                "overlay": str(overlay_path),
+                "geojson": str(geojson_path),
+            }
+        )
+    if json_out:
+        print_json({"run": paths.root.name, "postproc": loaded.postproc_source, "images": results})
+        return
+    table = Table(title=f"{paths.root.name} · {checkpoint}.pt · {len(images)} image(s)")
+    table.add_column("image")
+    table.add_column("nuclei", justify="right")
+    for name in NUCLEUS_TYPES:
+        table.add_column(name[:5], justify="right")
+    table.add_column("files")
+    for row in results:
+        table.add_row(
+            row["image"],
+            str(row["nuclei"]),
+            *(str(row["types"].get(name, 0)) for name in NUCLEUS_TYPES),
+            f"{row['overlay']}\n{row['geojson']}",
+        )
+    console.print(table)
