@@ -21,6 +21,7 @@ from cellbench.cli.clean import clean as clean_command
 from cellbench.cli.common import err_console
 from cellbench.cli.predict import predict_command
 from cellbench.cli.quickstart import quickstart_command
+from cellbench.cli.sweep import sweep_command
 from cellbench.cli.train import train_command
 from cellbench.cli.tui import tui_command
 from cellbench.errors import CellbenchError, ExitCode
@@ -95,6 +96,7 @@ app.add_typer(runs_cli.app, name="runs", rich_help_panel="Runs")
 app.add_typer(data_cli.app, name="data", rich_help_panel="Data")
 app.add_typer(features_cli.app, name="features", rich_help_panel="Data")
 app.command("train", rich_help_panel="Train")(train_command)
+app.command("sweep", rich_help_panel="Train")(sweep_command)
 app.add_typer(eval_cli.app, name="eval", rich_help_panel="Models")
 app.command("predict", rich_help_panel="Models")(predict_command)
 app.command("clean", rich_help_panel="Runs")(clean_command)

@@ -34,6 +34,7 @@ from cellbench.runs.clean import (
     plan_cache_clean,
     plan_features_clean,
     plan_run_clean,
+    plan_runs_clean,
 )
 from cellbench.runs.lock import RunLock
 
@@ -168,8 +169,23 @@ def clean(
         bool, typer.Option("--dry-run", help="Show what would be removed; remove nothing.")
     ] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    sweep: Annotated[
+        str | None,
+        typer.Option(
+            "--sweep", metavar="S", help="Remove the checkpoints of every trial of sweep S."
+        ),
+    ] = None,
     json_out: JsonOption = False,
     runs_dir: RunsDirOption = None,
+    sweeps_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--sweeps-dir",
+            envvar="CELLBENCH_SWEEPS_DIR",
+            help="Folder holding the sweeps (default: sweeps/ beside the runs folder).",
+            show_default=False,
+        ),
+    ] = None,
     data_dir: Annotated[
         Path,
         typer.Option(
@@ -187,12 +203,12 @@ def clean(
     A store folder holding anything else stays, with it, listed as skipped with the reason.
     A run written by a live process is refused (exit 4); a missing run exits 3.
     """
-    if not (run or features or cache or cuda):
+    if not (run or features or cache or cuda or sweep):
         raise UsageError(
-            "clean: nothing to clean; pass --run RUN, --features TAG, --cache or --cuda"
+            "clean: nothing to clean; pass --run RUN, --sweep S, --features TAG, --cache or --cuda"
         )
-    if all_outputs and not run:
-        raise UsageError("clean: --all goes with --run RUN")
+    if all_outputs and not (run or sweep):
+        raise UsageError("clean: --all goes with --run RUN or --sweep S")
 
     removals: list[Removal] = []
     roots: list[Path] = []
@@ -202,6 +218,10 @@ def clean(
         # the folder holding the run is the root: the runs folder, or the one a path named
         roots.append(run_paths.root.parent.resolve())
         removals += plan_run_clean(run_paths, ALL_RUN_KINDS if all_outputs else CHECKPOINT_KINDS)
+    if sweep:
+        store = run_store(runs_dir)
+        roots.append(store.root.resolve())
+        removals += _sweep_removals(sweep, store, sweeps_dir, all_outputs)
     if features or cache:
         check_data_root(data_dir)  # never /, ~ or above it: exit 2
         roots.append(data_dir.resolve())
@@ -219,7 +239,7 @@ def clean(
         "skipped": [],
         "cuda": None,
     }
-    if run or features or cache:
+    if run or features or cache or sweep:
         report = _clean_files(removals, roots, run_paths, dry_run, yes, out)
         result.update(report.to_dict())
     if cuda:
@@ -232,6 +252,23 @@ def clean(
             _render_cuda(result["cuda"], out)
     if json_out:
         print_json(result)
+
+
+def _sweep_removals(name: str, store, sweeps_dir: Path | None, all_outputs: bool) -> list[Removal]:
+    """The checkpoints (all outputs with --all) of the runs of sweep ``name``'s trials.
+
+    A sweep still running is refused (exit 4): it would resume a trial from what is removed."""
+    from cellbench.errors import BadInputError, RunConflict
+    from cellbench.runs.lock import lock_holder_alive
+    from cellbench.sweep.store import SweepFolder, default_sweeps_root
+
+    folder = SweepFolder((sweeps_dir or default_sweeps_root(store.root)) / name)
+    if not folder.exists():
+        raise BadInputError(f"{folder.root}: no sweep '{name}'")
+    if lock_holder_alive(folder.lock):
+        raise RunConflict(f"{folder.root}: the sweep is running; stop it first")
+    runs = [r for r in (store.find(t.name) for t in folder.read_trials()) if r is not None]
+    return plan_runs_clean(runs, ALL_RUN_KINDS if all_outputs else CHECKPOINT_KINDS)
 
 
 def _dedupe(removals: list[Removal]) -> list[Removal]:

@@ -56,14 +56,12 @@ def has_trained(run: RunPaths) -> bool:
     return bool(read_events(run.events, kind="run_start"))
 
 
-def unique_name(store: RunStore, base: str) -> str:
-    taken = {r.name for r in store.runs()}
-    if base not in taken:
-        return base
-    n = 2
-    while f"{base}-{n}" in taken:
-        n += 1
-    return f"{base}-{n}"
+def create_run(store: RunStore, request: TrainRequest, default: str) -> RunPaths:
+    """The new run folder: ``--run NAME`` as given, else ``default`` made unique (``-2``...)
+    under the store's id lock, so trials started together never race for one name."""
+    if request.run:
+        return store.create(request.run)
+    return store.create(default, unique=True)
 
 
 def default_name(config: Config, suffix: str = "") -> str:
@@ -219,7 +217,7 @@ def train(request: TrainRequest, reporter=None, callbacks: Sequence[Any] = ()):
 
     if existing is None:
         components = build()  # before the folder exists: bad data or model leave no empty run
-        paths = store.create(request.run or unique_name(store, default_name(config)))
+        paths = create_run(store, request, default_name(config))
         with RunLock(paths.lock):
             return paths, _fit(paths, config, components, reporter, callbacks, init_from=init_from)
 
@@ -303,7 +301,7 @@ def _run_for_tool(store: RunStore, request: TrainRequest, config: Config, suffix
     existing = find_existing(store, request)
     if existing is not None:
         return existing
-    return store.create(request.run or unique_name(store, default_name(config, suffix)))
+    return create_run(store, request, default_name(config, suffix))
 
 
 def lr_find(request: TrainRequest, reporter=None):
@@ -378,7 +376,7 @@ def overfit(request: TrainRequest, n: int, reporter=None):
     task = get_task(config.task)
     plain = overfit_config(config, task, n)
     data = task.build_data(plain)  # before the folder: bad data leave no empty run
-    paths = store.create(request.run or unique_name(store, default_name(config, "-overfit")))
+    paths = create_run(store, request, default_name(config, "-overfit"))
     with RunLock(paths.lock), EventWriter(paths.events) as events:
         plain.save(paths.config)
 

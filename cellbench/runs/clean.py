@@ -518,3 +518,14 @@ def execute(removals: list[Removal], allowed_roots: list[Path]) -> CleanReport:
         report.removed.append(removal)
         report.bytes_freed += removal.bytes
     return report
+
+
+def plan_runs_clean(runs: Iterable[RunPaths], kinds: Iterable[str]) -> list[Removal]:
+    """``plan_run_clean`` over several runs (``clean --sweep S``: its trials' runs); a run that
+    is gone already is skipped, one being written refuses the whole plan (exit 4)."""
+    kinds = set(kinds)
+    removals: list[Removal] = []
+    for run in runs:
+        if run.root.is_dir():
+            removals += plan_run_clean(run, kinds)
+    return removals

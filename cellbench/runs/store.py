@@ -33,8 +33,12 @@ class RunStore:
         ]
         return sorted(found, key=lambda r: r.id)
 
-    def create(self, name: str) -> RunPaths:
-        """Create ``<next id>-<name>``; ids stay unique when processes create runs at once."""
+    def create(self, name: str, unique: bool = False) -> RunPaths:
+        """Create ``<next id>-<name>``; ids stay unique when processes create runs at once.
+
+        ``unique=True`` (a default name, not one the user chose): when ``name`` is taken, the
+        first free ``name-2``, ``name-3``... is picked under the same lock as the id, so two
+        processes started together never pick the same name."""
         if not NAME_RE.fullmatch(name):
             raise UsageError(
                 f"run name {name!r}: use letters, digits, '.', '_' or '-', "
@@ -48,6 +52,8 @@ class RunStore:
         with open(self.root / ".ids.lock", "a") as guard:
             fcntl.flock(guard, fcntl.LOCK_EX)
             existing = self.runs()
+            if unique:
+                name = _first_free(name, {r.name for r in existing})
             if any(r.name == name for r in existing):
                 raise RunConflict(f"{self.root}: a run named '{name}' already exists")
             next_id = max((r.id for r in existing), default=0) + 1
@@ -112,3 +118,12 @@ def is_path_ref(ref: str) -> bool:
 def _did_you_mean(ref: str, names: list[str]) -> str:
     close = difflib.get_close_matches(ref, names, n=1)
     return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _first_free(base: str, taken: set[str]) -> str:
+    if base not in taken:
+        return base
+    n = 2
+    while f"{base}-{n}" in taken:
+        n += 1
+    return f"{base}-{n}"

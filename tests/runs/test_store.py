@@ -74,6 +74,34 @@ def test_two_processes_creating_runs_at_once_get_unique_ids(tmp_path):
     assert sorted(ids) == list(range(1, 31))
 
 
+def test_default_names_picked_at_once_by_several_processes_never_collide(tmp_path):
+    # Sweep trials and parallel `train` commands without --run all ask for the same default
+    # name: it is made unique (-2, -3...) under the id lock, so none dies with "run exists".
+    script = textwrap.dedent(
+        """
+        import sys
+        from cellbench.engine.session import TrainRequest, create_run
+        from cellbench.runs.store import RunStore
+        store = RunStore(sys.argv[1])
+        for _ in range(8):
+            create_run(store, TrainRequest(), "simple_cnn-classify")
+        """
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path)]) for _ in range(4)]
+    assert all(p.wait(timeout=60) == 0 for p in procs)
+    names = [r.name for r in RunStore(tmp_path).runs()]
+    assert len(names) == len(set(names)) == 32
+    assert "simple_cnn-classify" in names and "simple_cnn-classify-32" in names
+
+
+def test_unique_create_keeps_a_chosen_name_strict(tmp_path):
+    store = RunStore(tmp_path)
+    store.create("shapes")
+    assert store.create("shapes", unique=True).name == "shapes-2"
+    with pytest.raises(RunConflict):
+        store.create("shapes")
+
+
 def _two_stores(tmp_path):
     """Two runs folders that both hold a ``0001-exp``."""
     here, other = RunStore(tmp_path / "here" / "runs"), RunStore(tmp_path / "other" / "runs")

@@ -1,0 +1,145 @@
+"""The sweep folder ``<sweeps root>/<name>/``: spec, resolved trials, state, leaderboard, logs.
+
+The root is ``--sweeps-dir``, else ``$CELLBENCH_SWEEPS_DIR``, else ``sweeps`` beside the runs
+root (``runs/`` -> ``sweeps/``). Every JSON/YAML file is written atomically
+(``cellbench.atomic``): a kill at any moment leaves the previous version or the new one.
+
+``state.json`` says how the sweep and each trial stand::
+
+    {"status": "running|interrupted|completed|failed", "backend": "local", "phases": {...},
+     "trials": {"t001": {"status": "...", "run": "0007-...", "reason": "...", "exit_code": 0}}}
+
+Trial statuses: pending · running · completed · failed · interrupted · pruned (stopped early by
+ASHA on Ray) · skipped (its run was being written by another process; looked at again on the
+next run). Several worker threads update one state: one lock serialises the writes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cellbench.atomic import atomic_write_json, atomic_write_text
+from cellbench.errors import BadInputError
+from cellbench.sweep.trials import Trial
+
+SWEEPS_DIR_ENV = "CELLBENCH_SWEEPS_DIR"
+FINISHED = ("completed", "failed", "pruned")
+
+
+def default_sweeps_root(runs_root: Path) -> Path:
+    env = os.environ.get(SWEEPS_DIR_ENV)
+    if env:
+        return Path(env)
+    return runs_root.parent / "sweeps"
+
+
+def _read_json(path: Path, default: Any) -> Any:
+    if not path.is_file():
+        return default
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise BadInputError(f"{path}: unreadable sweep file ({exc})") from exc
+
+
+@dataclass
+class SweepFolder:
+    root: Path
+
+    @property
+    def name(self) -> str:
+        return self.root.name
+
+    @property
+    def spec(self) -> Path:
+        return self.root / "spec.yaml"
+
+    @property
+    def trials(self) -> Path:
+        return self.root / "trials.json"
+
+    @property
+    def state(self) -> Path:
+        return self.root / "state.json"
+
+    @property
+    def leaderboard_csv(self) -> Path:
+        return self.root / "leaderboard.csv"
+
+    @property
+    def leaderboard_json(self) -> Path:
+        return self.root / "leaderboard.json"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def lock(self) -> Path:
+        return self.root / "lock"
+
+    def exists(self) -> bool:
+        return self.spec.is_file()
+
+    def read_spec(self) -> dict[str, Any]:
+        try:
+            return yaml.safe_load(self.spec.read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise BadInputError(f"{self.spec}: unreadable sweep spec ({exc})") from exc
+
+    def write_spec(self, spec: dict[str, Any]) -> None:
+        atomic_write_text(self.spec, yaml.safe_dump(spec, sort_keys=False))
+
+    def read_trials(self) -> list[Trial]:
+        return [Trial.from_dict(t) for t in _read_json(self.trials, [])]
+
+    def write_trials(self, trials: list[Trial]) -> None:
+        atomic_write_json(self.trials, [t.to_dict() for t in trials])
+
+    def log_path(self, trial: Trial) -> Path:
+        return self.logs / f"{trial.id}-{trial.name}.log"
+
+
+class SweepState:
+    """``state.json`` in memory, saved after every change."""
+
+    def __init__(self, folder: SweepFolder):
+        self.folder = folder
+        self.data = _read_json(folder.state, {})
+        self.data.setdefault("name", folder.name)
+        self.data.setdefault("status", "created")
+        self.data.setdefault("phases", {})
+        self.data.setdefault("trials", {})
+        self._lock = threading.Lock()
+
+    def trial(self, trial_id: str) -> dict[str, Any]:
+        with self._lock:  # a copy, taken while no worker thread updates it
+            return dict(self.data["trials"].get(trial_id) or {"status": "pending"})
+
+    def set_trial(self, trial_id: str, **values: Any) -> None:
+        with self._lock:
+            entry = self.data["trials"].setdefault(trial_id, {"status": "pending"})
+            entry.update(values)
+            self._save()
+
+    def set(self, **values: Any) -> None:
+        with self._lock:
+            self.data.update(values)
+            self._save()
+
+    def set_phase(self, phase: str, status: str) -> None:
+        with self._lock:
+            self.data["phases"][phase] = status
+            self._save()
+
+    def _save(self) -> None:
+        self.data["updated"] = time.time()
+        atomic_write_json(self.folder.state, self.data)
