@@ -57,7 +57,14 @@ class MonitorState:
     bad_epochs: int = 0
 
     def best(self) -> dict[str, Any]:
-        return {"metric": self.metric, "value": self.best_value, "epoch": self.best_epoch}
+        # the mode travels with the value: readers (sweeps, the TUI) rank runs the way each run
+        # chose its best.pt, without re-deriving it from the metric's name
+        return {
+            "metric": self.metric,
+            "mode": self.mode,
+            "value": self.best_value,
+            "epoch": self.best_epoch,
+        }
 
     def state_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -54,10 +54,11 @@ BEST = FieldType(
     lambda v: (
         isinstance(v, dict)
         and (v.get("metric") is None or isinstance(v["metric"], str))
+        and v.get("mode") in (None, "min", "max")
         and (v.get("value") is None or _is_value(v["value"]))
         and (v.get("epoch") is None or _is_int(v["epoch"]))
     ),
-    "a mapping {metric: string, value: number, epoch: integer}",
+    "a mapping {metric: string, mode: min|max, value: number, epoch: integer}",
 )
 RESET = FieldType(
     lambda v: (

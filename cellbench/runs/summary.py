@@ -31,6 +31,7 @@ class RunSummary:
     epochs: int
     best_metric: str | None
     best_value: float | None
+    best_mode: str | None  # "min"/"max" as the run judged it (None for runs before it was kept)
     started: float | None
     duration_s: float | None
     warnings: int
@@ -130,6 +131,7 @@ def summarize(run: RunPaths) -> RunSummary:
         epochs=epochs,
         best_metric=(best or {}).get("metric"),
         best_value=_as_float((best or {}).get("value")),
+        best_mode=(best or {}).get("mode"),
         started=started,
         duration_s=duration,
         warnings=sum(1 for e in attempt_events if e.get("kind") == "warning"),

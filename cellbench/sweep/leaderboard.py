@@ -83,7 +83,8 @@ def outcome(store: RunStore, trial: Trial, entry: dict[str, Any]) -> dict[str, A
     row["epochs"] = summary.epochs
     row["time_s"] = round(summary.duration_s, 2) if summary.duration_s is not None else None
     row["metric"] = summary.best_metric
-    row["mode"] = _mode(run.config, summary.best_metric)
+    # the run's own judgement when it recorded one; older runs: their config's rule
+    row["mode"] = summary.best_mode or _mode(run.config, summary.best_metric)
     if summary.best_value is not None and row["status"] in ("completed", "pruned"):
         row["value"] = float(summary.best_value)
     return row

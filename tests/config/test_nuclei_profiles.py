@@ -23,6 +23,8 @@ def test_cellvit_optimus_is_the_seed_recipe_with_every_family_range():
     c = load_config(profile="cellvit-optimus")
     assert c.task == "nuclei" and c.data.augment
     assert (c.train.epochs, c.model.drop_rate) == (50, 0.1)
+    # a sweep or --set task=nuclei (no --family) still names the decoder in run_start/runs list
+    assert c.model.name == load_config(profile="nuclei-demo").model.name == "nuclei_decoder"
     assert c.nuclei.widths == [512, 256, 128, 64] and c.nuclei.stem == [32, 64]
     assert set(SEEDS) == set(DEFAULT_FAMILIES)
     for family, (dice, hv, nt) in SEEDS.items():

@@ -11,7 +11,12 @@ def test_an_mse_is_minimised_for_best_pt():
     monitor = Monitor(EarlyStoppingConfig(monitor="val_hv_mse"), "val_hv_mse")
     assert monitor.state.mode == "min"
     assert monitor.update(1, 0.5) and monitor.update(2, 0.1) and not monitor.update(3, 0.3)
-    assert monitor.state.best() == {"metric": "val_hv_mse", "value": 0.1, "epoch": 2}
+    assert monitor.state.best() == {
+        "metric": "val_hv_mse",
+        "mode": "min",
+        "value": 0.1,
+        "epoch": 2,
+    }
 
 
 def test_a_task_declaration_and_an_explicit_mode_decide_before_the_rule():

@@ -28,7 +28,8 @@ BAD = [
     ({"kind": "epoch", "epoch": 1, "time": float("inf")}, "epoch event: time: expected a finite"
      " number, got inf"),
     ({"kind": "epoch", "epoch": 1, "best": {"value": "high"}}, "epoch event: best: expected a "
-     "mapping {metric: string, value: number, epoch: integer}, got {'value': 'high'}"),
+     "mapping {metric: string, mode: min|max, value: number, epoch: integer}, got "
+     "{'value': 'high'}"),
     ({"kind": "epoch", "epoch": 1, "metrics": [0.5]}, "epoch event: metrics: expected a mapping"
      " of numbers, got [0.5]"),
     ({"kind": "run_end"}, "run_end event without 'status'"),

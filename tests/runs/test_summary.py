@@ -79,3 +79,23 @@ def test_duration_counts_training_only(tmp_path):
     s = summarize(run)
     assert s.duration_s == 12.0 + 11.0
     assert s.started == 100.0
+
+
+def test_best_keeps_the_mode_the_run_judged_it_by(tmp_path):
+    run = make_run(tmp_path)
+    best = {"metric": "val_hv_mse", "mode": "min", "value": 0.01, "epoch": 1}
+    with EventWriter(run.events) as w:
+        w.emit("run_start", task="nuclei", model="nuclei_decoder")
+        w.emit("epoch", epoch=1, best=best)
+        w.emit("run_end", status="completed", best=best)
+    s = summarize(run)
+    assert (s.best_metric, s.best_mode, s.best_value) == ("val_hv_mse", "min", 0.01)
+    assert not s.damaged
+
+
+def test_a_best_with_an_unknown_mode_marks_the_run_damaged(tmp_path):
+    run = make_run(tmp_path)
+    with EventWriter(run.events) as w:
+        w.emit("run_start", task="classify", model="m")
+        w.emit("run_end", status="completed", best={"metric": "x", "mode": "up", "value": 1.0})
+    assert summarize(run).damaged

@@ -21,6 +21,20 @@ def test_shipped_sweeps_are_the_seed_studies():
     assert [t.params["model.name"] for t in smoke] == ["convnextv2_tiny", "convnextv2_base"]
 
 
+def test_the_five_families_ship_as_one_sweep_of_nuclei_decoders():
+    study = load_sweep_file("cellvit_families", ["data.features=f/features/h-optimus-0"], None, None)
+    trials = resolve_phase(study, study.phases[0], [], [])
+    assert [t.params["data.family"] for t in trials] == [
+        "glandular",
+        "digestive",
+        "urologic",
+        "respiratory",
+        "epidermal",
+    ]
+    assert all("--profile cellvit-optimus" in t.command() for t in trials)
+    assert all("data.features=f/features/h-optimus-0" in t.command() for t in trials)
+
+
 @pytest.mark.parametrize(
     "text, message",
     [
