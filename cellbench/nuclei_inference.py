@@ -93,43 +93,9 @@ def _backbone(config: Config, device):
         return get_task("nuclei").backbone(config)
     if not config.data.features:
         raise BadInputError("the run's config names no feature store (data.features)")
+    from cellbench.features.source_backbone import store_backbone
+
     return store_backbone(config.data.features, device)
-
-
-def store_backbone(features: str | Path, device):
-    """The backbone that made a feature store: same profile, same preprocessing, same blocks,
-    same weights (sha256 checked), so new images get the tokens the decoder trained on. (As
-    ``organ_inference`` does for the CLS, plus the store's blocks, which the decoder reads.)"""
-    from cellbench.features.store import read_manifest
-    from cellbench.models.backbones import build_backbone, load_backbone_profile
-
-    manifest = read_manifest(Path(features) / "manifest.json")
-    if manifest is None:
-        raise BadInputError(f"{features}: the run's feature store is gone (no manifest.json)")
-    described = manifest["backbone"]
-    source = str(described.get("profile") or "")
-    name = source.removeprefix("shipped:") if source != "timm" else described["name"]
-    profile = load_backbone_profile(name)
-    if profile.preprocessing() != manifest.get("preprocessing"):
-        raise BadInputError(
-            f"{source}: preprocessing changed since the features were extracted; predictions "
-            "would not match training"
-        )
-    weights = described.get("weights") or {}
-    path = weights.get("path") if weights.get("source") == "file" else None
-    backbone = build_backbone(
-        profile,
-        path,
-        pretrained=weights.get("source") == "hub",
-        blocks=manifest.get("blocks"),
-        device=device,
-    )
-    if backbone.weights.get("sha256") != weights.get("sha256"):
-        raise BadInputError(
-            f"{path or name}: backbone weights differ from those the features were extracted "
-            "with (sha256 mismatch)"
-        )
-    return backbone
 
 
 def _tile_size(config: Config, backbone) -> int:

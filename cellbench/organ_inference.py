@@ -20,7 +20,6 @@ from PIL import Image
 from torch import nn
 
 from cellbench.config import config_from_dict
-from cellbench.errors import BadInputError
 
 
 class OrganPipeline(nn.Module):
@@ -47,36 +46,6 @@ def read_temperature(run_root: Path | None) -> float:
     return float((metrics.get("calibration") or {}).get("temperature") or 1.0)
 
 
-def _backbone_for(features: str, device) -> Any:
-    """The backbone that made the run's feature store, with the same weights."""
-    from cellbench.features.store import read_manifest
-    from cellbench.models.backbones import build_backbone, load_backbone_profile
-
-    manifest = read_manifest(Path(features) / "manifest.json")
-    if manifest is None:
-        raise BadInputError(f"{features}: the run's feature store is gone (no manifest.json)")
-    described = manifest["backbone"]
-    source = str(described.get("profile") or "")
-    name = source.removeprefix("shipped:") if source != "timm" else described["name"]
-    profile = load_backbone_profile(name)
-    if profile.preprocessing() != manifest.get("preprocessing"):
-        raise BadInputError(
-            f"{source}: preprocessing changed since the features were extracted; predictions "
-            "would not match training"
-        )
-    weights = described.get("weights") or {}
-    path = weights.get("path") if weights.get("source") == "file" else None
-    backbone = build_backbone(
-        profile, path, pretrained=weights.get("source") == "hub", device=device
-    )
-    if backbone.weights.get("sha256") != weights.get("sha256"):
-        raise BadInputError(
-            f"{path or name}: backbone weights differ from those the features were extracted "
-            "with (sha256 mismatch)"
-        )
-    return backbone
-
-
 def load_organ_model(state: dict[str, Any], path: Path, run_root: Path | None, device):
     """(pipeline, transform, config) of an organ checkpoint, ready for ``predict``."""
     from cellbench.models.backbones import preprocess
@@ -87,7 +56,9 @@ def load_organ_model(state: dict[str, Any], path: Path, run_root: Path | None, d
     dim = int(weights["feature_mean"].shape[0])
     head = OrganHead(dim, len(state["classes"]), config.organ.hidden, config.organ.dropout)
     head.load_state_dict(weights)
-    backbone = _backbone_for(config.data.features, device)
+    from cellbench.features.source_backbone import store_backbone
+
+    backbone = store_backbone(config.data.features, device)
     pipeline = OrganPipeline(backbone.model, head, read_temperature(run_root))
     pipeline.to(backbone.device).eval().requires_grad_(False)
 

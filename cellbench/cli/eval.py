@@ -137,6 +137,21 @@ def eval_run(
     Nuclei runs: post-processing with the run's frozen parameters, then bPQ/mPQ by the PanNuke
     rules, image averages, mPQ+, Dice, AJI, per type and per tissue."""
     if ctx.invoked_subcommand is not None:
+        # `eval --run 2 pannuke ...` used to score the two folders and silently drop --run:
+        # options of the run evaluation given before a subcommand are refused, not ignored
+        # (by name: typer ships its own copy of click, whose ParameterSource is another enum)
+        given = [
+            param.opts[0]
+            for param in ctx.command.params
+            if param.opts
+            and getattr(ctx.get_parameter_source(param.name), "name", "") == "COMMANDLINE"
+        ]
+        if given:
+            raise UsageError(
+                f"{given[0]} is an option of `eval` (a run's evaluation), not of "
+                f"`eval {ctx.invoked_subcommand}`; give it after the subcommand if it has one "
+                f"(see `cellbench eval {ctx.invoked_subcommand} --help`)"
+            )
         return
     if split not in ("val", "test"):
         raise UsageError(f"--split {split}: expected val or test")

@@ -189,10 +189,14 @@ def check_command(
             where = "" if f.fold is None else f"fold {f.fold} "
             console.print(f"[{style}]{f.severity}[/] {where}{f.check}: {escape(f.message)}")
         verdict = "[green]ok[/]" if report.ok else "[bold red]failed[/]"
-        console.print(f"{escape(str(path))}: {verdict} · {len(report.errors)} errors")
+        console.print(f"{escape(str(path))}: {verdict} · {_count_errors(len(report.errors))}")
     if not report.ok:
         first = report.errors[0]
-        raise CheckFailed(f"{len(report.errors)} errors, first: {first.message}")
+        raise CheckFailed(f"{_count_errors(len(report.errors))}, first: {first.message}")
+
+
+def _count_errors(n: int) -> str:
+    return f"{n} error" if n == 1 else f"{n} errors"
 
 
 def _num(value) -> str:

@@ -187,7 +187,9 @@ def prepare_fold(
             "format_version": STORE_FORMAT_VERSION,
             "cellbench_version": __version__,
             "fold": raw.fold,
-            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            # microseconds: two preparations within one second still differ, so a feature
+            # store extracted from the first is seen stale (its source manifest's sha256 moved)
+            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds"),
             "layout": raw.files.layout,
             "options": OPTIONS,
             "sources": sources,

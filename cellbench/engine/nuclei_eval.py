@@ -179,6 +179,20 @@ def _fold_of(config: Config, split: str) -> int:
     return folds_for_split(config.data.split).for_stage(split)[0]
 
 
+def _refuse_tuning_while_trained(run: RunPaths) -> None:
+    """postproc.json is frozen into the run and used by every later eval and predict; tuned
+    while a training still replaces best.pt, it would fit a checkpoint the run no longer has."""
+    from cellbench.runs.lock import lock_holder_alive, read_lock
+
+    if lock_holder_alive(run.lock):
+        info = read_lock(run.lock) or {}
+        raise RunConflict(
+            f"{run.root}: being trained (pid {info.get('pid')} on {info.get('host')}); "
+            "--tune-postproc would freeze parameters fitted to a checkpoint the training will "
+            "replace: tune once it ends"
+        )
+
+
 def tune_run_postproc(
     run: RunPaths,
     config: Config,
@@ -253,6 +267,8 @@ def evaluate_nuclei_run(
         raise UsageError(f"--split {split}: expected one of {', '.join(SPLITS)}")
     if fold is not None and fold not in (1, 2, 3):
         raise UsageError(f"--fold {fold}: PanNuke folds are 1, 2 and 3")
+    if tune:
+        _refuse_tuning_while_trained(run)
     path = checkpoint_file(run, checkpoint)
     state = read_checkpoint(path)
     config = config_from_dict(state["config"], source=f"{path} (saved config)")

@@ -49,6 +49,32 @@ def _check_out(out: Path) -> None:
             f"{out}: folder exists, is not empty and holds no cellbench export ({MARKER}); "
             "choose another --export folder"
         )
+    if (out / MARKER).is_file():
+        _check_only_ours(out)
+
+
+# what an export holds; replacing the folder must not take a user's file with it
+_WRITTEN = {MARKER: None, "pred": {"masks.npy", "types.npy"}, "true": {"masks.npy", "types.npy"}}
+
+
+def _check_only_ours(out: Path) -> None:
+    try:
+        marker = json.loads((out / MARKER).read_text())
+    except (OSError, ValueError):
+        marker = None
+    if not isinstance(marker, dict) or marker.get("format") != FORMAT:
+        raise UsageError(
+            f"{out / MARKER}: not a cellbench export marker; choose another --export folder"
+        )
+    for child in out.iterdir():
+        files = _WRITTEN.get(child.name, ())
+        inside = set(p.name for p in child.iterdir()) if files and child.is_dir() else None
+        if child.name not in _WRITTEN or (files and (inside is None or inside - files)):
+            foreign = child if inside is None else child / sorted(inside - files)[0]
+            raise UsageError(
+                f"{foreign}: not written by a cellbench export; replacing {out} would delete "
+                "it (move it, or choose another --export folder)"
+            )
 
 
 class PannukeTiles:

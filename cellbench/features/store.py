@@ -56,6 +56,10 @@ def read_manifest(path: Path) -> dict[str, Any] | None:
         data = json.loads(Path(path).read_text())
     except FileNotFoundError:
         return None
+    except NotADirectoryError as exc:
+        # `features check data/manifest.json`, `--features some.npy`: a file given for the store
+        folder = Path(path).parent
+        raise BadInputError(f"{folder}: a file, not a feature store folder") from exc
     except (OSError, ValueError) as exc:
         raise BadInputError(f"{path}: unreadable manifest ({exc})") from exc
     if not isinstance(data, dict) or data.get("format") != FEATURE_FORMAT:

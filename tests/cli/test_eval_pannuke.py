@@ -154,3 +154,17 @@ def test_eval_group_keeps_run_evaluation_and_lists_pannuke():
     assert result.exit_code == 0 and "pannuke" in result.stdout and "--run" in result.stdout
     result = runner.invoke(app, ["eval", "pannuke", "--help"])
     assert result.exit_code == 0 and "--true" in result.stdout and "--workers" in result.stdout
+
+
+@pytest.mark.parametrize("before", [["--run", "1"], ["--split", "test"], ["--json"]])
+def test_run_evaluation_options_before_pannuke_are_refused_not_ignored(data, tmp_path, before):
+    """`eval --run 1 pannuke ...` used to score the folders and silently drop --run."""
+    table = tmp_path / "tiles.csv"
+    result = runner.invoke(
+        app,
+        ["eval", *before, "pannuke", "--true", str(data / "store"), "--pred", str(data / "pred"),
+         "--csv", str(table)],
+    )  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert before[0] in result.output and "eval pannuke" in result.output
+    assert not table.exists()

@@ -66,6 +66,8 @@ def test_check_exits_1_on_a_constant_feature(fx_store, tiny_vit):
     result = runner.invoke(app, ["features", "check", str(fx_store / "features" / "t")])
     assert result.exit_code == 1
     assert "constant" in result.output
+    # one finding is "1 error", not "1 errors"
+    assert "1 error," in result.output and "1 errors" not in result.output
 
 
 def test_bad_usage_and_bad_input_exit_codes(fx_store, tiny_vit, tmp_path):

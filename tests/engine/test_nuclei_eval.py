@@ -4,11 +4,14 @@ tuning on the val fold only, the training fold refused, the export re-scored ide
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
+import sys
 
 import pytest
 from typer.testing import CliRunner
 
-from cellbench.errors import UsageError
+from cellbench.errors import RunConflict, UsageError
 from tests.helpers_nuclei_run import nuclei_run
 
 __all__ = ["nuclei_run"]
@@ -87,3 +90,22 @@ def test_export_is_rescored_by_eval_pannuke_to_identical_numbers(nuclei_run, tmp
     # the leak refusal through the CLI: exit 2, one line
     leak = runner.invoke(app, ["eval", "--run", "dig", "--fold", "1", "--runs-dir", str(own.runs)])
     assert leak.exit_code == 2 and "--allow-leak" in leak.stderr
+
+
+def test_tuning_a_run_that_is_being_trained_is_refused_and_freezes_nothing(nuclei_run, tmp_path):
+    """postproc.json tuned on a best.pt the live training later replaces would be frozen into the
+    run for every later eval and predict, fitted to a checkpoint the run no longer has."""
+    from cellbench.engine.nuclei_eval import evaluate_nuclei_run
+
+    own = nuclei_run.copy(tmp_path)
+    trainer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        own.run.lock.write_text(json.dumps({"pid": trainer.pid, "host": socket.gethostname()}))
+        with pytest.raises(RunConflict, match="being trained"):
+            evaluate_nuclei_run(own.run, split="val", tune=True)
+        assert not (own.run.root / "postproc.json").exists()
+    finally:
+        trainer.kill()
+        trainer.wait()
+    own.run.lock.unlink()  # the training ended: tuning goes ahead
+    assert evaluate_nuclei_run(own.run, split="val", tune=True)["tuning"] is not None

@@ -70,3 +70,30 @@ def test_an_interrupted_export_leaves_nothing_and_a_foreign_folder_is_refused(tm
     with pytest.raises(UsageError, match="no cellbench export"):
         _export(foreign, inst, types, tissues)
     assert (foreign / "notes.txt").read_text() == "keep me"
+
+
+@pytest.mark.parametrize(
+    "added", ["notes.txt", "pred/mine.npy", "true/extra.csv", "figures/plot.png"]
+)
+def test_replacing_an_export_never_deletes_a_file_the_user_put_in_it(tmp_path, added):
+    """An export folder the user added a file to used to be replaced whole, the file gone."""
+    inst, types, tissues = generated_maps(2, 32, seed=5)
+    out = tmp_path / "export"
+    _export(out, inst, types, tissues, truth=(inst, types))
+    (out / added).parent.mkdir(parents=True, exist_ok=True)
+    (out / added).write_text("keep me")
+    with pytest.raises(UsageError, match=added.split("/")[0]):
+        _export(out, inst, types, tissues, truth=(inst, types))
+    assert (out / added).read_text() == "keep me"
+
+
+def test_a_folder_whose_marker_is_not_ours_is_refused(tmp_path):
+    inst, types, tissues = generated_maps(2, 32, seed=5)
+    out = tmp_path / "export"
+    out.mkdir()
+    (out / MARKER).write_text('{"torn')
+    (out / "pred").mkdir()
+    (out / "pred" / "masks.npy").write_text("the user's own masks")
+    with pytest.raises(UsageError, match="not a cellbench export marker"):
+        _export(out, inst, types, tissues)
+    assert (out / "pred" / "masks.npy").read_text() == "the user's own masks"

@@ -93,3 +93,11 @@ def test_weights_that_give_nan_features_are_recorded_and_refused(fx_store, tiny_
     assert torch.isnan(
         torch.from_numpy(np.load(root / "fold1" / "cls.npy")[:, 3].astype("f4"))
     ).all()
+
+
+def test_a_file_given_as_the_store_is_named_as_a_file(tmp_path):
+    """`--features data/manifest.json` used to say "data/manifest.json/manifest.json: ..."."""
+    given = tmp_path / "cls.npy"
+    given.write_bytes(b"not a folder")
+    with pytest.raises(BadInputError, match=r"cls\.npy: a file, not a feature store folder"):
+        open_feature_store(given)

@@ -22,7 +22,9 @@ def test_shipped_sweeps_are_the_seed_studies():
 
 
 def test_the_five_families_ship_as_one_sweep_of_nuclei_decoders():
-    study = load_sweep_file("cellvit_families", ["data.features=f/features/h-optimus-0"], None, None)
+    study = load_sweep_file(
+        "cellvit_families", ["data.features=f/features/h-optimus-0"], None, None
+    )
     trials = resolve_phase(study, study.phases[0], [], [])
     assert [t.params["data.family"] for t in trials] == [
         "glandular",
