@@ -7,7 +7,8 @@ Realistic enough to learn from, hard enough to mean something:
   neoplastic nuclei with nucleoli, small round dark inflammatory cells, elongated connective
   nuclei aligned with the fibres, small fragmented pyknotic dead cells, oval vesicular epithelial
   nuclei with a darker rim;
-- the type mix, density and background depend on the tissue (19 PanNuke names, grouped by family);
+- the type mix, density, background and eosin tint depend on the tissue (19 PanNuke names, grouped
+  by family: a family tint shared by its tissues, each tissue its own on top);
 - neoplastic and epithelial nuclei cluster, so nuclei touch and overlap; later nuclei occlude
   earlier ones; a few pixels stay claimed by two channels and dead-cell fragments share one id,
   as in the real data; some tiles are empty.
@@ -111,6 +112,7 @@ class TissueProfile:
     eosin: float
     lumen: float
     fibres: float
+    tint: np.ndarray  # (3,) eosin optical-density tint: organs look different under one stain
 
 
 def tissue_profile(name: str) -> TissueProfile:
@@ -126,6 +128,9 @@ def tissue_profile(name: str) -> TissueProfile:
         eosin * rng.uniform(0.85, 1.15),
         lumen * rng.uniform(0.5, 1.5),
         fibres,
+        # a family tint shared by its tissues, and each tissue's own on top of it
+        np.random.default_rng(zlib.crc32(family.encode())).uniform(0.7, 1.3, 3)
+        * rng.uniform(0.75, 1.25, 3),
     )
 
 
@@ -252,7 +257,7 @@ def synth_tile(rng: np.random.Generator, tissue: str, size: int = 256, empty: bo
 
     # Beer-Lambert with a per-tile stain variation (different labs, different batches).
     h_vec = _H_OD * rng.uniform(0.9, 1.1, 3)
-    e_vec = _E_OD * rng.uniform(0.9, 1.1, 3)
+    e_vec = _E_OD * profile.tint * rng.uniform(0.95, 1.05, 3)
     # Channels first while computing: broadcasting over a trailing axis of 3 is several times
     # slower in numpy than over whole planes.
     od = (
