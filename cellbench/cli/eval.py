@@ -18,10 +18,10 @@ from cellbench.cli.common import (
     JsonOption,
     RunsDirOption,
     console,
-    err_console,
     log,
     print_json,
     run_store,
+    stderr_progress,
     warn,
 )
 from cellbench.errors import BadInputError, UsageError
@@ -188,20 +188,11 @@ def eval_run(
     if used:
         raise UsageError(f"{used[0]} is for nuclei runs; {paths.root.name} is not one")
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
     from cellbench.engine.evaluate import evaluate_run  # torch: only when evaluating
 
     log(f"evaluating {paths.root.name} on {split} with {checkpoint}.pt ...")
     # progress on stderr, drawn only on a terminal: --json output and logs stay clean
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        console=err_console,
-        transient=True,
-        disable=not err_console.is_terminal,
-    ) as progress:
+    with stderr_progress() as progress:
         task = progress.add_task(f"eval {split}", total=None)
         result = evaluate_run(
             paths,
@@ -317,7 +308,6 @@ def eval_pannuke(
     json_out: JsonOption = False,
 ) -> None:
     """Score PanNuke-format nuclei predictions: bPQ, mPQ, mPQ+, Dice, AJI, per type, per tissue."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from cellbench.cli.data import _parse_folds
     from cellbench.data.nuclei_labels import check_pair, open_labels
@@ -334,14 +324,7 @@ def eval_pannuke(
         raise UsageError(f"--csv {csv_path}: is a folder; name a file")
 
     scored = {}
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        console=err_console,
-        transient=True,
-        disable=not err_console.is_terminal,
-    ) as progress:
+    with stderr_progress() as progress:
         for key, (t, p) in pairs.items():
             task = progress.add_task(f"score fold {key}" if key else "score", total=len(t))
             scored[key] = score_folds(

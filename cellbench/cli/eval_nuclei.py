@@ -6,7 +6,7 @@ from pathlib import Path
 
 from rich.markup import escape
 
-from cellbench.cli.common import console, err_console, log, print_json, warn
+from cellbench.cli.common import console, log, print_json, stderr_progress, warn
 from cellbench.runs.layout import RunPaths
 
 
@@ -23,21 +23,13 @@ def eval_nuclei_run(
     json_out: bool,
     fold: int | None = None,
 ) -> None:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from cellbench.cli.eval import render_pannuke
     from cellbench.engine.nuclei_eval import evaluate_nuclei_run  # torch: only when evaluating
 
     where = f"fold {fold}" if fold is not None else split
     log(f"evaluating {paths.root.name} on {where} with {checkpoint}.pt ...")
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        console=err_console,
-        transient=True,
-        disable=not err_console.is_terminal,
-    ) as progress:
+    with stderr_progress() as progress:
         bars: dict[str, int] = {}
 
         def report(stage: str, done: int, total: int) -> None:
