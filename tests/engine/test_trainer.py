@@ -443,3 +443,20 @@ def test_named_loss_terms_are_logged_per_epoch_for_train_and_val(tmp_path, tiny_
     assert result.best["metric"] == "val_loss_ce"
     epoch = read_events(paths.events, "epoch")[0]
     assert "train_loss_ce" in epoch["metrics"] and "val_loss_ce" in epoch["metrics"]
+
+
+def test_gradient_accumulation_steps_the_optimizer_once_per_window(tmp_path, tiny_overrides):
+    # 3 training batches per epoch: windows of 2 batches, the odd last batch closes its own
+    # window (no gradient crosses an epoch), so 2 optimizer steps per epoch instead of 3
+    paths, result = _train(
+        tmp_path, tiny_overrides("train.grad_accum_steps=2", "train.epochs=2"), name="acc"
+    )
+    plain, _ = _train(tmp_path, tiny_overrides("train.epochs=2"), name="plain")
+    batches = torch.load(plain.last_checkpoint, weights_only=True)["global_step"] // 2
+    assert result.status == "completed"
+    steps = torch.load(paths.last_checkpoint, weights_only=True)["global_step"]
+    assert batches == 3 and steps == 2 * 2
+    from cellbench.errors import UsageError
+
+    with pytest.raises(UsageError, match="grad_accum_steps=0"):
+        _train(tmp_path, tiny_overrides("train.grad_accum_steps=0"), name="zero")

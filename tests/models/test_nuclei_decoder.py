@@ -7,7 +7,7 @@ import torch
 
 from cellbench.models.nuclei_decoder import NucleiDecoder
 
-SMALL = {"widths": (16, 16, 8, 8), "stem": (8, 8)}
+SMALL = {"widths": (4, 4, 4, 4), "stem": (4, 4)}
 
 
 @pytest.mark.parametrize(("grid", "patch"), [(16, 16), (18, 14)])

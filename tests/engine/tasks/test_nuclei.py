@@ -82,6 +82,11 @@ def test_decoder_widths_must_match_the_stored_blocks(tmp_path, nuclei_features):
         train(_request(tmp_path, nuclei_features, "nuclei.widths=[8, 8, 8]"))
     with pytest.raises(UsageError, match="did you mean 'digestive'"):
         train(_request(tmp_path, nuclei_features, "data.family=digestiv"))
+    with pytest.raises(UsageError, match="needs --set nuclei.backbone"):
+        train(_request(tmp_path, nuclei_features, "nuclei.online_features=true"))
+    with pytest.raises(UsageError, match="--features STORE/features/TAG is needed"):
+        train(_request(tmp_path, nuclei_features, "data.features=null"))
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
 def test_hv_failure_signatures_of_seed_001_are_errors():
