@@ -115,29 +115,39 @@ def _kill_after_epoch(events_path, epoch: int, proc) -> None:
     raise AssertionError(f"training exited before epoch {epoch}: {proc.stderr.read()[-2000:]}")
 
 
-def test_resume_after_sigkill_equals_the_uninterrupted_run(tmp_path, shapes):
-    recipe = ["--epochs", "5", "--set", "data.hflip=0.5", "--set", "model.drop_rate=0.2"]
-    whole = _train(shapes, tmp_path, *recipe, "--run", "whole")
-    assert whole.exit_code == 0, whole.output
-
-    argv = [sys.executable, "-m", "cellbench", "train", "--data", str(shapes)]
-    argv += ["--model", "simple_cnn", "--runs-dir", str(tmp_path), "--run", "killed"]
+def _train_killed_after_epoch(argv: list[str], runs, epoch: int = 2):
+    """Start ``cellbench train`` (``argv`` after ``-m cellbench``, naming run ``killed``), SIGKILL
+    it once epoch ``epoch`` is written; the killed run's folder."""
     proc = subprocess.Popen(
-        [*argv, *TINY, *recipe], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [sys.executable, "-m", "cellbench", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         killed_dir = None
         deadline = time.time() + 120
         while killed_dir is None and time.time() < deadline and proc.poll() is None:
-            killed_dir = RunStore(tmp_path).find("killed")
+            killed_dir = RunStore(runs).find("killed")
             time.sleep(0.02)
         assert killed_dir is not None, proc.stderr.read()[-2000:]
-        _kill_after_epoch(killed_dir.events, 2, proc)
+        _kill_after_epoch(killed_dir.events, epoch, proc)
     finally:
         if proc.poll() is None:
             proc.kill()
         proc.wait()
     assert proc.returncode == -signal.SIGKILL
+    return killed_dir
+
+
+def test_resume_after_sigkill_equals_the_uninterrupted_run(tmp_path, shapes):
+    recipe = ["--epochs", "5", "--set", "data.hflip=0.5", "--set", "model.drop_rate=0.2"]
+    whole = _train(shapes, tmp_path, *recipe, "--run", "whole")
+    assert whole.exit_code == 0, whole.output
+
+    argv = ["train", "--data", str(shapes), "--model", "simple_cnn"]
+    argv += ["--runs-dir", str(tmp_path), "--run", "killed", *TINY, *recipe]
+    killed_dir = _train_killed_after_epoch(argv, tmp_path)
     assert read_events(killed_dir.events, "run_end") == []  # died without a word
     # killed mid-run: at epoch 2, or a little later if the machine was slow to react
     assert 2 <= torch.load(killed_dir.last_checkpoint, weights_only=True)["epoch"] < 5
@@ -263,26 +273,8 @@ def test_a_nuclei_run_resumes_exactly_after_sigkill(tmp_path, nuclei_features):
     whole = runner.invoke(app, ["train", *recipe, "--run", "whole", "--runs-dir", str(tmp_path)])
     assert whole.exit_code == 0, whole.output
 
-    argv = [sys.executable, "-m", "cellbench", "train", *recipe, "--run", "killed"]
-    proc = subprocess.Popen(
-        [*argv, "--runs-dir", str(tmp_path)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        killed_dir = None
-        deadline = time.time() + 120
-        while killed_dir is None and time.time() < deadline and proc.poll() is None:
-            killed_dir = RunStore(tmp_path).find("killed")
-            time.sleep(0.02)
-        assert killed_dir is not None, proc.stderr.read()[-2000:]
-        _kill_after_epoch(killed_dir.events, 2, proc)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+    argv = ["train", *recipe, "--run", "killed", "--runs-dir", str(tmp_path)]
+    killed_dir = _train_killed_after_epoch(argv, tmp_path)
     assert 2 <= torch.load(killed_dir.last_checkpoint, weights_only=True)["epoch"] < 5
 
     resumed = runner.invoke(
