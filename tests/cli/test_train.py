@@ -140,6 +140,17 @@ def _train_killed_after_epoch(argv: list[str], runs, epoch: int = 2):
     return killed_dir
 
 
+def _assert_resume_equals_whole(runs, killed_dir) -> None:
+    """``--resume`` the killed run: its history and weights equal the uninterrupted ``whole``."""
+    resumed = runner.invoke(app, ["train", "--run", "killed", "--resume", "--runs-dir", str(runs)])
+    assert resumed.exit_code == 0, resumed.output
+    reference = RunStore(runs).resolve("whole")
+    assert killed_dir.history.read_text() == reference.history.read_text()
+    a = torch.load(reference.last_checkpoint, weights_only=True)["model"]
+    b = torch.load(killed_dir.last_checkpoint, weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_resume_after_sigkill_equals_the_uninterrupted_run(tmp_path, shapes):
     recipe = ["--epochs", "5", "--set", "data.hflip=0.5", "--set", "model.drop_rate=0.2"]
     whole = _train(shapes, tmp_path, *recipe, "--run", "whole")
@@ -152,15 +163,7 @@ def test_resume_after_sigkill_equals_the_uninterrupted_run(tmp_path, shapes):
     # killed mid-run: at epoch 2, or a little later if the machine was slow to react
     assert 2 <= torch.load(killed_dir.last_checkpoint, weights_only=True)["epoch"] < 5
 
-    resumed = runner.invoke(
-        app, ["train", "--run", "killed", "--resume", "--runs-dir", str(tmp_path)]
-    )
-    assert resumed.exit_code == 0, resumed.output
-    reference = RunStore(tmp_path).resolve("whole")
-    assert killed_dir.history.read_text() == reference.history.read_text()
-    a = torch.load(reference.last_checkpoint, weights_only=True)["model"]
-    b = torch.load(killed_dir.last_checkpoint, weights_only=True)["model"]
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    _assert_resume_equals_whole(tmp_path, killed_dir)
 
 
 @pytest.fixture(scope="module")
@@ -277,15 +280,7 @@ def test_a_nuclei_run_resumes_exactly_after_sigkill(tmp_path, nuclei_features):
     killed_dir = _train_killed_after_epoch(argv, tmp_path)
     assert 2 <= torch.load(killed_dir.last_checkpoint, weights_only=True)["epoch"] < 5
 
-    resumed = runner.invoke(
-        app, ["train", "--run", "killed", "--resume", "--runs-dir", str(tmp_path)]
-    )
-    assert resumed.exit_code == 0, resumed.output
-    reference = RunStore(tmp_path).resolve("whole")
-    assert killed_dir.history.read_text() == reference.history.read_text()
-    a = torch.load(reference.last_checkpoint, weights_only=True)["model"]
-    b = torch.load(killed_dir.last_checkpoint, weights_only=True)["model"]
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    _assert_resume_equals_whole(tmp_path, killed_dir)
 
 
 def test_family_with_another_task_is_bad_usage(tmp_path):

@@ -16,21 +16,9 @@ from cellbench.models.backbones import (
     load_backbone_profile,
     preprocess,
 )
+from tests.helpers_features import TINY_VIT
 
-TINY = {
-    "model": "vit_tiny_patch16_224",
-    "kwargs": {
-        "img_size": 32,
-        "patch_size": 8,
-        "embed_dim": 32,
-        "depth": 3,
-        "num_heads": 2,
-        "reg_tokens": 2,
-        "num_classes": 0,
-    },
-    "preprocessing": {"mean": [0.6, 0.5, 0.6], "std": [0.2, 0.2, 0.2], "input_size": 32},
-    "blocks": [1, 3],
-}
+TINY = TINY_VIT  # the tiny timm ViT (registers included) the feature tests share
 
 
 @pytest.fixture
