@@ -36,11 +36,18 @@ from cellbench.atomic import atomic_write_text
 from cellbench.errors import BadInputError, UsageError
 
 PROFILES_DIR = Path(__file__).parent / "profiles"
-TASKS = ("classify", "organ", "nuclei")
 
 
 def _choices(*values: str | int) -> dict:
     return {"choices": values}
+
+
+def _task_names() -> list[str]:
+    """The registry's tasks (shipped and from entry points), asked when ``task`` is set: the
+    list is not written here, so a task added by a package is a valid ``task:``."""
+    from cellbench.tasks import task_names  # torch-free: names only, no task is imported
+
+    return task_names()
 
 
 @dataclass(frozen=True)
@@ -269,7 +276,7 @@ class EvalConfig:
 
 @dataclass
 class Config:
-    task: str = field(default="classify", metadata=_choices(*TASKS))
+    task: str = field(default="classify", metadata={"choices": _task_names})
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -395,6 +402,8 @@ def _merge(obj: Any, data: dict[str, Any], prefix: str = "", set_keys: list | No
         checked = _check_value(key, value, hints[name])
         _check_bounds(key, checked, fields[name].metadata.get("bounds"))
         choices = fields[name].metadata.get("choices")
+        if callable(choices):
+            choices = choices()
         if choices and checked not in choices:
             close = difflib.get_close_matches(str(checked), [str(c) for c in choices], n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""

@@ -15,20 +15,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from cellbench.cli.common import JsonOption, RunsDirOption, console, print_json, run_store
+from cellbench.cli.common import JsonOption, RunsDirOption, console, log, print_json, run_store
 from cellbench.errors import UsageError
-from cellbench.runs.layout import RunPaths
-
-
-def _run_task(paths: RunPaths) -> str | None:
-    """The run's task from its config.yaml, without loading the checkpoint (or torch)."""
-    import yaml
-
-    try:
-        config = yaml.safe_load(paths.config.read_text()) or {}
-    except (OSError, yaml.YAMLError):
-        return None
-    return config.get("task") if isinstance(config, dict) else None
 
 
 def predict_command(
@@ -46,8 +34,8 @@ def predict_command(
         Path | None,
         typer.Option(
             "--out",
-            help="Nuclei runs: folder for <image>.overlay.png and <image>.geojson "
-            "(default: runs/<run>/predict).",
+            help="Runs whose predictions are files (nuclei: <image>.overlay.png and "
+            "<image>.geojson): their folder (default: runs/<run>/predict).",
         ),
     ] = None,
     runs_dir: RunsDirOption = None,
@@ -58,42 +46,40 @@ def predict_command(
     if checkpoint not in ("best", "last"):
         raise UsageError(f"--checkpoint {checkpoint}: expected best or last")
     paths = run_store(runs_dir).resolve(run)
-    if _run_task(paths) == "nuclei":
-        from cellbench.cli.predict_nuclei import predict_nuclei_command
 
-        predict_nuclei_command(paths, images, checkpoint, device, out, json_out)
-        return
-    if out is not None:
-        raise UsageError("--out is for nuclei runs (overlay PNG and GeoJSON per image)")
-
-    from cellbench.inference import load_model, predict_many, read_images  # torch: lazily
+    from cellbench.inference import load_model, read_images  # torch: lazily
 
     pil_images = read_images(images)  # first: a bad path fails before the model is loaded
     loaded = load_model(paths, checkpoint=checkpoint, device=device)
-    predictions = predict_many(loaded, pil_images, batch_size=batch_size)
-    k = min(top, len(loaded.classes))
-    if json_out:
-        print_json(
-            [
-                {
-                    "image": str(image),
-                    "label": p.label,
-                    "probability": p.probability,
-                    "top": [{"label": c, "probability": q} for c, q in p.top(k)],
-                }
-                for image, p in zip(images, predictions, strict=True)
-            ]
+    if out is not None and not loaded.writes_files:
+        raise UsageError(f"--out: {paths.root.name}'s predictions are a table, not files per image")
+    stems = [Path(image).stem for image in images]
+    if loaded.writes_files:
+        repeated = sorted({s for s in stems if stems.count(s) > 1})
+        if repeated:
+            raise UsageError(f"two images named '{repeated[0]}': their outputs would collide")
+    for note in loaded.notes():
+        log(note)
+    predictions = loaded.predict_many(pil_images, batch_size=batch_size)
+    k = min(top, max(len(loaded.classes), 1))
+    folder = Path(out) if out is not None else paths.root / "predict"
+    rows, summaries = [], []
+    for image, stem, pil, p in zip(images, stems, pil_images, predictions, strict=True):
+        files = loaded.save_outputs(p, pil, folder, stem) if loaded.writes_files else {}
+        rows.append({"image": str(image), **p.to_dict(k), **files})
+        summaries.append(
+            {**p.summary(k), **({"files": "\n".join(files.values())} if files else {})}
         )
+    if json_out:
+        print_json(loaded.json_output(paths.root.name, rows))
         return
     table = Table(title=f"{paths.root.name} · {checkpoint}.pt · {len(images)} image(s)")
     table.add_column("image")
-    table.add_column("class")
-    table.add_column("probability", justify="right")
-    if k > 1:
-        table.add_column(f"top {k}")
-    for image, p in zip(images, predictions, strict=True):
-        row = [str(image), p.label, f"{p.probability:.4f}"]
-        if k > 1:
-            row.append(", ".join(f"{c} {q:.3f}" for c, q in p.top(k)))
-        table.add_row(*row)
+    for column in summaries[0] if summaries else ():
+        table.add_column(
+            column,
+            justify="left" if column in ("class", "files") or column.startswith("top") else "right",
+        )
+    for image, summary in zip(images, summaries, strict=True):
+        table.add_row(str(image), *summary.values())
     console.print(table)

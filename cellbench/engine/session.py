@@ -65,14 +65,10 @@ def create_run(store: RunStore, request: TrainRequest, default: str) -> RunPaths
 
 
 def default_name(config: Config, suffix: str = "") -> str:
-    if config.task == "nuclei":  # the decoder is the model: name the run by its family
-        return f"nuclei-{config.data.family or 'all'}{suffix}"
-    # the organ head is not a model.name model: name its runs after the feature store's tag
-    name = config.model.name
-    if config.task == "organ" and config.data.features:
-        name = Path(config.data.features).name
-    model = name.replace("/", "_").replace(":", "_")
-    return f"{model}-{config.task}{suffix}"
+    """A new run's name: its task's ``run_name`` (``<model>-<task>`` unless the task says)."""
+    from cellbench.tasks import get_task
+
+    return f"{get_task(config.task).run_name(config)}{suffix}"
 
 
 def saved_config(run: RunPaths) -> dict[str, Any] | None:
@@ -255,8 +251,8 @@ def _fit(paths: RunPaths, config: Config, components, reporter, callbacks, **kwa
 
 
 def _finalize(paths: RunPaths, components, events: EventWriter, result, reporter) -> None:
-    """The task's closing report (organ: calibration, per-tissue table), into metrics.json and
-    an ``eval`` event."""
+    """The task's closing report (``Task.finalize``; organ: calibration, per-tissue table), into
+    metrics.json and an ``eval`` event."""
     from cellbench.atomic import atomic_write_json
 
     extra = components.task.finalize(
@@ -266,10 +262,8 @@ def _finalize(paths: RunPaths, components, events: EventWriter, result, reporter
         return
     result.metrics.update(extra)
     atomic_write_json(paths.metrics, result.metrics)
-    report = extra.get("organ_report") or {}
-    metrics = {k: v for k, v in report.items() if isinstance(v, int | float)}
+    metrics = components.task.finalize_event(extra)
     calibration = extra.get("calibration") or {}
-    metrics.update({k: v for k, v in calibration.items() if isinstance(v, int | float)})
     events.emit("eval", split="val", checkpoint="best", metrics=metrics)
     if reporter is not None and calibration:
         reporter.message(

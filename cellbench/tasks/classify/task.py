@@ -10,6 +10,7 @@ folder split per class, Hugging Face datasets) and models from ``cellbench.model
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -20,8 +21,10 @@ from cellbench.metrics.classification import per_class_scores
 from cellbench.tasks import register_task
 from cellbench.tasks.base import (
     BatchTransform,
+    EvalRequest,
     LossSums,
     MetricAccumulator,
+    Progress,
     Task,
     TaskData,
 )
@@ -127,6 +130,36 @@ class ClassificationTask(Task):
         from cellbench.models import set_backbone_trainable
 
         return set_backbone_trainable(model, trainable)  # everything but get_classifier()
+
+    def evaluate(self, run, request: EvalRequest, progress: Progress | None = None):
+        from cellbench.tasks.classify.evaluation import evaluate_run
+
+        on_batch = None
+        if progress is not None:
+
+            def on_batch(done: int, total: int) -> None:
+                progress(f"eval {request.split}", done, total)
+
+        return evaluate_run(
+            run,
+            split=request.split,
+            checkpoint=request.checkpoint,
+            batch_size=request.batch_size,
+            device=request.device,
+            on_batch=on_batch,
+        )
+
+    def render_eval(self, result, console) -> None:
+        from cellbench.tasks.classify.render import render_classification
+
+        render_classification(result, console)
+
+    def load_predictor(self, checkpoint, device="cpu", *, run=None, use_ema=None, state=None):
+        from cellbench.engine.checkpoint import read_checkpoint
+        from cellbench.tasks.classify.predictor import load_classifier
+
+        state = state if state is not None else read_checkpoint(checkpoint)
+        return load_classifier(state, Path(checkpoint), device, use_ema=use_ema, run=run)
 
     def overfit_config(self, config: Config) -> Config:
         """Same data and model, nothing that fights memorisation."""

@@ -27,7 +27,6 @@ import os
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -98,7 +97,7 @@ def load_decoder(state: dict[str, Any], path: Path, config: Config, dataset) -> 
 
     task = get_task("nuclei")
     task.configure(config)
-    model = task.build_model(config, SimpleNamespace(token_shape=dataset.token_shape))
+    model = task.build_decoder(config, dataset.token_shape)
     use_ema = bool(config.train.eval_ema) and state.get("ema") is not None
     weights = strip_prefixes(dict(state["ema"] if use_ema else state["model"]))
     try:
@@ -260,8 +259,8 @@ def evaluate_nuclei_run(
 ) -> dict[str, Any]:
     """Evaluate a nuclei run on its ``split`` fold (or on ``fold``, any fold of the store: the
     run's training fold only with ``allow_leak``); see the module docstring."""
-    from cellbench.inference import checkpoint_file, read_checkpoint
-    from cellbench.metrics.nuclei_report import tile_rows, write_tile_csv
+    from cellbench.engine.checkpoint import checkpoint_file, read_checkpoint
+    from cellbench.metrics.nuclei_report import fold_tile_rows, write_tile_csv
     from cellbench.tasks.nuclei.export.pannuke import pannuke_export
 
     if split not in SPLITS:
@@ -354,7 +353,6 @@ def evaluate_nuclei_run(
         "tiles_csv": run.eval_dir / f"tiles_{stem}.csv",
     }
     result["files"] = {k: str(v) for k, v in files.items()}
-    fold_scores = SimpleNamespace(tiles=scored.tiles, true=SimpleNamespace(tissues=tissues))
     lock = RunLock(run.lock)
     try:
         lock.acquire()
@@ -362,7 +360,7 @@ def evaluate_nuclei_run(
         lock = None  # a live training holds the run: write our files, leave its events alone
     try:
         result["event_written"] = lock is not None
-        write_tile_csv(files["tiles_csv"], tile_rows({fold: fold_scores}))
+        write_tile_csv(files["tiles_csv"], fold_tile_rows(fold, scored.tiles, tissues))
         atomic_write_json(files["json"], result)  # last: its presence means the CSV is there
         if lock is not None:
             with EventWriter(run.events) as writer:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -29,13 +28,14 @@ import torch
 
 from cellbench.config import Config, config_from_dict
 from cellbench.errors import BadInputError
+from cellbench.tasks.base import Prediction, Predictor
 from cellbench.tasks.nuclei.export.colors import type_name
 from cellbench.tasks.nuclei.pipeline import centroids
 from cellbench.tasks.nuclei.postproc import PostProcParams, postprocess_tile, type_map
 
 
 @dataclass
-class NucleiPrediction:
+class NucleiPrediction(Prediction):
     """Nuclei of one image. Arrays are indexed by nucleus id - 1 (id k is row k - 1)."""
 
     instances: np.ndarray  # (H, W) int32, ids 1..K, 0 = background
@@ -67,9 +67,21 @@ class NucleiPrediction:
         names = self.type_names
         return {name: names.count(name) for name in sorted(set(names))}
 
+    def to_dict(self, top: int = 1) -> dict[str, Any]:
+        return {"nuclei": self.count, "types": self.counts()}
+
+    def summary(self, top: int = 1) -> dict[str, str]:
+        from cellbench.data.families import NUCLEUS_TYPES
+
+        counts = self.counts()
+        return {
+            "nuclei": str(self.count),
+            **{name[:5]: str(counts.get(name, 0)) for name in NUCLEUS_TYPES},
+        }
+
 
 @dataclass
-class NucleiModel:
+class NucleiModel(Predictor):
     """A nuclei run ready for inference."""
 
     model: torch.nn.Module  # raw uint8 tiles + normalised images -> {"np", "hv", "nt"}
@@ -84,6 +96,31 @@ class NucleiModel:
     epoch: int | None = None
     run: Any = None
     classes: list[str] = field(default_factory=list)
+    writes_files = True  # an overlay PNG and a QuPath GeoJSON per image
+
+    def predict(self, image: Any) -> NucleiPrediction:
+        from cellbench.data.image_input import to_pil
+
+        return predict_nuclei(self, np.asarray(to_pil(image)))
+
+    def notes(self) -> list[str]:
+        return [f"post-processing: {self.postproc_source}"]
+
+    def save_outputs(
+        self, prediction: Prediction, image: Any, folder: Path, stem: str
+    ) -> dict[str, str]:
+        from cellbench.tasks.nuclei.export.geojson import nuclei_geojson, write_geojson
+        from cellbench.tasks.nuclei.export.overlay import write_overlay_png
+
+        assert isinstance(prediction, NucleiPrediction)
+        types = prediction.type_dict()
+        overlay_path, geojson_path = folder / f"{stem}.overlay.png", folder / f"{stem}.geojson"
+        write_overlay_png(overlay_path, np.asarray(image), prediction.instances, types)
+        write_geojson(geojson_path, nuclei_geojson(prediction.instances, types))
+        return {"overlay": str(overlay_path), "geojson": str(geojson_path)}
+
+    def json_output(self, run_name: str, rows: list[dict[str, Any]]) -> Any:
+        return {"run": run_name, "postproc": self.postproc_source, "images": rows}
 
 
 def _backbone(config: Config, device):
@@ -133,7 +170,7 @@ def load_nuclei_model(
     task = get_task("nuclei")
     task.configure(config)
     shape = (len(backbone.blocks), 0, 0, backbone.dim)  # the decoder needs L and D only
-    built = task.build_model(config, SimpleNamespace(token_shape=shape))
+    built = task.build_decoder(config, shape)
     use_ema = bool(config.train.eval_ema) and state.get("ema") is not None
     weights = strip_prefixes(dict(state["ema"] if use_ema else state["model"]))
     try:

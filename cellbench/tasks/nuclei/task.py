@@ -36,7 +36,14 @@ from cellbench.config import Config, config_from_dict
 from cellbench.engine.checks import Finding
 from cellbench.errors import BadInputError, UsageError
 from cellbench.tasks import register_task
-from cellbench.tasks.base import LossSums, MetricAccumulator, Task, TaskData
+from cellbench.tasks.base import (
+    EvalRequest,
+    LossSums,
+    MetricAccumulator,
+    Progress,
+    Task,
+    TaskData,
+)
 
 TYPE_CLASSES = ["Background", "Neoplastic", "Inflammatory", "Connective", "Dead", "Epithelial"]
 INPUT_KEYS = ("tokens", "raw", "image")
@@ -139,6 +146,8 @@ class NucleiTask(Task):
     metric_names = ("np_dice", "hv_mse", "nt_accuracy", "bpq")
     metric_directions = {"hv_mse": "min", "np_dice": "max", "nt_accuracy": "max", "bpq": "max"}
     overfit_metric = "np_dice"
+    config_section = "nuclei"
+    eval_options = frozenset({"tune_postproc", "allow_leak", "export", "workers", "fold"})
     pq_every = 0  # eval.pq_every and train.epochs, from ``configure``
     last_epoch = 0
 
@@ -235,6 +244,44 @@ class NucleiTask(Task):
             self._backbone = cached
         return cached
 
+    def run_name(self, config: Config) -> str:
+        return f"nuclei-{config.data.family or 'all'}"  # the decoder is the model: its family
+
+    def evaluate(self, run, request: EvalRequest, progress: Progress | None = None):
+        from cellbench.tasks.nuclei.evaluation import evaluate_nuclei_run
+
+        return evaluate_nuclei_run(
+            run,
+            split=request.split,
+            checkpoint=request.checkpoint,
+            batch_size=request.batch_size,
+            device=request.device,
+            allow_leak=request.allow_leak,
+            tune=request.tune_postproc,
+            export=request.export,
+            workers=request.workers,
+            progress=progress,
+            fold=request.fold,
+        )
+
+    def eval_messages(self, result: dict[str, Any]) -> list[tuple[str, str]]:
+        from cellbench.tasks.nuclei.render import nuclei_eval_messages
+
+        return nuclei_eval_messages(result) + super().eval_messages(result)
+
+    def render_eval(self, result: dict[str, Any], console: Any) -> None:
+        from cellbench.tasks.nuclei.render import render_nuclei_eval
+
+        render_nuclei_eval(result, console)
+
+    def load_predictor(self, checkpoint, device="cpu", *, run=None, use_ema=None, state=None):
+        from cellbench.engine.checkpoint import read_checkpoint
+        from cellbench.tasks.base import run_folder
+        from cellbench.tasks.nuclei.predictor import load_nuclei_model
+
+        state = state if state is not None else read_checkpoint(checkpoint)
+        return load_nuclei_model(state, Path(checkpoint), run_folder(checkpoint, run), device)
+
     def split_batch(self, batch: dict[str, torch.Tensor]) -> tuple[Any, Any]:
         inputs = {k: batch[k] for k in INPUT_KEYS if k in batch}
         return inputs, {k: batch[k] for k in TARGET_KEYS}
@@ -242,11 +289,16 @@ class NucleiTask(Task):
     # ------------------------------------------------------------------ model and losses
 
     def build_model(self, config: Config, data: TaskData) -> nn.Module:
+        return self.build_decoder(config, data.token_shape)
+
+    def build_decoder(self, config: Config, token_shape: tuple[int, ...] | None) -> nn.Module:
+        """The decoder for tokens of ``token_shape`` (L, G, G, D; only L and D matter), or with
+        the frozen backbone in front of it (``None``: ``--online-features``)."""
         from cellbench.tasks.nuclei.decoder import NucleiDecoder, OnlineFeatureDecoder
 
         n = config.nuclei
-        if data.token_shape is not None:
-            blocks, _, _, dim = data.token_shape
+        if token_shape is not None:
+            blocks, _, _, dim = token_shape
             backbone = None
         else:
             backbone = self.backbone(config)

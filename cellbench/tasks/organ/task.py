@@ -29,7 +29,7 @@ from cellbench.data.families import TISSUES, folds_for_split, resolve_families
 from cellbench.errors import BadInputError, UsageError
 from cellbench.metrics.classification import per_class_scores
 from cellbench.tasks import register_task
-from cellbench.tasks.base import MetricAccumulator, Task, TaskData
+from cellbench.tasks.base import EvalRequest, MetricAccumulator, Progress, Task, TaskData
 from cellbench.tasks.classify.task import ConfusionAccumulator
 
 
@@ -58,6 +58,26 @@ def target_classes(config: Config) -> tuple[list[str], dict[str, str]]:
     return list(families), {t: f for f, tissues in families.items() for t in tissues}
 
 
+def fold_samples(store, k: int, classes: list[str], class_of: dict[str, str]):
+    """(dataset of (CLS, label), class counts, tissue per sample, warnings) of fold ``k``."""
+    fold = store.fold(k)
+    unknown = sorted({t for t in fold.tissues if t not in TISSUES})
+    if unknown:
+        raise BadInputError(f"{fold.path / 'tissues.json'}: unknown tissues {unknown[:3]}")
+    keep = [i for i, t in enumerate(fold.tissues) if t in class_of]
+    warnings = []
+    if len(keep) < len(fold.tissues):
+        warnings.append(
+            f"{len(fold.tissues) - len(keep)} tiles of tissues in no family left out "
+            "(data.families)"
+        )
+    cls = np.asarray(fold.cls, dtype=np.float32)[keep]
+    labels = np.array([classes.index(class_of[fold.tissues[i]]) for i in keep], dtype=np.int64)
+    dataset = TensorDataset(torch.from_numpy(cls), torch.from_numpy(labels))
+    counts = {c: int((labels == j).sum()) for j, c in enumerate(classes)}
+    return dataset, counts, [fold.tissues[i] for i in keep], warnings
+
+
 def build_organ_data(config: Config) -> OrganData:
     from cellbench.features.store import open_feature_store
 
@@ -72,21 +92,10 @@ def build_organ_data(config: Config) -> OrganData:
     warnings = [f"features used with --force: {w}" for w in store.warnings]
     datasets, counts, tissues = {}, {}, {}
     for name, k in wanted.items():
-        fold = store.fold(k)
-        unknown = sorted({t for t in fold.tissues if t not in TISSUES})
-        if unknown:
-            raise BadInputError(f"{fold.path / 'tissues.json'}: unknown tissues {unknown[:3]}")
-        keep = [i for i, t in enumerate(fold.tissues) if t in class_of]
-        if len(keep) < len(fold.tissues):
-            warnings.append(
-                f"{name} fold {k}: {len(fold.tissues) - len(keep)} tiles of tissues in no "
-                "family left out (data.families)"
-            )
-        cls = np.asarray(fold.cls, dtype=np.float32)[keep]
-        labels = np.array([classes.index(class_of[fold.tissues[i]]) for i in keep], dtype=np.int64)
-        datasets[name] = TensorDataset(torch.from_numpy(cls), torch.from_numpy(labels))
-        counts[name] = {c: int((labels == j).sum()) for j, c in enumerate(classes)}
-        tissues[name] = [fold.tissues[i] for i in keep]
+        datasets[name], counts[name], tissues[name], dropped = fold_samples(
+            store, k, classes, class_of
+        )
+        warnings += [f"{name} fold {k}: {w}" for w in dropped]
     return OrganData(
         train=datasets["train"],
         val=datasets["val"],
@@ -115,6 +124,7 @@ class OrganAccumulator(ConfusionAccumulator):
 @register_task("organ")
 class OrganTask(Task):
     metric_names = ("accuracy", "balanced_accuracy", "macro_f1")
+    config_section = "organ"
 
     def build_data(self, config: Config) -> TaskData:
         return build_organ_data(config)
@@ -166,3 +176,37 @@ class OrganTask(Task):
         from cellbench.tasks.organ.report import organ_report
 
         return organ_report(config, data, Path(run_dir), device)
+
+    def finalize_event(self, extra: dict[str, Any]) -> dict[str, float]:
+        report = extra.get("organ_report") or {}
+        metrics = {k: v for k, v in report.items() if isinstance(v, int | float)}
+        calibration = extra.get("calibration") or {}
+        metrics.update({k: v for k, v in calibration.items() if isinstance(v, int | float)})
+        return metrics
+
+    def run_name(self, config: Config) -> str:
+        # the organ head is not a model.name model: name its runs after the feature store's tag
+        if config.data.features:
+            name = Path(config.data.features).name.replace("/", "_").replace(":", "_")
+            return f"{name}-{self.name}"
+        return super().run_name(config)
+
+    def evaluate(self, run, request: EvalRequest, progress: Progress | None = None):
+        from cellbench.tasks.organ.evaluation import evaluate_organ_run
+
+        return evaluate_organ_run(run, request, progress)
+
+    def render_eval(self, result, console) -> None:
+        from cellbench.tasks.organ.render import render_organ
+
+        render_organ(result, console)
+
+    def load_predictor(self, checkpoint, device="cpu", *, run=None, use_ema=None, state=None):
+        from cellbench.engine.checkpoint import read_checkpoint
+        from cellbench.tasks.base import run_folder
+        from cellbench.tasks.organ.predictor import load_organ_predictor
+
+        state = state if state is not None else read_checkpoint(checkpoint)
+        return load_organ_predictor(
+            state, Path(checkpoint), run_folder(checkpoint, run), device, run
+        )
