@@ -25,14 +25,15 @@ UNSEEN_SEED = 10_007  # the generated training data uses seed 0
 
 
 def _run_step(number: int, title: str, args: list[str]) -> None:
-    import typer.main
+    import click
 
-    from cellbench.cli.app import app  # the root app (imported here: it imports this module)
+    # the root command of the running CLI (not an import of cli.app: that imports this module)
+    root = click.get_current_context().find_root().command
 
     console.print(Rule(f"[bold]{number}. {title}", align="left"))
     console.print(f"[dim]$ cellbench {' '.join(args)}[/]", highlight=False, soft_wrap=True)
     started = time.perf_counter()
-    code = typer.main.get_command(app).main(args=args, prog_name="cellbench", standalone_mode=False)
+    code = root.main(args=args, prog_name="cellbench", standalone_mode=False)
     if code:
         err_console.print(f"[bold red]quickstart stopped at step {number} ({title})[/]")
         raise typer.Exit(int(code))

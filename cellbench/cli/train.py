@@ -14,6 +14,13 @@ from cellbench.cli.common import JsonOption, RunsDirOption, err_console, log, pr
 from cellbench.errors import CheckFailed, ExitCode, UsageError
 
 
+def _trains_per_family(task: str) -> bool:
+    """Whether ``--task`` trains one model per organ family (the task says: ``per_family``)."""
+    from cellbench.tasks import task_class
+
+    return bool(task_class(task).per_family)
+
+
 def train_command(
     profile: Annotated[
         str | None, typer.Option("--profile", "-p", help="Profile name or YAML file.")
@@ -110,7 +117,7 @@ def train_command(
         raise UsageError("--lr-find and --overfit-small are separate checks: use one at a time")
     sets = list(overrides or [])
     if family is not None:
-        if task not in (None, "nuclei"):
+        if task is not None and not _trains_per_family(task):
             raise UsageError(f"--family trains a nuclei decoder; it excludes --task {task}")
         # --set and the profile's own keys still refine them (they come later)
         sets[:0] = ["task=nuclei", "model.name=nuclei_decoder", f"data.family={family}"]

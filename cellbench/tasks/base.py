@@ -189,6 +189,8 @@ class Task:
     config_section: str | None = None
     # the ``eval`` options (``EvalRequest`` fields) this task takes besides split/checkpoint/...
     eval_options: frozenset[str] = frozenset()
+    # True when a run trains one model per organ family (``train --family F`` selects it)
+    per_family: bool = False
 
     def settings(self, config: Config) -> Any:
         """This task's section of the config (its defaults when the task declares none)."""

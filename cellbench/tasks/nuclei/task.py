@@ -147,6 +147,7 @@ class NucleiTask(Task):
     metric_directions = {"hv_mse": "min", "np_dice": "max", "nt_accuracy": "max", "bpq": "max"}
     overfit_metric = "np_dice"
     config_section = "nuclei"
+    per_family = True
     eval_options = frozenset({"tune_postproc", "allow_leak", "export", "workers", "fold"})
     pq_every = 0  # eval.pq_every and train.epochs, from ``configure``
     last_epoch = 0

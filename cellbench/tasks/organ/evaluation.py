@@ -63,10 +63,10 @@ def evaluate_organ_run(
     run: RunPaths, request: EvalRequest, progress: Progress | None = None
 ) -> dict[str, Any]:
     from cellbench.features.store import open_feature_store
+    from cellbench.tasks.organ.data import fold_samples, target_classes
     from cellbench.tasks.organ.head import OrganHead
     from cellbench.tasks.organ.predictor import read_temperature
     from cellbench.tasks.organ.report import per_tissue_rows
-    from cellbench.tasks.organ.task import fold_samples, target_classes
 
     split = request.split
     if split not in SPLITS:
