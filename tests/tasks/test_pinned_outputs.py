@@ -26,8 +26,22 @@ __all__ = ["nuclei_run"]
 
 FIXTURE = Path(__file__).parent / "fixtures" / "pinned_outputs.json"
 # fields that name where or when, not what was measured
-VOLATILE = {"run", "files", "export", "path", "created", "time", "seconds", "duration_s", "version",
-            "cellbench_version", "timestamp", "source_dir", "checkpoint_path", "event_written"}
+VOLATILE = {
+    "run",
+    "files",
+    "export",
+    "path",
+    "created",
+    "time",
+    "seconds",
+    "duration_s",
+    "version",
+    "cellbench_version",
+    "timestamp",
+    "source_dir",
+    "checkpoint_path",
+    "event_written",
+}
 runner = CliRunner()
 
 
@@ -77,12 +91,13 @@ def _assert_close(actual, expected, where: str = "") -> None:
 
 
 def _nuclei_test_with_low_threshold(runs: Path, export: Path) -> dict:
-    """The test fold with a hand-frozen NP threshold: the tiny run's NP probabilities sit just
-    under 0.5 (two epochs), and 0.495 makes nuclei of its top few percent, so watershed, typing,
-    matching and the export all see real objects."""
+    """The test fold with hand-frozen post-processing: the tiny run's NP probabilities sit just
+    under 0.5 (two epochs) and its HV maps make no marker at the defaults; an NP threshold of
+    0.49 and a marker threshold of 0.95 give ~20 nuclei, so watershed, typing, matching and the
+    export all see real objects."""
     (frozen,) = runs.glob("*-dig/postproc.json")
     data = json.loads(frozen.read_text())
-    data["params"]["np_threshold"] = 0.495
+    data["params"].update(np_threshold=0.49, marker_threshold=0.95)
     frozen.write_text(json.dumps(data))
     args = ["--run", "dig", "--split", "test", "--export", str(export), "--runs-dir", str(runs)]
     return _eval_json(args)

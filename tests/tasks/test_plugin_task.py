@@ -78,7 +78,9 @@ def test_a_two_trial_sweep_trains_the_plugin_task(tmp_path):
                        "--epochs", "2", "--workers", "1", "--name", "toy", "--json"))  # fmt: skip
     board = json.loads(out)
     assert [r["status"] for r in board["rows"]] == ["completed", "completed"]
-    assert len(list((tmp_path / "runs").iterdir())) == 2
+    from cellbench.runs.store import RunStore
+
+    assert len(RunStore(tmp_path / "runs").runs()) == 2
 
 
 def test_an_unknown_task_names_the_plugin_task_in_its_list(tmp_path):

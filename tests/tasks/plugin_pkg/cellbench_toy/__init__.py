@@ -218,8 +218,12 @@ class BrightnessTask(Task):
             atomic_write_json(out, result)
             if lock is not None:
                 with EventWriter(run.events) as events:
-                    events.emit("eval", split=request.split, checkpoint=request.checkpoint,
-                                metrics=result["metrics"])
+                    events.emit(
+                        "eval",
+                        split=request.split,
+                        checkpoint=request.checkpoint,
+                        metrics=result["metrics"],
+                    )
         finally:
             if lock is not None:
                 lock.release()
