@@ -109,7 +109,7 @@ def test_the_import_graph_has_no_cycle():
     assert "cellbench.tasks" in graph["cellbench.tasks.nuclei.task"]
     cycle = _cycle(graph)
     assert cycle is None, "import cycle: " + " -> ".join(
-        f"{a} (line {graph[a][b]})" for a, b in zip(cycle, cycle[1:])
+        f"{a} (line {graph[a][b]})" for a, b in zip(cycle, cycle[1:], strict=False)
     )
 
 
