@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cellbench.data.families import TYPE_CHANNELS
 from cellbench.data.npyio import NpyWriter, open_npy
 from cellbench.metrics.nuclei import NucleiResult, TileScores, score_tile, summarise
 from cellbench.tasks.nuclei.postproc import PostProcParams, iter_postprocess, type_map
@@ -92,7 +93,7 @@ class MapsCache:
         shapes = {
             "np_prob": (n, height, width),
             "hv": (n, 2, height, width),
-            "nt_prob": (n, 6, height, width),
+            "nt_prob": (n, TYPE_CHANNELS, height, width),
         }
         writers = {k: NpyWriter(self.folder / f"{k}.npy", np.float16, s) for k, s in shapes.items()}
         try:

@@ -36,6 +36,7 @@ from scipy import ndimage
 from scipy.special import comb
 from skimage.segmentation import watershed
 
+from cellbench.data.families import TYPE_CHANNELS
 from cellbench.errors import BadInputError
 from cellbench.metrics.tile_pool import chunk_bounds, map_chunks
 
@@ -169,19 +170,21 @@ def nucleus_types(inst: np.ndarray, nt_prob: np.ndarray) -> dict[int, tuple[int,
     ignored, lowest type on a tie); when every pixel votes background, the type of highest mean
     probability.
     """
-    if nt_prob.ndim != 3 or nt_prob.shape[0] not in (5, 6) or nt_prob.shape[1:] != inst.shape:
+    channels = (TYPE_CHANNELS - 1, TYPE_CHANNELS)
+    if nt_prob.ndim != 3 or nt_prob.shape[0] not in channels or nt_prob.shape[1:] != inst.shape:
         raise ValueError(f"nt_prob must be (6 or 5, H, W) for {inst.shape}, got {nt_prob.shape}")
     k = int(inst.max())
     if k == 0:
         return {}
     probs = nt_prob.reshape(nt_prob.shape[0], -1).astype(np.float64)
-    if probs.shape[0] == 5:  # types only: add an all-zero background channel
+    if probs.shape[0] == TYPE_CHANNELS - 1:  # types only: add an all-zero background channel
         probs = np.concatenate([np.zeros((1, probs.shape[1])), probs])
     labels = inst.ravel().astype(np.int64)
     pixel_type = probs.argmax(axis=0)
-    votes = np.bincount(labels * 6 + pixel_type, minlength=(k + 1) * 6).reshape(k + 1, 6)[:, 1:]
+    c = TYPE_CHANNELS
+    votes = np.bincount(labels * c + pixel_type, minlength=(k + 1) * c).reshape(k + 1, c)[:, 1:]
     area = np.bincount(labels, minlength=k + 1).astype(np.float64)
-    mean_prob = np.stack([np.bincount(labels, probs[c], k + 1) for c in range(1, 6)], axis=1)
+    mean_prob = np.stack([np.bincount(labels, probs[t], k + 1) for t in range(1, c)], axis=1)
     mean_prob /= np.maximum(area, 1)[:, None]
     chosen = np.where(votes.any(axis=1), votes.argmax(axis=1), mean_prob.argmax(axis=1))
     return {

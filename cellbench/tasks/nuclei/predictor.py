@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from cellbench.config import Config, config_from_dict
+from cellbench.data.families import TYPE_CHANNELS
 from cellbench.errors import BadInputError
 from cellbench.tasks.base import Prediction, Predictor
 from cellbench.tasks.nuclei.export.colors import type_name
@@ -225,7 +226,7 @@ def predicted_maps(loaded: NucleiModel, image: np.ndarray, batch_size: int = 8):
     padded, corners, (hp, wp) = _tiles(image, size)
     np_prob = np.zeros((hp, wp), np.float32)
     hv = np.zeros((2, hp, wp), np.float32)
-    nt = np.zeros((6, hp, wp), np.float32)
+    nt = np.zeros((TYPE_CHANNELS, hp, wp), np.float32)
     for start in range(0, len(corners), batch_size):
         chunk = corners[start : start + batch_size]
         raw = np.stack([padded[r : r + size, c : c + size] for r, c in chunk])
