@@ -24,6 +24,7 @@ from cellbench.cli.common import (
     stderr_progress,
     warn,
 )
+from cellbench.cli.lists import list_options, parse_folds
 from cellbench.errors import BadInputError, UsageError
 
 app = typer.Typer(
@@ -268,11 +269,8 @@ def render_pannuke(summary: dict, title: str) -> None:
     )
 
 
-@app.command(
-    "pannuke", context_settings={"allow_extra_args": True, "ignore_unknown_options": False}
-)
+@app.command("pannuke", cls=list_options("--folds"))
 def eval_pannuke(
-    ctx: typer.Context,
     true: Annotated[
         Path,
         typer.Option(
@@ -291,7 +289,7 @@ def eval_pannuke(
         list[str] | None,
         typer.Option(
             "--folds",
-            help="Folds to score when --true and --pred are roots, e.g. --folds 3 or 1,2,3 "
+            help="Folds to score when --true and --pred are roots, e.g. --folds 3, 1 2 3 or 1,2,3 "
             "(default: every fold of --true).",
         ),
     ] = None,
@@ -309,12 +307,11 @@ def eval_pannuke(
 ) -> None:
     """Score PanNuke-format nuclei predictions: bPQ, mPQ, mPQ+, Dice, AJI, per type, per tissue."""
 
-    from cellbench.cli.data import _parse_folds
     from cellbench.data.nuclei_labels import check_pair, open_labels
     from cellbench.metrics.nuclei_eval import combine_folds, score_folds
     from cellbench.metrics.nuclei_report import tile_rows, write_tile_csv
 
-    selected = _parse_folds(folds, ctx.args)
+    selected = parse_folds(folds)
     true_folds = open_labels(true, selected)
     pred_folds = open_labels(pred, selected)
     pairs = _pair_folds(true, pred, true_folds, pred_folds)
