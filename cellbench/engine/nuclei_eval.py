@@ -22,6 +22,7 @@ trained on is refused unless ``allow_leak``.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import os
 import shutil
 from collections.abc import Callable, Iterator
@@ -41,6 +42,7 @@ from cellbench.metrics.nuclei import json_safe
 from cellbench.metrics.nuclei_pipeline import MapsCache, nuclei_of_maps, score_nuclei
 from cellbench.metrics.postproc import PostProcParams
 from cellbench.metrics.postproc_tune import load_frozen, save_frozen, tune_postproc
+from cellbench.metrics.tile_pool import TilePool
 from cellbench.runs.events import EventWriter
 from cellbench.runs.layout import RunPaths
 from cellbench.runs.lock import RunLock
@@ -201,8 +203,10 @@ def tune_run_postproc(
     batch_size: int,
     workers: int,
     progress: Progress | None = None,
+    pool: TilePool | None = None,
 ) -> dict[str, Any]:
-    """Predict the val fold once, search the parameters for its best bPQ, freeze them."""
+    """Predict the val fold once, search the parameters for its best bPQ, freeze them
+    (post-processing on ``pool``, else on a pool of ``workers`` per trial)."""
     fold = _fold_of(config, "val")
     dataset = fold_dataset(config, fold)
     sample = dataset.tiles.sample(0)
@@ -232,7 +236,13 @@ def tune_run_postproc(
                 progress("tune post-processing", count[0], 0)
 
         result = tune_postproc(
-            np_prob, hv, true_inst, dataset.tiles.tissues, workers=workers, on_trial=on_trial
+            np_prob,
+            hv,
+            true_inst,
+            dataset.tiles.tissues,
+            workers=workers,
+            on_trial=on_trial,
+            pool=pool,
         )
     finally:
         shutil.rmtree(cache.folder, ignore_errors=True)
@@ -285,45 +295,50 @@ def evaluate_nuclei_run(
     model.to(dev)
     batch = batch_size or config.train.batch_size
 
-    tuning = None
-    if tune:
-        tuning = tune_run_postproc(run, config, model, dev, batch, workers, progress)
-    frozen = load_frozen(run.root)
-    params = frozen.params if frozen is not None else PostProcParams()
-    postproc = {
-        "params": params.to_dict(),
-        "source": "tuned" if frozen is not None else "default",
-        "description": frozen.describe()
-        if frozen is not None
-        else "HoVer-Net's default post-processing parameters (the run was never tuned: "
-        "cellbench eval --run RUN --tune-postproc)",
-    }
+    # one pool of post-processing workers for the whole evaluation (tuning trials, then every
+    # model batch of the fold: the model predicts a batch while the workers post-process the
+    # previous ones); ``postproc_processes`` in the result says how many took part
+    with TilePool(workers, preload=("cellbench.metrics.postproc",)) as pool:
+        tuning = None
+        if tune:
+            tuning = tune_run_postproc(run, config, model, dev, batch, workers, progress, pool)
+        frozen = load_frozen(run.root)
+        params = frozen.params if frozen is not None else PostProcParams()
+        postproc = {
+            "params": params.to_dict(),
+            "source": "tuned" if frozen is not None else "default",
+            "description": frozen.describe()
+            if frozen is not None
+            else "HoVer-Net's default post-processing parameters (the run was never tuned: "
+            "cellbench eval --run RUN --tune-postproc)",
+        }
 
-    tissues = list(dataset.tiles.tissues)
-    sample = dataset.tiles.sample(0)
-    h, w = sample.inst.shape
-    maps = predicted_maps(
-        model,
-        dataset,
-        dev,
-        batch,
-        on_batch=(lambda d, t: progress(f"predict {split}", d, t)) if progress else None,
-    )
-    nuclei = nuclei_of_maps(maps, params, workers=workers)
-    truth_inst, truth_types = _Truth(dataset, "inst"), _Truth(dataset, "types")
-    info = {"run": run.root.name, "checkpoint": checkpoint, "split": split, "fold": fold}
-    if export is not None:
-        info["tiles_of_fold"] = [tile for _, tile in dataset.tiles.index]
-        with pannuke_export(
-            export, tissues, h, w, {**info, "postproc": postproc}, with_truth=True
-        ) as writer:
+        tissues = list(dataset.tiles.tissues)
+        sample = dataset.tiles.sample(0)
+        h, w = sample.inst.shape
+        maps = predicted_maps(
+            model,
+            dataset,
+            dev,
+            batch,
+            on_batch=(lambda d, t: progress(f"predict {split}", d, t)) if progress else None,
+        )
+        nuclei = nuclei_of_maps(maps, params, chunk=_chunk_size(batch, workers), pool=pool)
+        truth_inst, truth_types = _Truth(dataset, "inst"), _Truth(dataset, "types")
+        info = {"run": run.root.name, "checkpoint": checkpoint, "split": split, "fold": fold}
+        if export is not None:
+            info["tiles_of_fold"] = [tile for _, tile in dataset.tiles.index]
+            with pannuke_export(
+                export, tissues, h, w, {**info, "postproc": postproc}, with_truth=True
+            ) as writer:
 
-            def sink(i: int, inst: np.ndarray, kinds: np.ndarray) -> None:
-                writer.write(inst, kinds, truth_inst[i], truth_types[i])
+                def sink(i: int, inst: np.ndarray, kinds: np.ndarray) -> None:
+                    writer.write(inst, kinds, truth_inst[i], truth_types[i])
 
-            scored = score_nuclei(nuclei, truth_inst, truth_types, tissues, sink=sink)
-    else:
-        scored = score_nuclei(nuclei, truth_inst, truth_types, tissues)
+                scored = score_nuclei(nuclei, truth_inst, truth_types, tissues, sink=sink)
+        else:
+            scored = score_nuclei(nuclei, truth_inst, truth_types, tissues)
+        processes = len(pool.pids)
 
     metrics = json_safe(scored.result.to_dict())
     result: dict[str, Any] = {
@@ -339,6 +354,7 @@ def evaluate_nuclei_run(
         "device": str(dev),
         "tiles": len(dataset),
         "postproc": postproc,
+        "postproc_processes": processes,
         "tuning": tuning,
         "export": str(export) if export is not None else None,
         "metrics": metrics,
@@ -376,6 +392,12 @@ def evaluate_nuclei_run(
         if lock is not None:
             lock.release()
     return result
+
+
+def _chunk_size(batch: int, workers: int) -> int:
+    """Tiles per post-processing chunk: a model batch split so that it feeds every worker (at
+    most 16 tiles, the memory bound of a chunk)."""
+    return max(1, min(16, math.ceil(batch / max(1, workers))))
 
 
 def _trained_folds(config: Config) -> tuple[int, ...]:

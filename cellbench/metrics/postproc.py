@@ -27,7 +27,7 @@ and radius 1, and OpenCV's default border (reflect-101) is scipy's ``mirror``.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -37,7 +37,7 @@ from scipy.special import comb
 from skimage.segmentation import watershed
 
 from cellbench.errors import BadInputError
-from cellbench.metrics.tile_pool import chunk_bounds, map_chunks
+from cellbench.metrics.tile_pool import TilePool, chunk_bounds, map_chunks
 
 
 @dataclass(frozen=True)
@@ -240,24 +240,40 @@ def iter_postprocess(
     params: PostProcParams | None = None,
     workers: int = 1,
     chunk: int = 16,
+    pool: TilePool | None = None,
 ) -> Iterator[tuple[np.ndarray, dict[int, tuple[int, float]]]]:
     """``postprocess_tile`` over stacks (N, H, W), (N, 2, H, W), (N, C, H, W), yielded tile by
-    tile in order. With ``workers > 1``, chunks of ``chunk`` tiles go to a process pool; at most
-    2 x workers chunks are in flight, so memory is bounded by the chunk, not by N (the arrays may
-    be memory-mapped)."""
+    tile in order. With ``workers > 1`` (or a ``pool``), chunks of ``chunk`` tiles go to a
+    process pool; at most 2 x workers chunks are in flight, so memory is bounded by the chunk,
+    not by N (the arrays may be memory-mapped)."""
+    yield from iter_postprocess_batches([(np_prob, hv, nt_prob)], params, workers, chunk, pool)
+
+
+def iter_postprocess_batches(
+    batches: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray | None]],
+    params: PostProcParams | None = None,
+    workers: int = 1,
+    chunk: int = 16,
+    pool: TilePool | None = None,
+) -> Iterator[tuple[np.ndarray, dict[int, tuple[int, float]]]]:
+    """``iter_postprocess`` over a stream of ``(np_prob, hv, nt_prob)`` batches (a model's
+    predictions), every batch's chunks fed to one pool: the next batch is read (predicted) while
+    the workers post-process the chunks before it."""
     params = params or PostProcParams()
-    if len(hv) != len(np_prob) or (nt_prob is not None and len(nt_prob) != len(np_prob)):
-        raise ValueError("np_prob, hv and nt_prob must hold the same number of tiles")
-    tasks = (
-        (
-            np.asarray(np_prob[start:stop]),
-            np.asarray(hv[start:stop]),
-            None if nt_prob is None else np.asarray(nt_prob[start:stop]),
-            params,
-        )
-        for start, stop in chunk_bounds(len(np_prob), chunk)
-    )
-    for results in map_chunks(_postprocess_chunk, tasks, workers):
+
+    def tasks():
+        for np_prob, hv, nt_prob in batches:
+            if len(hv) != len(np_prob) or (nt_prob is not None and len(nt_prob) != len(np_prob)):
+                raise ValueError("np_prob, hv and nt_prob must hold the same number of tiles")
+            for start, stop in chunk_bounds(len(np_prob), chunk):
+                yield (
+                    np.asarray(np_prob[start:stop]),
+                    np.asarray(hv[start:stop]),
+                    None if nt_prob is None else np.asarray(nt_prob[start:stop]),
+                    params,
+                )
+
+    for results in map_chunks(_postprocess_chunk, tasks(), workers, pool=pool):
         yield from results
 
 

@@ -109,3 +109,24 @@ def test_tuning_a_run_that_is_being_trained_is_refused_and_freezes_nothing(nucle
         trainer.wait()
     own.run.lock.unlink()  # the training ended: tuning goes ahead
     assert evaluate_nuclei_run(own.run, split="val", tune=True)["tuning"] is not None
+
+
+def test_eval_workers_2_puts_two_worker_processes_on_one_evaluation(nuclei_run, tmp_path):
+    """One pool per evaluation, fed across the model batches (it was one pool per batch: one
+    chunk, so one worker, whatever --workers said); the numbers do not depend on it."""
+    from cellbench.cli.app import app
+
+    own = nuclei_run.copy(tmp_path)
+    runner = CliRunner()
+    results = {}
+    for workers in ("1", "2"):
+        result = runner.invoke(
+            app,
+            ["eval", "--run", "dig", "--split", "test", "--workers", workers, "--json"]
+            + ["--batch-size", "4", "--runs-dir", str(own.runs)],
+        )
+        assert result.exit_code == 0, result.output[-2000:]
+        results[workers] = json.loads(result.stdout)
+    assert results["1"]["postproc_processes"] == 1  # this process
+    assert results["2"]["postproc_processes"] == 2
+    assert results["2"]["metrics"] == results["1"]["metrics"]
