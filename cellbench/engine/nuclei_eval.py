@@ -92,13 +92,18 @@ def fold_dataset(config: Config, fold: int):
     return NucleiTokenDataset(tiles, token_files)
 
 
-def load_decoder(state: dict[str, Any], path: Path, config: Config, dataset) -> tuple[Any, bool]:
-    """The run's model with its checkpoint weights (EMA when the run validated on EMA)."""
+def load_decoder(
+    state: dict[str, Any], path: Path, config: Config, dataset, device=None
+) -> tuple[Any, bool]:
+    """The run's model with its checkpoint weights (EMA when the run validated on EMA); an
+    ``--online-features`` run's backbone is built on ``device`` (None: ``train.device``)."""
     from cellbench.engine.tasks import get_task
     from cellbench.models import strip_prefixes
 
     task = get_task("nuclei")
     task.configure(config)
+    if config.nuclei.online_features:
+        task.backbone(config, device)  # build_model takes it: on the device asked, not train's
     model = task.build_model(config, SimpleNamespace(token_shape=dataset.token_shape))
     use_ema = bool(config.train.eval_ema) and state.get("ema") is not None
     weights = strip_prefixes(dict(state["ema"] if use_ema else state["model"]))
@@ -290,8 +295,8 @@ def evaluate_nuclei_run(
         split = "train" if fold in _trained_folds(config) else _stage_of(config, fold)
     check_leak(config, fold, split, allow_leak)
     dataset = fold_dataset(config, fold)
-    model, ema = load_decoder(state, path, config, dataset)
     dev = resolve_device(device if device is not None else config.train.device)
+    model, ema = load_decoder(state, path, config, dataset, dev)
     model.to(dev)
     batch = batch_size or config.train.batch_size
 

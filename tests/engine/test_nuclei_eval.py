@@ -130,3 +130,17 @@ def test_eval_workers_2_puts_two_worker_processes_on_one_evaluation(nuclei_run, 
     assert results["1"]["postproc_processes"] == 1  # this process
     assert results["2"]["postproc_processes"] == 2
     assert results["2"]["metrics"] == results["1"]["metrics"]
+
+
+def test_an_online_features_run_evaluates_on_the_device_asked_not_train_device(
+    nuclei_run, tmp_path
+):
+    """--online-features built the backbone on train.device whatever eval's --device said: on a
+    GPU machine the tokens landed on CUDA and the decoder on the CPU. The run's saved config says
+    train.device=meta here (nothing computes there): only the device asked can work."""
+    from cellbench.engine.nuclei_eval import evaluate_nuclei_run
+    from tests.helpers_nuclei_run import make_online_run
+
+    online = make_online_run(nuclei_run, tmp_path)
+    result = evaluate_nuclei_run(online.run, split="test", device="cpu")
+    assert result["device"] == "cpu" and 0 <= result["metrics"]["dice"] <= 1
