@@ -43,7 +43,7 @@ SEARCH_SPACE: dict[str, tuple[float | int, ...]] = {
     "min_marker_size": (2, 5, 10, 20),
     "sobel_size": (5, 11, 21),
     "marker_open_size": (1, 3, 5),
-    "blur_sigma": (0.0, 0.8),
+    "blur": (False, True),
 }
 
 
