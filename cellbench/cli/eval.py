@@ -189,7 +189,7 @@ def eval_run(
     if used:
         raise UsageError(f"{used[0]} is for nuclei runs; {paths.root.name} is not one")
 
-    from cellbench.engine.evaluate import evaluate_run  # torch: only when evaluating
+    from cellbench.tasks.classify.evaluation import evaluate_run  # torch: only when evaluating
 
     log(f"evaluating {paths.root.name} on {split} with {checkpoint}.pt ...")
     # progress on stderr, drawn only on a terminal: --json output and logs stay clean
@@ -308,7 +308,7 @@ def eval_pannuke(
     """Score PanNuke-format nuclei predictions: bPQ, mPQ, mPQ+, Dice, AJI, per type, per tissue."""
 
     from cellbench.data.nuclei_labels import check_pair, open_labels
-    from cellbench.metrics.nuclei_eval import combine_folds, score_folds
+    from cellbench.metrics.nuclei_folds import combine_folds, score_folds
     from cellbench.metrics.nuclei_report import tile_rows, write_tile_csv
 
     selected = parse_folds(folds)

@@ -94,8 +94,9 @@ def test_runs_compare_metrics_in_both_forms_after_the_runs(tmp_path):
     from tests.runs.test_compare import make_run
 
     store = RunStore(tmp_path)
+    row = {"epoch": 1, "train_loss": 1.0, "val_loss": 0.9, "val_accuracy": 0.5}
     for name in ("a", "b"):
-        make_run(store, name, [{"epoch": 1, "train_loss": 1.0, "val_loss": 0.9, "val_accuracy": 0.5}])
+        make_run(store, name, [row])
     base = ["runs", "compare", "1", "2", "--json", "--runs-dir", str(tmp_path)]
     spaced = runner.invoke(app, [*base, "-m", "val_loss", "train_loss"])
     commas = runner.invoke(app, [*base, "--metric", "val_loss,train_loss"])
