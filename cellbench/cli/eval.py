@@ -310,6 +310,7 @@ def eval_pannuke(
     from cellbench.data.nuclei_labels import check_pair, open_labels
     from cellbench.metrics.nuclei_folds import combine_folds, score_folds
     from cellbench.metrics.nuclei_report import tile_rows, write_tile_csv
+    from cellbench.metrics.tile_pool import TilePool
 
     selected = parse_folds(folds)
     true_folds = open_labels(true, selected)
@@ -321,7 +322,8 @@ def eval_pannuke(
         raise UsageError(f"--csv {csv_path}: is a folder; name a file")
 
     scored = {}
-    with stderr_progress() as progress:
+    # one pool of scoring processes for every fold of the command
+    with stderr_progress() as progress, TilePool(workers) as pool:
         for key, (t, p) in pairs.items():
             task = progress.add_task(f"score fold {key}" if key else "score", total=len(t))
             scored[key] = score_folds(
@@ -330,6 +332,7 @@ def eval_pannuke(
                 workers=workers,
                 chunk=chunk,
                 progress=lambda done, total, task=task: progress.update(task, completed=done),
+                pool=pool,
             )
     summary = combine_folds(scored)
     if csv_path is not None:
