@@ -58,3 +58,34 @@ def make_nuclei_run(root: Path, tiles: int = 10, epochs: int = 2) -> NucleiRun:
 @pytest.fixture(scope="session")
 def nuclei_run(tmp_path_factory) -> NucleiRun:
     return make_nuclei_run(tmp_path_factory.mktemp("nuclei-run"))
+
+
+def make_online_run(source: NucleiRun, dest: Path, train_device: str = "meta") -> NucleiRun:
+    """An ``--online-features`` run on ``source``'s store (its tiny ViT run on each batch), one
+    epoch on the CPU, whose saved config then says ``train.device=train_device``: the meta
+    device by default, where nothing can compute, so a load that builds the backbone on
+    ``train.device`` instead of the device asked cannot pass unnoticed."""
+    import torch
+
+    from cellbench.engine.session import TrainRequest, train
+    from tests.helpers_nuclei import nuclei_overrides
+
+    extra = (
+        "data.features=null",
+        f"data.path={source.store}",
+        "data.family=null",
+        "nuclei.online_features=true",
+        f"nuclei.backbone={source.root / 'tiny-vit.yaml'}",
+        "train.epochs=1",
+        "train.device=cpu",
+    )
+    request = TrainRequest(
+        overrides=nuclei_overrides(source.features, *extra), run="online", runs_dir=dest / "runs"
+    )
+    paths, result = train(request)
+    assert result.status == "completed", result.reason
+    for checkpoint in (paths.best_checkpoint, paths.last_checkpoint):
+        state = torch.load(checkpoint, weights_only=True)
+        state["config"]["train"]["device"] = train_device
+        torch.save(state, checkpoint)
+    return NucleiRun(source.root, dest / "runs", source.features, source.store, paths)

@@ -17,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from cellbench.cli.common import JsonOption, console, err_console, log, print_json
+from cellbench.cli.lists import list_options, parse_folds
 from cellbench.errors import BadInputError, CheckFailed, UsageError
 
 app = typer.Typer(help="Make, convert, check and describe datasets.", no_args_is_help=True)
@@ -47,21 +48,6 @@ def _progress(label: str, enabled: bool = True) -> Iterator:
 
     with bar:
         yield update
-
-
-def _parse_folds(values: list[str] | None, extra: list[str]) -> list[int] | None:
-    """``--folds 1 2 3``, ``--folds 1,2`` or ``--folds 1 --folds 2``."""
-    if not values:
-        if extra:
-            raise UsageError(f"unexpected arguments: {' '.join(extra)}")
-        return None
-    folds = []
-    for text in [*values, *extra]:
-        for part in text.replace(",", " ").split():
-            if not part.isdigit() or int(part) < 1:
-                raise UsageError(f"--folds: '{part}' is not a fold number (1, 2, 3, ...)")
-            folds.append(int(part))
-    return sorted(set(folds))
 
 
 FOLDS_HELP = "Folds to use, e.g. --folds 1 2 3 (or 1,2,3)."
@@ -165,11 +151,8 @@ def _synth_shapes(
     )
 
 
-@app.command(
-    "prepare", context_settings={"allow_extra_args": True, "ignore_unknown_options": False}
-)
+@app.command("prepare", cls=list_options("--folds"))
 def prepare_command(
-    ctx: typer.Context,
     pannuke: Annotated[Path, typer.Option("--pannuke", help="Raw PanNuke folder (either layout).")],
     out: Annotated[Path, typer.Option("--out", help="Canonical store to write.")],
     folds: Annotated[
@@ -183,7 +166,7 @@ def prepare_command(
     """Convert raw PanNuke folds into the canonical store (uint8, int32, float32 HV)."""
     from cellbench.data.prepare import prepare
 
-    selected = _parse_folds(folds, ctx.args)  # None: the folds found
+    selected = parse_folds(folds)  # None: the folds found
     if not pannuke.is_dir():
         raise BadInputError(f"{pannuke}: PanNuke folder not found")
     with _progress("prepare") as progress:

@@ -22,6 +22,7 @@ from cellbench.cli.common import (
     stderr_progress,
     warn,
 )
+from cellbench.cli.lists import list_options, parse_folds
 from cellbench.errors import BadInputError, UsageError
 from cellbench.runs.layout import RunPaths
 
@@ -188,11 +189,8 @@ def _run_task(paths: RunPaths) -> str:
     return task if isinstance(task, str) else "classify"
 
 
-@app.command(
-    "pannuke", context_settings={"allow_extra_args": True, "ignore_unknown_options": False}
-)
+@app.command("pannuke", cls=list_options("--folds"))
 def eval_pannuke(
-    ctx: typer.Context,
     true: Annotated[
         Path,
         typer.Option(
@@ -211,7 +209,7 @@ def eval_pannuke(
         list[str] | None,
         typer.Option(
             "--folds",
-            help="Folds to score when --true and --pred are roots, e.g. --folds 3 or 1,2,3 "
+            help="Folds to score when --true and --pred are roots, e.g. --folds 3, 1 2 3 or 1,2,3 "
             "(default: every fold of --true).",
         ),
     ] = None,
@@ -229,13 +227,13 @@ def eval_pannuke(
 ) -> None:
     """Score PanNuke-format nuclei predictions: bPQ, mPQ, mPQ+, Dice, AJI, per type, per tissue."""
 
-    from cellbench.cli.data import _parse_folds
     from cellbench.data.nuclei_labels import check_pair, open_labels
     from cellbench.metrics.nuclei_folds import combine_folds, score_folds
     from cellbench.metrics.nuclei_report import tile_rows, write_tile_csv
+    from cellbench.metrics.tile_pool import TilePool
     from cellbench.tasks.nuclei.render import render_pannuke
 
-    selected = _parse_folds(folds, ctx.args)
+    selected = parse_folds(folds)
     true_folds = open_labels(true, selected)
     pred_folds = open_labels(pred, selected)
     pairs = _pair_folds(true, pred, true_folds, pred_folds)
@@ -245,7 +243,8 @@ def eval_pannuke(
         raise UsageError(f"--csv {csv_path}: is a folder; name a file")
 
     scored = {}
-    with stderr_progress() as progress:
+    # one pool of scoring processes for every fold of the command
+    with stderr_progress() as progress, TilePool(workers) as pool:
         for key, (t, p) in pairs.items():
             task = progress.add_task(f"score fold {key}" if key else "score", total=len(t))
             scored[key] = score_folds(
@@ -254,6 +253,7 @@ def eval_pannuke(
                 workers=workers,
                 chunk=chunk,
                 progress=lambda done, total, task=task: progress.update(task, completed=done),
+                pool=pool,
             )
     summary = combine_folds(scored)
     if csv_path is not None:

@@ -23,7 +23,8 @@ from rich.progress import (
 from rich.table import Table
 
 from cellbench.cli.common import JsonOption, console, err_console, log, print_json
-from cellbench.errors import CheckFailed, UsageError
+from cellbench.cli.lists import list_options, parse_folds, split_values
+from cellbench.errors import CheckFailed
 
 app = typer.Typer(
     help="Extract frozen-backbone features into a store, and check them.", no_args_is_help=True
@@ -66,19 +67,7 @@ def _progress(enabled: bool) -> Iterator:
         yield update
 
 
-def _parse_folds(values: list[str] | None) -> list[int] | None:
-    if not values:
-        return None
-    folds = []
-    for text in values:
-        for part in text.replace(",", " ").split():
-            if not part.isdigit() or int(part) < 1:
-                raise UsageError(f"--folds: '{part}' is not a fold number (1, 2, 3, ...)")
-            folds.append(int(part))
-    return sorted(set(folds))
-
-
-@app.command("extract")
+@app.command("extract", cls=list_options("--folds", "--blocks"))
 def extract_command(
     data: Annotated[Path, typer.Option("--data", help="Nuclei store (from data prepare/synth).")],
     backbone: Annotated[
@@ -96,11 +85,14 @@ def extract_command(
         typer.Option("--pretrained", help="Load weights through timm from the hub (or its cache)."),
     ] = False,
     folds: Annotated[
-        list[str] | None, typer.Option("--folds", help="Folds, e.g. --folds 1,2 (default: all).")
+        list[str] | None,
+        typer.Option("--folds", help="Folds, e.g. --folds 1 2 or 1,2 (default: all)."),
     ] = None,
     blocks: Annotated[
-        str | None,
-        typer.Option("--blocks", help="1-based blocks whose tokens to keep, e.g. 10,20,30,40."),
+        list[str] | None,
+        typer.Option(
+            "--blocks", help="1-based blocks whose tokens to keep, e.g. 10 20 30 40 or 10,20,30,40."
+        ),
     ] = None,
     tag: Annotated[
         str | None,
@@ -125,7 +117,7 @@ def extract_command(
     from cellbench.features.extract import extract_features
     from cellbench.models.backbones import build_backbone, load_backbone_profile, parse_blocks
 
-    chosen_blocks = parse_blocks(blocks) if blocks else None
+    chosen_blocks = parse_blocks(" ".join(split_values(blocks)), "--blocks") if blocks else None
     profile = load_backbone_profile(backbone)
     model = build_backbone(
         profile, weights, pretrained=pretrained, blocks=chosen_blocks, device=device
@@ -138,7 +130,7 @@ def extract_command(
         root, results = extract_features(
             data,
             model,
-            folds=_parse_folds(folds),
+            folds=parse_folds(folds),
             tag=tag,
             batch_size=batch_size,
             chunk_size=chunk_size,

@@ -22,6 +22,7 @@ from cellbench.cli.common import (
     print_json,
     run_store,
 )
+from cellbench.cli.lists import list_options, split_values
 from cellbench.errors import BadInputError, UsageError
 from cellbench.runs.events import read_events
 from cellbench.runs.summary import RunSummary, summarize
@@ -189,13 +190,16 @@ def _fmt(value) -> str:
     return "-" if value is None else str(value)
 
 
-@app.command("compare")
+@app.command("compare", cls=list_options("--metric", "-m"))
 def compare_runs(
     runs: Annotated[list[str], typer.Argument(help="Two or more runs (id, name, folder or path).")],
     metric: Annotated[
         list[str] | None,
         typer.Option(
-            "--metric", "-m", help="History column to compare (repeatable; default: all)."
+            "--metric",
+            "-m",
+            help="History columns to compare, e.g. -m val_loss val_accuracy or "
+            "val_loss,val_accuracy, after the runs (default: all).",
         ),
     ] = None,
     plot: Annotated[
@@ -212,7 +216,7 @@ def compare_runs(
     curves = load_curves(resolved)
     report_damage([c.summary for c in curves])
     available = metric_names(curves)
-    metrics = list(metric) if metric else available
+    metrics = split_values(metric) or available
     unknown = [m for m in metrics if m not in available]
     if unknown:
         close = difflib.get_close_matches(unknown[0], available, n=1)

@@ -124,11 +124,9 @@ class NucleiModel(Predictor):
         return {"run": run_name, "postproc": self.postproc_source, "images": rows}
 
 
-def _backbone(config: Config, device):
+def _backbone(config: Config, device, task):
     if config.nuclei.online_features:
-        from cellbench.tasks import get_task
-
-        return get_task("nuclei").backbone(config)
+        return task.backbone(config, device)  # on the device asked, not the run's train.device
     if not config.data.features:
         raise BadInputError("the run's config names no feature store (data.features)")
     from cellbench.features.source_backbone import store_backbone
@@ -167,20 +165,22 @@ def load_nuclei_model(
 
     config = config_from_dict(state["config"], source=f"{path} (saved config)")
     dev = resolve_device(device)
-    backbone = _backbone(config, dev)
     task = get_task("nuclei")
     task.configure(config)
+    backbone = _backbone(config, dev, task)
     shape = (len(backbone.blocks), 0, 0, backbone.dim)  # the decoder needs L and D only
     built = task.build_decoder(config, shape)
-    use_ema = bool(config.train.eval_ema) and state.get("ema") is not None
-    weights = strip_prefixes(dict(state["ema"] if use_ema else state["model"]))
-    try:
-        built.load_state_dict(weights)
-    except RuntimeError as exc:
-        raise BadInputError(f"{path}: weights do not fit the run's decoder ({exc})") from exc
     model = (
         built if isinstance(built, OnlineFeatureDecoder) else OnlineFeatureDecoder(backbone, built)
     )
+    use_ema = bool(config.train.eval_ema) and state.get("ema") is not None
+    weights = strip_prefixes(dict(state["ema"] if use_ema else state["model"]))
+    # an online-features run checkpoints its OnlineFeatureDecoder (keys "decoder.*")
+    target = model if config.nuclei.online_features else model.decoder
+    try:
+        target.load_state_dict(weights)
+    except RuntimeError as exc:
+        raise BadInputError(f"{path}: weights do not fit the run's decoder ({exc})") from exc
     model.to(dev).eval().requires_grad_(False)
     frozen = load_frozen(run_root) if run_root is not None else None
     params = frozen.params if frozen is not None else PostProcParams()

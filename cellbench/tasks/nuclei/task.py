@@ -230,19 +230,27 @@ class NucleiTask(Task):
             std=std,
         )
 
-    def backbone(self, config: Config):
-        """The frozen backbone of ``--online-features`` (built once per task instance)."""
-        cached = getattr(self, "_backbone", None)
-        if cached is None:
-            from cellbench.models.backbones import build_backbone
+    def backbone(self, config: Config, device: str | torch.device | None = None):
+        """The frozen backbone of ``--online-features``, built once per task instance on
+        ``device``: the device asked of ``eval``/``predict``, so the tokens land where the
+        decoder runs. ``None``: the backbone built already, else on ``train.device`` (training)."""
+        from cellbench.engine.device import resolve_device
 
-            n = config.nuclei
-            if not n.backbone:
-                raise UsageError("--online-features needs --set nuclei.backbone=NAME")
-            cached = build_backbone(
-                n.backbone, n.backbone_weights, blocks=n.blocks, device=config.train.device
-            )
-            self._backbone = cached
+        cached = getattr(self, "_backbone", None)
+        if cached is not None and (device is None or cached.device == resolve_device(device)):
+            return cached
+        from cellbench.models.backbones import build_backbone
+
+        n = config.nuclei
+        if not n.backbone:
+            raise UsageError("--online-features needs --set nuclei.backbone=NAME")
+        cached = build_backbone(
+            n.backbone,
+            n.backbone_weights,
+            blocks=n.blocks,
+            device=config.train.device if device is None else device,
+        )
+        self._backbone = cached
         return cached
 
     def run_name(self, config: Config) -> str:
