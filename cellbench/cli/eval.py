@@ -15,6 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from cellbench.cli.common import (
+    OverwriteOption,
     JsonOption,
     RunsDirOption,
     console,
@@ -305,10 +306,12 @@ def eval_pannuke(
     chunk: Annotated[
         int, typer.Option("--chunk", min=1, help="Tiles per chunk (bounds memory).")
     ] = 32,
+    overwrite: OverwriteOption = False,
     json_out: JsonOption = False,
 ) -> None:
     """Score PanNuke-format nuclei predictions: bPQ, mPQ, mPQ+, Dice, AJI, per type, per tissue."""
 
+    from cellbench import outputs
     from cellbench.cli.data import _parse_folds
     from cellbench.data.nuclei_labels import check_pair, open_labels
     from cellbench.metrics.nuclei_eval import combine_folds, score_folds
@@ -322,6 +325,8 @@ def eval_pannuke(
         check_pair(t, p)
     if csv_path is not None and csv_path.is_dir():
         raise UsageError(f"--csv {csv_path}: is a folder; name a file")
+    if csv_path is not None:  # before scoring: a refused path costs nothing
+        outputs.check(csv_path, overwrite=overwrite, option="--csv")
 
     scored = {}
     with stderr_progress() as progress:
@@ -337,6 +342,7 @@ def eval_pannuke(
     summary = combine_folds(scored)
     if csv_path is not None:
         write_tile_csv(csv_path, tile_rows(scored))
+        outputs.record(csv_path)
         log(f"per-tile scores written to {csv_path}")
     if json_out:
         print_json({"true": str(true), "pred": str(pred), **summary})

@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from cellbench.cli.common import JsonOption, RunsDirOption, console, print_json, run_store
+from cellbench.cli.common import OverwriteOption, JsonOption, RunsDirOption, console, print_json, run_store
 from cellbench.errors import UsageError
 from cellbench.runs.layout import RunPaths
 
@@ -50,6 +50,7 @@ def predict_command(
             "(default: runs/<run>/predict).",
         ),
     ] = None,
+    overwrite: OverwriteOption = False,
     runs_dir: RunsDirOption = None,
     json_out: JsonOption = False,
 ) -> None:
@@ -61,9 +62,9 @@ def predict_command(
     if _run_task(paths) == "nuclei":
         from cellbench.cli.predict_nuclei import predict_nuclei_command
 
-        predict_nuclei_command(paths, images, checkpoint, device, out, json_out)
+        predict_nuclei_command(paths, images, checkpoint, device, out, json_out, overwrite)
         return
-    if out is not None:
+    if out is not None or overwrite:
         raise UsageError("--out is for nuclei runs (overlay PNG and GeoJSON per image)")
 
     from cellbench.inference import load_model, predict_many, read_images  # torch: lazily

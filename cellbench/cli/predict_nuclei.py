@@ -2,7 +2,8 @@
 
 Outputs are named after each image's file name (``tile.png`` -> ``tile.overlay.png`` and
 ``tile.geojson``), written atomically; two images with the same name are refused before
-anything runs, so no output silently replaces another.
+anything runs, so no output silently replaces another, and so is an existing file cellbench did
+not write (``cellbench.outputs``: exit 4 unless ``--overwrite``).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from pathlib import Path
 
 from rich.table import Table
 
+from cellbench import outputs
 from cellbench.cli.common import console, log, print_json
 from cellbench.errors import UsageError
 from cellbench.runs.layout import RunPaths
@@ -23,6 +25,7 @@ def predict_nuclei_command(
     device: str,
     out: Path | None,
     json_out: bool,
+    overwrite: bool = False,
 ) -> None:
     import numpy as np
 
@@ -36,10 +39,15 @@ def predict_nuclei_command(
     repeated = sorted({s for s in stems if stems.count(s) > 1})
     if repeated:
         raise UsageError(f"two images named '{repeated[0]}': their outputs would collide")
+    folder = Path(out) if out is not None else paths.root / "predict"
+    # every output is checked before anything runs: a user's tile.geojson next to the image
+    # (hand annotations) is refused here, not discovered half-way (docs/outputs.md)
+    for stem in stems:
+        for name in (f"{stem}.overlay.png", f"{stem}.geojson"):
+            outputs.check(folder / name, overwrite=overwrite, option="--out")
     pil_images = read_images(images)  # first: a bad path fails before the model is loaded
     loaded = load_model(paths, checkpoint=checkpoint, device=device)
     log(f"post-processing: {loaded.postproc_source}")
-    folder = Path(out) if out is not None else paths.root / "predict"
     results = []
     for image, stem, pil in zip(images, stems, pil_images, strict=True):
         array = np.asarray(pil)
@@ -49,6 +57,8 @@ def predict_nuclei_command(
         geojson_path = folder / f"{stem}.geojson"
         write_overlay_png(overlay_path, array, prediction.instances, types)
         write_geojson(geojson_path, nuclei_geojson(prediction.instances, types))
+        outputs.record(overlay_path)
+        outputs.record(geojson_path)
         results.append(
             {
                 "image": str(image),

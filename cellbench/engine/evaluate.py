@@ -42,6 +42,7 @@ from cellbench.inference import build_model_from_checkpoint, checkpoint_file, re
 from cellbench.metrics.classification import ClassificationReport, classification_report
 from cellbench.metrics.plots import confusion_figure, save_figure
 from cellbench.runs.events import EventWriter
+from cellbench.strict_json import csv_cell
 from cellbench.runs.layout import RunPaths
 from cellbench.runs.lock import RunLock
 
@@ -99,7 +100,7 @@ def _csv_text(header: list[str], rows: list[list[Any]]) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(header)
-    writer.writerows(rows)
+    writer.writerows([[csv_cell(v) for v in row] for row in rows])  # NaN: blank
     return buf.getvalue()
 
 

@@ -511,6 +511,8 @@ class Trainer:
         self.check_log.report(checks.gpu_memory(reading, cfg), once=True)
         for finding in self.c.task.epoch_findings(row, self.config):
             self.check_log.report(finding, once=True)
+        reason = self.c.task.undefined_metric_reason(self.config)
+        self.check_log.report(checks.undefined_metrics(row, reason), once=True)
 
     # ------------------------------------------------------------------ end
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from cellbench.atomic import atomic_write_text
+from cellbench.strict_json import csv_cell
 from cellbench.data.families import NUCLEUS_TYPES
 from cellbench.metrics.nuclei_eval import FoldScores
 
@@ -56,5 +57,5 @@ def write_tile_csv(path: Path, rows: list[dict[str, Any]]) -> Path:
     writer = csv.DictWriter(buffer, fieldnames=COLUMNS)
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: "" if v is None else v for k, v in row.items()})
+        writer.writerow({k: csv_cell(v) for k, v in row.items()})  # NaN: blank
     return atomic_write_text(path, buffer.getvalue())

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cellbench import strict_json
 from cellbench.runs.schema import event_problem
 
 EVENT_KINDS = ("run_start", "step", "epoch", "eval", "warning", "memory", "run_end")
@@ -76,7 +77,7 @@ class EventWriter:
             raise ValueError(f"unknown event kind {kind!r}")
         event = {"kind": kind, "time": time.time(), **_clean(fields)}
         try:
-            self._fh.write(json.dumps(event, default=str) + "\n")
+            self._fh.write(strict_json.dumps(event) + "\n")  # NaN/inf as null
             self._fh.flush()
         except OSError as exc:  # a full disk: name the file (a failed write names none)
             raise OSError(exc.errno, exc.strerror or str(exc), str(self.path)) from exc

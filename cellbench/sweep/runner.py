@@ -52,6 +52,23 @@ class SweepOutcome:
     counts: dict[str, int] = field(default_factory=dict)
 
 
+def _is_foreign(root: Path) -> bool:
+    try:
+        return root.exists() and (not root.is_dir() or any(root.iterdir()))
+    except OSError:
+        return True
+
+
+def _refuse_foreign_folder(root: Path) -> None:
+    """A sweep writes spec.yaml, trials.json, leaderboard.csv... into its folder: a folder of
+    that name that is not a sweep's and holds anything is the user's, never written into."""
+    if _is_foreign(root):
+        raise RunConflict(
+            f"{root}: exists and is not a sweep folder (no spec.yaml); cellbench will not write "
+            "its sweep files there — give another --name or --sweeps-dir"
+        )
+
+
 def open_sweep(spec: SweepSpec, root: Path, reuse_default: bool) -> SweepFolder:
     """The sweep's folder, created with its spec, or the existing one if it is the same study.
 
@@ -61,10 +78,12 @@ def open_sweep(spec: SweepSpec, root: Path, reuse_default: bool) -> SweepFolder:
     while True:
         folder = SweepFolder(root / spec.name)
         if not folder.exists():
-            folder.root.mkdir(parents=True, exist_ok=True)
-            folder.write_spec(spec.to_dict())
-            return folder
-        if spec.same_study(folder.read_spec()):
+            if not (reuse_default and _is_foreign(folder.root)):
+                _refuse_foreign_folder(folder.root)
+                folder.root.mkdir(parents=True, exist_ok=True)
+                folder.write_spec(spec.to_dict())
+                return folder
+        elif spec.same_study(folder.read_spec()):
             return folder
         if not reuse_default:
             raise RunConflict(

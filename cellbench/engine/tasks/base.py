@@ -134,6 +134,10 @@ class Task:
         each check name fires once per run."""
         return []
 
+    def undefined_metric_reason(self, config: Config) -> str:
+        """Why a validation metric can be undefined (NaN) for this task, for the warning."""
+        return "no validation sample it can be computed on"
+
     def expect_ranges(self, config: Config) -> dict[str, list[float]]:
         """The ``expect:`` ranges that apply to this run's final metrics."""
         return dict(config.expect or {})
