@@ -16,7 +16,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from cellbench.cli.common import OverwriteOption, JsonOption, console, err_console, log, print_json
+from cellbench.cli.common import JsonOption, OverwriteOption, console, err_console, log, print_json
 from cellbench.errors import BadInputError, CheckFailed, UsageError
 
 app = typer.Typer(help="Make, convert, check and describe datasets.", no_args_is_help=True)

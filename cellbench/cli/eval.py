@@ -15,8 +15,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from cellbench.cli.common import (
-    OverwriteOption,
     JsonOption,
+    OverwriteOption,
     RunsDirOption,
     console,
     log,

@@ -15,7 +15,14 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from cellbench.cli.common import OverwriteOption, JsonOption, RunsDirOption, console, print_json, run_store
+from cellbench.cli.common import (
+    JsonOption,
+    OverwriteOption,
+    RunsDirOption,
+    console,
+    print_json,
+    run_store,
+)
 from cellbench.errors import UsageError
 from cellbench.runs.layout import RunPaths
 

@@ -42,9 +42,9 @@ from cellbench.inference import build_model_from_checkpoint, checkpoint_file, re
 from cellbench.metrics.classification import ClassificationReport, classification_report
 from cellbench.metrics.plots import confusion_figure, save_figure
 from cellbench.runs.events import EventWriter
-from cellbench.strict_json import csv_cell
 from cellbench.runs.layout import RunPaths
 from cellbench.runs.lock import RunLock
+from cellbench.strict_json import csv_cell
 
 SPLITS = ("val", "test")
 TOP_K = (5,)

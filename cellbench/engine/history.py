@@ -9,8 +9,8 @@ written with ``repr`` (shortest exact round-trip); an undefined value (NaN, inf)
 from __future__ import annotations
 
 import csv
-import math
 import io
+import math
 from pathlib import Path
 from typing import Any
 

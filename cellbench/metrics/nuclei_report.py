@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from cellbench.atomic import atomic_write_text
-from cellbench.strict_json import csv_cell
 from cellbench.data.families import NUCLEUS_TYPES
 from cellbench.metrics.nuclei_eval import FoldScores
+from cellbench.strict_json import csv_cell
 
 COLUMNS = (
     "fold tile tissue true_nuclei pred_nuclei bPQ mPQ "
