@@ -512,7 +512,8 @@ class Trainer:
         for finding in self.c.task.epoch_findings(row, self.config):
             self.check_log.report(finding, once=True)
         reason = self.c.task.undefined_metric_reason(self.config)
-        self.check_log.report(checks.undefined_metrics(row, reason), once=True)
+        for finding in checks.undefined_metrics(row, reason):  # once per metric and run
+            self.check_log.report(finding, once=True)
 
     # ------------------------------------------------------------------ end
 
