@@ -130,6 +130,14 @@ def eval_run(
             "training fold needs --allow-leak).",
         ),
     ] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Evaluate although the run's feature store or data changed since it trained "
+            "(the differences are written into the eval output).",
+        ),
+    ] = False,
     runs_dir: RunsDirOption = None,
     json_out: JsonOption = False,
 ) -> None:
@@ -156,6 +164,12 @@ def eval_run(
         return
     if split not in ("val", "test"):
         raise UsageError(f"--split {split}: expected val or test")
+    if fold is not None and _given(ctx, "split"):
+        # `--split test --fold 2` used to evaluate fold 2 as val without a word
+        raise UsageError(
+            f"--split {split} and --fold {fold} contradict each other: --fold evaluates that fold "
+            "whatever the split; give one of them"
+        )
     if checkpoint not in ("best", "last"):
         raise UsageError(f"--checkpoint {checkpoint}: expected best or last")
     store = run_store(runs_dir)
@@ -169,14 +183,15 @@ def eval_run(
     else:
         paths = store.resolve(run)
 
-    from cellbench.cli.predict import _run_task
+    from cellbench.cli.predict import _run_task, check_inputs
 
+    forced = check_inputs(paths, force, "eval")  # before any model or data is read
     if _run_task(paths) == "nuclei":
         from cellbench.cli.eval_nuclei import eval_nuclei_run
 
         eval_nuclei_run(
             paths, split, checkpoint, batch_size, device, tune_postproc, allow_leak, export,
-            workers, json_out, fold,
+            workers, json_out, fold, forced,
         )  # fmt: skip
         return
     nuclei_only = {
@@ -207,10 +222,36 @@ def eval_run(
         warn(message)
     if not result["event_written"]:
         warn(f"{paths.root.name} is being trained: eval files written, no eval event appended")
+    record_forced(result, forced)
     if json_out:
         print_json(result)
     else:
         render(result)
+
+
+def _given(ctx: typer.Context, name: str) -> bool:
+    # by name: typer ships its own copy of click, whose ParameterSource is another enum
+    return getattr(ctx.get_parameter_source(name), "name", "") == "COMMANDLINE"
+
+
+def record_forced(result: dict, forced: list[str]) -> None:
+    """``eval --force`` on changed inputs: the differences go into the result and into each
+    JSON file the evaluation wrote (``forced_inputs``), so the numbers carry their caveat."""
+    if not forced:
+        return
+    import json
+
+    from cellbench.atomic import atomic_write_json
+
+    result["forced_inputs"] = forced
+    for path in result.get("files", {}).values():
+        if str(path).endswith(".json"):
+            try:
+                data = json.loads(Path(path).read_text())
+            except (OSError, ValueError):
+                continue
+            if isinstance(data, dict):
+                atomic_write_json(path, {**data, "forced_inputs": forced})
 
 
 def _score(value: float | None) -> str:

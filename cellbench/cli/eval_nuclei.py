@@ -22,6 +22,7 @@ def eval_nuclei_run(
     workers: int,
     json_out: bool,
     fold: int | None = None,
+    forced: list[str] | None = None,
 ) -> None:
 
     from cellbench.cli.eval import render_pannuke
@@ -62,6 +63,9 @@ def eval_nuclei_run(
         warn(f"fold {result['fold']} is the run's training fold (--allow-leak): inflated numbers")
     if not result["event_written"]:
         warn(f"{paths.root.name} is being trained: eval files written, no eval event appended")
+    from cellbench.cli.eval import record_forced
+
+    record_forced(result, forced or [])
     if json_out:
         print_json(result)
         return

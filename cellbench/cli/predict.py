@@ -27,15 +27,33 @@ from cellbench.errors import UsageError
 from cellbench.runs.layout import RunPaths
 
 
-def _run_task(paths: RunPaths) -> str | None:
-    """The run's task from its config.yaml, without loading the checkpoint (or torch)."""
+def _run_config(paths: RunPaths) -> dict:
+    """The run's config.yaml as a dict ({} when unreadable), without torch."""
     import yaml
 
     try:
         config = yaml.safe_load(paths.config.read_text()) or {}
     except (OSError, yaml.YAMLError):
-        return None
-    return config.get("task") if isinstance(config, dict) else None
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
+def _run_task(paths: RunPaths) -> str | None:
+    """The run's task from its config.yaml, without loading the checkpoint (or torch)."""
+    return _run_config(paths).get("task")
+
+
+def check_inputs(paths: RunPaths, force: bool, action: str) -> list[str]:
+    """Refuse (exit 3) a run whose feature store or data changed since it trained, unless
+    ``force``: then warn and return the differences (``cellbench.runs.inputs``)."""
+    from cellbench.cli.common import warn
+    from cellbench.runs import inputs
+
+    changes = inputs.check(paths.root, _run_config(paths), force, action)
+    if changes:
+        warn(f"--force: {paths.root.name}'s inputs changed since it trained: {'; '.join(changes)}")
+        inputs.note_forced(paths.root, f"{action} --force", changes)
+    return changes
 
 
 def predict_command(
@@ -58,6 +76,12 @@ def predict_command(
         ),
     ] = None,
     overwrite: OverwriteOption = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Predict although the run's feature store or data changed since."
+        ),
+    ] = False,
     runs_dir: RunsDirOption = None,
     json_out: JsonOption = False,
 ) -> None:
@@ -66,6 +90,7 @@ def predict_command(
     if checkpoint not in ("best", "last"):
         raise UsageError(f"--checkpoint {checkpoint}: expected best or last")
     paths = run_store(runs_dir).resolve(run)
+    check_inputs(paths, force, "predict")  # before any image or model is read
     if _run_task(paths) == "nuclei":
         from cellbench.cli.predict_nuclei import predict_nuclei_command
 
