@@ -150,9 +150,9 @@ def test_sweep_never_writes_its_leaderboard_into_a_users_folder(tmp_path):
 
 def test_data_synth_and_prepare_out_never_inside_a_store(store, tmp_path):
     raw = tmp_path / "raw-inside"
-    for args, target in (
-        (["data", "synth", "--out", str(store / "fold1" / "raw"), "--tiles", "2"], store),
-        (["data", "prepare", "--pannuke", str(raw), "--out", str(store / "again")], store),
+    for args in (
+        ["data", "synth", "--out", str(store / "fold1" / "raw"), "--tiles", "2"],
+        ["data", "prepare", "--pannuke", str(raw), "--out", str(store / "again")],
     ):
         result = runner.invoke(app, args)
         assert result.exit_code == 4, result.output

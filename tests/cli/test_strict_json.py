@@ -107,7 +107,8 @@ def test_every_json_a_run_eval_and_sweep_write_is_strict(no_val_nuclei):
     assert compared.exit_code == 0 and not re.search(r"\bnan\b", compared.stdout.lower())
     _strict(
         runner.invoke(
-            app, ["runs", "compare", run.root.name, run.root.name, "--runs-dir", str(runs), "--json"]
+            app,
+            ["runs", "compare", run.root.name, run.root.name, "--runs-dir", str(runs), "--json"],
         ).stdout,
         "runs compare --json",
     )
