@@ -182,6 +182,10 @@ def sweep_command(
     counts = " · ".join(f"{n} {s}" for s, n in sorted(outcome.counts.items()))
     log(f"{counts} · {folder.leaderboard_csv}")
     if outcome.interrupted:
+        from cellbench.signals import TERMINATION_SIGNALS, Terminated
+
+        if outcome.signum in TERMINATION_SIGNALS:
+            raise Terminated(outcome.signum)  # the root exits 128 + it: 143 after SIGTERM
         raise KeyboardInterrupt  # the root prints "interrupted" and exits 130
     if outcome.stopped_by:
         raise CheckFailed(

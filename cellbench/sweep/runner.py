@@ -50,6 +50,7 @@ class SweepOutcome:
     interrupted: bool = False
     stopped_by: str | None = None  # a failed smoke phase
     counts: dict[str, int] = field(default_factory=dict)
+    signum: int | None = None  # the signal that interrupted it (exit 128 + signum)
 
 
 def _is_foreign(root: Path) -> bool:
@@ -165,6 +166,8 @@ class Sweep:
 
     # ------------------------------------------------------------------ run
 
+    stop_signum: int | None = None
+
     def run(self) -> SweepOutcome:
         with RunLock(self.folder.lock):
             return self._run()
@@ -187,7 +190,7 @@ class Sweep:
         for t in self.trials:
             s = self.state.trial(t.id)["status"]
             counts[s] = counts.get(s, 0) + 1
-        return SweepOutcome(board, interrupted, stopped_by, counts)
+        return SweepOutcome(board, interrupted, stopped_by, counts, self.stop_signum)
 
     def _run_phases(self, phases) -> tuple[bool, str | None]:
         interrupted, stopped_by = False, None
@@ -263,6 +266,7 @@ class Sweep:
             self.trial_ended(by_id[job.key], code, interrupted=pool._stop.is_set())
 
         result = pool.run([job for _, job in todo], on_start, on_end)
+        self.stop_signum = self.stop_signum or result.signum
         return result.interrupted
 
     def trial_started(self, trial: Trial, job: Job) -> None:
