@@ -169,7 +169,7 @@ class Sweep:
     stop_signum: int | None = None
 
     def run(self) -> SweepOutcome:
-        with RunLock(self.folder.lock):
+        with RunLock(self.folder.lock, what="sweep"):
             return self._run()
 
     def _run(self) -> SweepOutcome:
