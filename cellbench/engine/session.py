@@ -391,7 +391,7 @@ def overfit(request: TrainRequest, n: int, reporter=None):
             events.emit(
                 "run_start",
                 task=config.task,
-                model=config.model.name,
+                model=task.model_label(config),
                 config_hash=plain.hash(),
                 device=describe_device(c.device),
                 params=c.num_params,

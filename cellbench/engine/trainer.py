@@ -212,7 +212,7 @@ class Trainer:
         c = self.c
         info = {
             "task": c.task.name,
-            "model": self.config.model.name,
+            "model": c.task.model_label(self.config),
             "config_hash": self.config.hash(),
             "device": describe_device(c.device),
             "params": c.num_params,
@@ -528,7 +528,7 @@ class Trainer:
         metrics = {
             "run": self.paths.root.name,
             "task": self.c.task.name,
-            "model": self.config.model.name,
+            "model": self.c.task.model_label(self.config),
             "status": status,
             "reason": reason,
             "epochs": final.get("epoch", 0),

@@ -114,7 +114,8 @@ class RunLock:
                 if holder_alive(info):
                     raise RunConflict(
                         f"{self.path.parent}: locked by pid {info.get('pid')} on "
-                        f"{info.get('host')} (another cellbench process is writing this {self.what})"
+                        f"{info.get('host')} (another cellbench process is writing this "
+                        f"{self.what})"
                     )
                 self.path.unlink(missing_ok=True)  # stale: its process is gone
         raise RunConflict(f"{self.path}: could not take the {self.what} lock")

@@ -224,9 +224,10 @@ def test_a_sweep_stopped_by_sigterm_exits_143(tmp_path, shapes):
 
     def trial_running():
         state = tmp_path / "sweeps" / "term" / "state.json"
-        return state.is_file() and _state(tmp_path, "term")["trials"].get("t001", {}).get(
-            "status"
-        ) == "running"
+        return (
+            state.is_file()
+            and _state(tmp_path, "term")["trials"].get("t001", {}).get("status") == "running"
+        )
 
     try:
         assert _wait(trial_running), proc.communicate(timeout=5)

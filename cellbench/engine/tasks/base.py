@@ -134,6 +134,10 @@ class Task:
         each check name fires once per run."""
         return []
 
+    def model_label(self, config: Config) -> str:
+        """The model's name in the banner, ``run_start``, ``runs list`` and metrics.json."""
+        return config.model.name
+
     def undefined_metric_reason(self, config: Config) -> str:
         """Why a validation metric can be undefined (NaN) for this task, for the warning."""
         return "no validation sample it can be computed on"

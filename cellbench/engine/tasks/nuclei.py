@@ -317,6 +317,9 @@ class NucleiTask(Task):
             )
         return found
 
+    def model_label(self, config: Config) -> str:
+        return "nuclei_decoder"  # model.name plays no part: the decoder is the model
+
     def undefined_metric_reason(self, config: Config) -> str:
         from cellbench.data.families import folds_for_split
 
