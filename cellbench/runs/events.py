@@ -75,6 +75,10 @@ class EventWriter:
     def emit(self, kind: str, **fields: Any) -> dict[str, Any]:
         if kind not in EVENT_KINDS:
             raise ValueError(f"unknown event kind {kind!r}")
+        if isinstance(fields.get("metrics"), dict):
+            # an undefined metric (a val fold without nuclei) is null, as in metrics.json; a
+            # loss keeps "nan"/"inf" below: there it says the training diverged
+            fields["metrics"] = strict_json.finite(fields["metrics"])
         event = {"kind": kind, "time": time.time(), **_clean(fields)}
         try:
             self._fh.write(strict_json.dumps(event) + "\n")  # NaN/inf as null

@@ -69,3 +69,24 @@ def test_eval_split_and_fold_contradict(tmp_path):
         app, ["eval", "--run", "a", "--runs-dir", str(tmp_path), "--split", "test", "--fold", "2"]
     )
     assert result.exit_code == 2 and "contradict" in result.stderr
+
+
+def test_a_classification_runs_regenerated_dataset_is_refused(tmp_path):
+    """The source of a classification run, where it has a cellbench manifest (shapes.json)."""
+    from tests.sweep.conftest import TINY
+
+    data, runs = tmp_path / "shapes", ["--runs-dir", str(tmp_path / "runs")]
+    synth = ["data", "synth", "--kind", "shapes", "--out", str(data), "--tiles", "8"]
+    assert runner.invoke(app, [*synth, "--size", "16"]).exit_code == 0
+    sets = [a for text in TINY for a in ("--set", text)]
+    trained = runner.invoke(
+        app, ["train", "--profile", "demo", "--data", str(data), *sets, "--epochs", "1"]
+        + ["--run", "c", *runs],
+    )  # fmt: skip
+    assert trained.exit_code == 0, trained.output[-2000:]
+    assert runner.invoke(app, ["eval", "--run", "c", *runs]).exit_code == 0
+    regenerated = runner.invoke(app, [*synth, "--size", "16", "--seed", "3", "--force"])
+    assert regenerated.exit_code == 0, regenerated.output
+    result = runner.invoke(app, ["eval", "--run", "c", *runs])
+    assert result.exit_code == 3 and "data shapes.json sha256" in result.stderr
+    assert runner.invoke(app, ["eval", "--run", "c", *runs, "--force"]).exit_code == 0

@@ -82,6 +82,9 @@ def test_every_json_a_run_eval_and_sweep_write_is_strict(no_val_nuclei):
     events = [json.loads(line) for line in run.events.read_text().splitlines()]
     warned = [e["message"] for e in events if e["kind"] == "warning"]
     assert any("val_hv_mse" in m and "val fold 2 has no nuclei" in m for m in warned), warned
+    epochs = [e for e in events if e["kind"] == "epoch"]
+    assert all(e["metrics"]["val_hv_mse"] is None for e in epochs)  # null, not "nan"
+    assert metrics["model"] == "nuclei_decoder"
 
     evaluated = runner.invoke(
         app,
