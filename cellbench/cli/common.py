@@ -6,7 +6,6 @@ Machine output (``--json``) goes to stdout; logs, progress and errors go to stde
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -31,6 +30,13 @@ RunsDirOption = Annotated[
 JsonOption = Annotated[
     bool, typer.Option("--json", help="Print machine-readable JSON on stdout (logs on stderr).")
 ]
+OverwriteOption = Annotated[
+    bool,
+    typer.Option(
+        "--overwrite",
+        help="Replace an existing output file that cellbench did not write (docs/outputs.md).",
+    ),
+]
 
 
 def run_store(runs_dir: Path | None) -> RunStore:
@@ -38,7 +44,9 @@ def run_store(runs_dir: Path | None) -> RunStore:
 
 
 def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    from cellbench.strict_json import dumps  # NaN/inf as null: stdout is strict JSON too
+
+    sys.stdout.write(dumps(data, indent=2) + "\n")
     sys.stdout.flush()
 
 

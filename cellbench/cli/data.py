@@ -16,7 +16,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from cellbench.cli.common import JsonOption, console, err_console, log, print_json
+from cellbench.cli.common import JsonOption, OverwriteOption, console, err_console, log, print_json
 from cellbench.cli.lists import list_options, parse_folds
 from cellbench.errors import BadInputError, CheckFailed, UsageError
 
@@ -83,6 +83,9 @@ def synth_command(
     json_out: JsonOption = False,
 ) -> None:
     """Generate a dataset: PanNuke-like tiles (H&E-like, 5 nucleus types, 19 tissues) or shapes."""
+    from cellbench.outputs import check_location
+
+    check_location(out, "--out")  # never inside another store, a run or a sweep
     if kind == "shapes":
         _synth_shapes(out, tiles, size or 32, seed, layout or "flat", force, json_out)
         return
@@ -165,6 +168,9 @@ def prepare_command(
 ) -> None:
     """Convert raw PanNuke folds into the canonical store (uint8, int32, float32 HV)."""
     from cellbench.data.prepare import prepare
+    from cellbench.outputs import check_location
+
+    check_location(out, "--out")  # never inside another store, a run or a sweep
 
     selected = parse_folds(folds)  # None: the folds found
     if not pannuke.is_dir():
@@ -287,9 +293,14 @@ def stats_command(
             "--profile", help="Use this profile's data.families (for --family and the table)."
         ),
     ] = None,
+    overwrite: OverwriteOption = False,
     json_out: JsonOption = False,
 ) -> None:
     """Counts per fold, tissue, family and nucleus type; nucleus sizes (or class counts)."""
+    from cellbench import outputs
+
+    if plot is not None:  # before reading the dataset: a refused path costs nothing
+        outputs.check(plot, overwrite=overwrite, option="--plot")
     if not _is_nuclei_dataset(path):
         if family or plot or profile:
             raise UsageError("--family, --profile and --plot apply to nuclei datasets only")
@@ -308,6 +319,7 @@ def stats_command(
     stats = dataset_stats(path, families=families, family=family)
     if plot:
         plot_stats(stats, plot)
+        outputs.record(plot)
         log(f"plot written to {escape(str(plot))}")
     if json_out:
         print_json(stats.to_dict())

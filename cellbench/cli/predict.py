@@ -15,8 +15,42 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from cellbench.cli.common import JsonOption, RunsDirOption, console, log, print_json, run_store
+from cellbench import outputs
+from cellbench.cli.common import (
+    JsonOption,
+    OverwriteOption,
+    RunsDirOption,
+    console,
+    log,
+    print_json,
+    run_store,
+)
 from cellbench.errors import UsageError
+from cellbench.runs.layout import RunPaths
+
+
+def _run_config(paths: RunPaths) -> dict:
+    """The run's config.yaml as a dict ({} when unreadable), without torch."""
+    import yaml
+
+    try:
+        config = yaml.safe_load(paths.config.read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
+def check_inputs(paths: RunPaths, force: bool, action: str) -> list[str]:
+    """Refuse (exit 3) a run whose feature store or data changed since it trained, unless
+    ``force``: then warn and return the differences (``cellbench.runs.inputs``)."""
+    from cellbench.cli.common import warn
+    from cellbench.runs import inputs
+
+    changes = inputs.check(paths.root, _run_config(paths), force, action)
+    if changes:
+        warn(f"--force: {paths.root.name}'s inputs changed since it trained: {'; '.join(changes)}")
+        inputs.note_forced(paths.root, f"{action} --force", changes)
+    return changes
 
 
 def predict_command(
@@ -38,6 +72,13 @@ def predict_command(
             "<image>.geojson): their folder (default: runs/<run>/predict).",
         ),
     ] = None,
+    overwrite: OverwriteOption = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Predict although the run's feature store or data changed since."
+        ),
+    ] = False,
     runs_dir: RunsDirOption = None,
     json_out: JsonOption = False,
 ) -> None:
@@ -46,6 +87,7 @@ def predict_command(
     if checkpoint not in ("best", "last"):
         raise UsageError(f"--checkpoint {checkpoint}: expected best or last")
     paths = run_store(runs_dir).resolve(run)
+    check_inputs(paths, force, "predict")  # before any image or model is read
 
     from cellbench.inference import load_model, read_images  # torch: lazily
 
@@ -58,11 +100,18 @@ def predict_command(
         repeated = sorted({s for s in stems if stems.count(s) > 1})
         if repeated:
             raise UsageError(f"two images named '{repeated[0]}': their outputs would collide")
+    if overwrite and not loaded.writes_files:
+        raise UsageError(f"--overwrite: {paths.root.name}'s predictions are a table, not files")
+    folder = Path(out) if out is not None else paths.root / "predict"
+    # every output is checked before anything is written: a user's tile.geojson next to the
+    # image (hand annotations) is refused here, not replaced half-way (docs/outputs.md)
+    for stem in stems:
+        for name in loaded.output_names(stem):
+            outputs.check(folder / name, overwrite=overwrite, option="--out")
     for note in loaded.notes():
         log(note)
     predictions = loaded.predict_many(pil_images, batch_size=batch_size)
     k = min(top, max(len(loaded.classes), 1))
-    folder = Path(out) if out is not None else paths.root / "predict"
     rows, summaries = [], []
     for image, stem, pil, p in zip(images, stems, pil_images, predictions, strict=True):
         files = loaded.save_outputs(p, pil, folder, stem) if loaded.writes_files else {}

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from cellbench.cli.common import (
     JsonOption,
+    OverwriteOption,
     RunsDirOption,
     console,
     err_console,
@@ -205,11 +206,16 @@ def compare_runs(
     plot: Annotated[
         Path | None, typer.Option("--plot", help="Write the runs' curves to this PNG.")
     ] = None,
+    overwrite: OverwriteOption = False,
     runs_dir: RunsDirOption = None,
     json_out: JsonOption = False,
 ) -> None:
     """Compare runs side by side: final and best value of each metric; curves with --plot."""
+    from cellbench import outputs
     from cellbench.runs.compare import compare, load_curves, metric_names, plot_curves
+
+    if plot is not None:
+        outputs.check(plot, overwrite=overwrite, option="--plot")
 
     store = run_store(runs_dir)
     resolved = [store.resolve(ref) for ref in runs]
@@ -230,6 +236,7 @@ def compare_runs(
     records = compare(curves, metrics)
     if plot is not None:
         plot_curves(curves, metrics, plot)
+        outputs.record(plot)
         log(f"curves written to {plot}")
     if json_out:
         print_json(records)

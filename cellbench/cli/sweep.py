@@ -112,6 +112,12 @@ def sweep_command(
     retry_failed: Annotated[
         bool, typer.Option("--retry-failed", help="Train failed trials again (from new weights).")
     ] = False,
+    max_trials: Annotated[
+        int,
+        typer.Option(
+            "--max-trials", min=1, help="Refuse a sweep of more trials than this (counted first)."
+        ),
+    ] = 1000,
     runs_dir: RunsDirOption = None,
     sweeps_dir: SweepsDirOption = None,
     json_output: JsonOption = False,
@@ -149,6 +155,11 @@ def sweep_command(
             raise UsageError("--phase needs a sweep FILE")
         default = f"{Path(profile).stem if profile else 'sweep'}-grid"
         spec = specs.from_command_line(profile, sets, grids or [], seeds, epochs, name or default)
+    from cellbench.sweep import limits
+
+    # counted, then every grid value checked, before any folder or trial exists
+    limits.check_size(spec, max_trials)
+    limits.check_values(spec)
     store = run_store(runs_dir)
     root = sweeps_dir or default_sweeps_root(store.root)
     reuse = target is None and name is None
@@ -171,6 +182,10 @@ def sweep_command(
     counts = " · ".join(f"{n} {s}" for s, n in sorted(outcome.counts.items()))
     log(f"{counts} · {folder.leaderboard_csv}")
     if outcome.interrupted:
+        from cellbench.signals import TERMINATION_SIGNALS, Terminated
+
+        if outcome.signum in TERMINATION_SIGNALS:
+            raise Terminated(outcome.signum)  # the root exits 128 + it: 143 after SIGTERM
         raise KeyboardInterrupt  # the root prints "interrupted" and exits 130
     if outcome.stopped_by:
         raise CheckFailed(

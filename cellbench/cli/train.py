@@ -72,7 +72,9 @@ def train_command(
     force: Annotated[
         bool,
         typer.Option(
-            "--force", help="Train on a stale or failed feature store anyway (data.features_force)."
+            "--force",
+            help="Train on a stale or failed feature store anyway (data.features_force); with "
+            "--resume, go on although the run's feature store or data changed since it started.",
         ),
     ] = False,
     epochs: Annotated[
@@ -130,7 +132,8 @@ def train_command(
         ("train.epochs", epochs),
         ("model.weights", weights),
         ("data.features", features),
-        ("data.features_force", True if force else None),
+        # with --resume, --force lets the run go on although its inputs changed (runs.inputs)
+        ("data.features_force", True if force and not resume else None),
     ):
         if value is not None:
             sets.append(f"{key}={value}")
@@ -146,6 +149,7 @@ def train_command(
         resume=resume,
         fresh=fresh,
         init_from=init_from,
+        force_inputs=force,
         runs_dir=runs_dir,
     )
     reporter = RichReporter(err_console, show_progress=err_console.is_terminal and not json_output)

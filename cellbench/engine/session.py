@@ -25,6 +25,7 @@ from typing import Any
 
 from cellbench.config import Config, config_from_dict, load_config, read_yaml
 from cellbench.errors import BadInputError, RunConflict, UsageError
+from cellbench.runs import inputs
 from cellbench.runs.events import EventWriter, read_events
 from cellbench.runs.layout import NAME_RE, RUN_DIR_RE, RunPaths
 from cellbench.runs.lock import RunLock
@@ -41,6 +42,7 @@ class TrainRequest:
     fresh: bool = False
     init_from: str | None = None
     runs_dir: str | Path | None = None
+    force_inputs: bool = False  # --resume although the run's inputs changed (runs.inputs)
 
     @property
     def has_config_options(self) -> bool:
@@ -221,6 +223,10 @@ def train(request: TrainRequest, reporter=None, callbacks: Sequence[Any] = ()):
         if request.resume:
             if summarize(existing).status == "completed":
                 return existing, _completed_result(existing)
+            # the features/data it trained on, before anything: a re-extracted store is refused
+            forced = inputs.check(existing.root, config.to_dict(), request.force_inputs, "--resume")
+            if forced:
+                inputs.note_forced(existing.root, "train --resume --force", forced)
             state = load_checkpoint(existing.last_checkpoint)
             return existing, _fit(
                 existing, config, build(), reporter, callbacks, resume_state=state
@@ -238,6 +244,7 @@ def _fit(paths: RunPaths, config: Config, components, reporter, callbacks, **kwa
 
     if kwargs.get("resume_state") is None:
         config.save(paths.config)
+        inputs.record(paths.root, config.to_dict())  # what it trains on, for eval/predict/resume
     lr_find = read_lr_find(paths)
     extra = {"lr_find": lr_find} if lr_find else {}
     with EventWriter(paths.events) as events:
@@ -378,7 +385,7 @@ def overfit(request: TrainRequest, n: int, reporter=None):
             events.emit(
                 "run_start",
                 task=config.task,
-                model=config.model.name,
+                model=task.model_label(config),
                 config_hash=plain.hash(),
                 device=describe_device(c.device),
                 params=c.num_params,

@@ -212,7 +212,7 @@ class Trainer:
         c = self.c
         info = {
             "task": c.task.name,
-            "model": self.config.model.name,
+            "model": c.task.model_label(self.config),
             "config_hash": self.config.hash(),
             "device": describe_device(c.device),
             "params": c.num_params,
@@ -511,6 +511,9 @@ class Trainer:
         self.check_log.report(checks.gpu_memory(reading, cfg), once=True)
         for finding in self.c.task.epoch_findings(row, self.config):
             self.check_log.report(finding, once=True)
+        reason = self.c.task.undefined_metric_reason(self.config)
+        for finding in checks.undefined_metrics(row, reason):  # once per metric and run
+            self.check_log.report(finding, once=True)
 
     # ------------------------------------------------------------------ end
 
@@ -525,7 +528,7 @@ class Trainer:
         metrics = {
             "run": self.paths.root.name,
             "task": self.c.task.name,
-            "model": self.config.model.name,
+            "model": self.c.task.model_label(self.config),
             "status": status,
             "reason": reason,
             "epochs": final.get("epoch", 0),

@@ -335,7 +335,7 @@ def extract_features(
     expect = {"cls_std": list(backbone.profile.cls_std)} if backbone.profile.cls_std else {}
     results = []
     # SIGTERM/SIGHUP stop it like Ctrl-C: between two writes, resumable (cellbench.signals)
-    with RunLock(root / LOCK_NAME), graceful_signals():
+    with RunLock(root / LOCK_NAME, what="feature store"), graceful_signals():
         for k in chosen:
             results.append(
                 extract_fold(

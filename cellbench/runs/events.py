@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cellbench import strict_json
 from cellbench.runs.schema import event_problem
 
 EVENT_KINDS = ("run_start", "step", "epoch", "eval", "warning", "memory", "run_end")
@@ -74,9 +75,13 @@ class EventWriter:
     def emit(self, kind: str, **fields: Any) -> dict[str, Any]:
         if kind not in EVENT_KINDS:
             raise ValueError(f"unknown event kind {kind!r}")
+        if isinstance(fields.get("metrics"), dict):
+            # an undefined metric (a val fold without nuclei) is null, as in metrics.json; a
+            # loss keeps "nan"/"inf" below: there it says the training diverged
+            fields["metrics"] = strict_json.finite(fields["metrics"])
         event = {"kind": kind, "time": time.time(), **_clean(fields)}
         try:
-            self._fh.write(json.dumps(event, default=str) + "\n")
+            self._fh.write(strict_json.dumps(event) + "\n")  # NaN/inf as null
             self._fh.flush()
         except OSError as exc:  # a full disk: name the file (a failed write names none)
             raise OSError(exc.errno, exc.strerror or str(exc), str(self.path)) from exc

@@ -79,6 +79,7 @@ class Job:
 class PoolResult:
     exit_codes: dict[str, int] = field(default_factory=dict)
     interrupted: bool = False
+    signum: int | None = None  # the first stop signal: the sweep exits 128 + it (143 SIGTERM)
 
 
 class LocalPool:
@@ -90,6 +91,7 @@ class LocalPool:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._signals = 0
+        self.signum: int | None = None
 
     def env_for(self, slot: int) -> dict[str, str]:
         env = dict(os.environ)
@@ -121,13 +123,14 @@ class LocalPool:
             for t in threads:
                 while t.is_alive():
                     t.join(timeout=0.2)  # short joins: the main thread stays free for signals
-        except KeyboardInterrupt:  # no handler could be installed (not the main thread)
-            self._interrupt()
+        except KeyboardInterrupt as exc:  # not the main thread, or SIGHUP (the CLI root's)
+            self._interrupt(getattr(exc, "signum", signal.SIGINT))
             for t in threads:
                 t.join()
         finally:
             restore()
         result.interrupted = self._stop.is_set()
+        result.signum = self.signum
         return result
 
     def _worker(self, slot, todo: queue.Queue, on_start, on_end, result: PoolResult) -> None:
@@ -158,7 +161,9 @@ class LocalPool:
 
     # ------------------------------------------------------------------ signals
 
-    def _interrupt(self, *_: object) -> None:
+    def _interrupt(self, signum: object = None, *_: object) -> None:
+        if self.signum is None and isinstance(signum, int):
+            self.signum = int(signum)
         self._stop.set()
         self._signals += 1
         with self._lock:

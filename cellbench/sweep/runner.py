@@ -50,6 +50,24 @@ class SweepOutcome:
     interrupted: bool = False
     stopped_by: str | None = None  # a failed smoke phase
     counts: dict[str, int] = field(default_factory=dict)
+    signum: int | None = None  # the signal that interrupted it (exit 128 + signum)
+
+
+def _is_foreign(root: Path) -> bool:
+    try:
+        return root.exists() and (not root.is_dir() or any(root.iterdir()))
+    except OSError:
+        return True
+
+
+def _refuse_foreign_folder(root: Path) -> None:
+    """A sweep writes spec.yaml, trials.json, leaderboard.csv... into its folder: a folder of
+    that name that is not a sweep's and holds anything is the user's, never written into."""
+    if _is_foreign(root):
+        raise RunConflict(
+            f"{root}: exists and is not a sweep folder (no spec.yaml); cellbench will not write "
+            "its sweep files there — give another --name or --sweeps-dir"
+        )
 
 
 def open_sweep(spec: SweepSpec, root: Path, reuse_default: bool) -> SweepFolder:
@@ -61,10 +79,12 @@ def open_sweep(spec: SweepSpec, root: Path, reuse_default: bool) -> SweepFolder:
     while True:
         folder = SweepFolder(root / spec.name)
         if not folder.exists():
-            folder.root.mkdir(parents=True, exist_ok=True)
-            folder.write_spec(spec.to_dict())
-            return folder
-        if spec.same_study(folder.read_spec()):
+            if not (reuse_default and _is_foreign(folder.root)):
+                _refuse_foreign_folder(folder.root)
+                folder.root.mkdir(parents=True, exist_ok=True)
+                folder.write_spec(spec.to_dict())
+                return folder
+        elif spec.same_study(folder.read_spec()):
             return folder
         if not reuse_default:
             raise RunConflict(
@@ -146,8 +166,10 @@ class Sweep:
 
     # ------------------------------------------------------------------ run
 
+    stop_signum: int | None = None
+
     def run(self) -> SweepOutcome:
-        with RunLock(self.folder.lock):
+        with RunLock(self.folder.lock, what="sweep"):
             return self._run()
 
     def _run(self) -> SweepOutcome:
@@ -168,7 +190,7 @@ class Sweep:
         for t in self.trials:
             s = self.state.trial(t.id)["status"]
             counts[s] = counts.get(s, 0) + 1
-        return SweepOutcome(board, interrupted, stopped_by, counts)
+        return SweepOutcome(board, interrupted, stopped_by, counts, self.stop_signum)
 
     def _run_phases(self, phases) -> tuple[bool, str | None]:
         interrupted, stopped_by = False, None
@@ -244,6 +266,7 @@ class Sweep:
             self.trial_ended(by_id[job.key], code, interrupted=pool._stop.is_set())
 
         result = pool.run([job for _, job in todo], on_start, on_end)
+        self.stop_signum = self.stop_signum or result.signum
         return result.interrupted
 
     def trial_started(self, trial: Trial, job: Job) -> None:

@@ -80,6 +80,11 @@ class Predictor:
         """Lines the user should read before the results (e.g. which post-processing)."""
         return []
 
+    def output_names(self, stem: str) -> list[str]:
+        """The file names ``save_outputs`` writes for an image named ``stem`` (checked against
+        the user's files before anything is written: ``cellbench.outputs``)."""
+        return []
+
     def save_outputs(
         self, prediction: Prediction, image: Any, folder: Path, stem: str
     ) -> dict[str, str]:
@@ -244,6 +249,14 @@ class Task:
         """Task-specific sanity checks of an epoch's history row (``checks.Finding`` list);
         each check name fires once per run."""
         return []
+
+    def model_label(self, config: Config) -> str:
+        """The model's name in the banner, ``run_start``, ``runs list`` and metrics.json."""
+        return config.model.name
+
+    def undefined_metric_reason(self, config: Config) -> str:
+        """Why a validation metric can be undefined (NaN) for this task, for the warning."""
+        return "no validation sample it can be computed on"
 
     def expect_ranges(self, config: Config) -> dict[str, list[float]]:
         """The ``expect:`` ranges that apply to this run's final metrics."""

@@ -211,3 +211,31 @@ def test_a_later_phase_alone_needs_the_one_before(tmp_path, shapes, phase):
     assert result.exit_code == 2
     assert ("needs results" if phase == "seeds" else "not a phase") in result.stderr
     assert os.path.isdir(tmp_path / "sweeps" / "s")
+
+
+def test_a_sweep_stopped_by_sigterm_exits_143(tmp_path, shapes):
+    """Issue 15, point 8: SIGTERM gives 143 like every other command (it gave 130)."""
+    argv = [
+        sys.executable, "-m", "cellbench", "sweep", "--profile", "demo", *tiny_sets(shapes),
+        "--grid", "train.epochs=50,60", "--workers", "1", "--name", "term",
+        "--runs-dir", str(tmp_path / "runs"),
+    ]  # fmt: skip
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def trial_running():
+        state = tmp_path / "sweeps" / "term" / "state.json"
+        return (
+            state.is_file()
+            and _state(tmp_path, "term")["trials"].get("t001", {}).get("status") == "running"
+        )
+
+    try:
+        assert _wait(trial_running), proc.communicate(timeout=5)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, err.decode()
+    assert "SIGTERM" in err.decode()
+    assert _state(tmp_path, "term")["status"] == "interrupted"

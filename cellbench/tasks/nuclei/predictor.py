@@ -107,9 +107,13 @@ class NucleiModel(Predictor):
     def notes(self) -> list[str]:
         return [f"post-processing: {self.postproc_source}"]
 
+    def output_names(self, stem: str) -> list[str]:
+        return [f"{stem}.overlay.png", f"{stem}.geojson"]
+
     def save_outputs(
         self, prediction: Prediction, image: Any, folder: Path, stem: str
     ) -> dict[str, str]:
+        from cellbench import outputs
         from cellbench.tasks.nuclei.export.geojson import nuclei_geojson, write_geojson
         from cellbench.tasks.nuclei.export.overlay import write_overlay_png
 
@@ -118,6 +122,8 @@ class NucleiModel(Predictor):
         overlay_path, geojson_path = folder / f"{stem}.overlay.png", folder / f"{stem}.geojson"
         write_overlay_png(overlay_path, np.asarray(image), prediction.instances, types)
         write_geojson(geojson_path, nuclei_geojson(prediction.instances, types))
+        outputs.record(overlay_path)  # ours from now on: a later predict may replace them
+        outputs.record(geojson_path)
         return {"overlay": str(overlay_path), "geojson": str(geojson_path)}
 
     def json_output(self, run_name: str, rows: list[dict[str, Any]]) -> Any:

@@ -378,6 +378,16 @@ class NucleiTask(Task):
             )
         return found
 
+    def model_label(self, config: Config) -> str:
+        return "nuclei_decoder"  # model.name plays no part: the decoder is the model
+
+    def undefined_metric_reason(self, config: Config) -> str:
+        from cellbench.data.families import folds_for_split
+
+        fold = folds_for_split(config.data.split).val[0]
+        family = f" of family {config.data.family}" if config.data.family else ""
+        return f"val fold {fold} has no nuclei{family}"
+
     def expect_ranges(self, config: Config) -> dict[str, list[float]]:
         """The profile's ``expect:``: plain keys, and ``<family>.<metric>`` keys of this family."""
         family = config.data.family
