@@ -116,6 +116,9 @@ class OrganAccumulator(ConfusionAccumulator):
 class OrganTask(Task):
     metric_names = ("accuracy", "balanced_accuracy", "macro_f1")
 
+    def needs_feature_store(self, config: Config) -> bool:
+        return True
+
     def build_data(self, config: Config) -> TaskData:
         return build_organ_data(config)
 
