@@ -5,6 +5,9 @@ import os
 os.environ.setdefault("COLUMNS", "200")
 os.environ.setdefault("NO_COLOR", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
+# no test reads or edits the checkout's own cellbench.yaml by accident: a test of workspaces
+# removes this (tests/workspace), every other one sees today's ./runs, ./data behaviour
+os.environ.setdefault("CELLBENCH_WORKSPACE", "none")
 
 # fixtures of the feature tests (tests/features, tests/cli/test_features.py, tests/engine)
 pytest_plugins = ["tests.helpers_features"]
