@@ -9,5 +9,6 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 # removes this (tests/workspace), every other one sees today's ./runs, ./data behaviour
 os.environ.setdefault("CELLBENCH_WORKSPACE", "none")
 
-# fixtures of the feature tests (tests/features, tests/cli/test_features.py, tests/engine)
-pytest_plugins = ["tests.helpers_features"]
+# fixtures of the feature tests (tests/features, tests/cli/test_features.py, tests/engine) and
+# of the workspace tests (tests/workspace, tests/cli/test_workspace*.py)
+pytest_plugins = ["tests.helpers_features", "tests.helpers_workspace"]

@@ -42,7 +42,8 @@ def render(s: dict[str, Any]) -> None:
     if s["stores"]:
         table = Table(title="Stores")
         for column in ("store", "kind", "tiles", "size", "state"):
-            table.add_column(column, justify="right" if column in ("tiles", "size") else "left")
+            right = column in ("tiles", "size")
+            table.add_column(column, justify="right" if right else "left", overflow="fold")
         for st in s["stores"]:
             state = f"[red]stale: {escape(st['problems'][0])}[/]" if st["stale"] else "[green]ok[/]"
             name = escape(st["path"]) + (" [bold](default)[/]" if st["default"] else "")

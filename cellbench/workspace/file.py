@@ -99,7 +99,7 @@ def find_workspace_file(start: str | os.PathLike | None = None) -> Path | None:
         return None
     if named:
         path = Path(named).expanduser().absolute()
-        if path.is_dir():
+        if path.is_dir() or path.suffix not in (".yaml", ".yml"):
             path = path / WORKSPACE_FILE
         if not path.is_file():
             raise BadInputError(f"{path}: no workspace file there ({WORKSPACE_ENV}={named})")

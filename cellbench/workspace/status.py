@@ -128,12 +128,15 @@ def gather() -> dict[str, Any]:
     def same(a: Path | None, b: Path) -> bool:
         return a is not None and os.path.realpath(a) == os.path.realpath(b)
 
-    stores = []
-    for path in find_data_stores(folders["data"]):
-        stores.append({**data_store_health(path).to_dict(), "default": same(default_data, path)})
-    for path in find_feature_stores(folders["data"]):
-        health = feature_store_health(path)
-        stores.append({**health.to_dict(), "default": same(default_features, path)})
+    def entry(health, default: Path | None) -> dict[str, Any]:
+        shown = ws.shown(health.path) if ws is not None else str(health.path)
+        return {**health.to_dict(), "path": shown, "default": same(default, health.path)}
+
+    stores = [entry(data_store_health(p), default_data) for p in find_data_stores(folders["data"])]
+    stores += [
+        entry(feature_store_health(p), default_features)
+        for p in find_feature_stores(folders["data"])
+    ]
     missing = [
         (key, p)
         for key, p in (("data", default_data), ("features", default_features))

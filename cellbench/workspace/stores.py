@@ -47,9 +47,17 @@ def _walk(root: Path, depth: int = MAX_DEPTH):
 
 
 def find_data_stores(data_root: Path) -> list[Path]:
+    """Canonical stores (``data prepare``) below ``data_root``; a store's own folders (its
+    folds, its features) are not stores of their own."""
     from cellbench.data.store import is_store
 
-    return [p for p in _walk(data_root) if p.name != "features" and is_store(p)]
+    found: list[Path] = []
+    for p in _walk(data_root):
+        if any(s == p or s in p.parents for s in found) or p.name == "features":
+            continue
+        if is_store(p):
+            found.append(p)
+    return found
 
 
 def find_feature_stores(data_root: Path) -> list[Path]:
