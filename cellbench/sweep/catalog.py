@@ -53,9 +53,14 @@ def _file_command(spec: dict[str, Any], name: str) -> str:
     from cellbench.errors import CellbenchError
     from cellbench.sweep.spec import _sets
 
+    from cellbench.sweep.spec import find_sweep_file
+
     source = Path(str(spec.get("source")))
-    ref = source.stem if (SWEEPS_PROFILE_DIR / source.name).resolve() == source else str(source)
-    words = ["cellbench", "sweep", ref]
+    try:  # a name when the name reaches this very file (shipped, or the workspace's)
+        by_name = find_sweep_file(source.stem).resolve() == source.resolve()
+    except CellbenchError:
+        by_name = False
+    words = ["cellbench", "sweep", source.stem if by_name else str(source)]
     try:
         data = read_yaml(source)
         own = _sets(data.get("set"), str(source))
