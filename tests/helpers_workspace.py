@@ -1,4 +1,4 @@
-"""Workspaces for the tests of #21: the suite runs with CELLBENCH_WORKSPACE=none (tests/conftest.py);
+"""Workspaces for the tests of #21. The suite runs with CELLBENCH_WORKSPACE=none (conftest.py);
 these fixtures turn workspaces back on, with a ceiling at the test's tmp folder so nothing above
 it (a stray /tmp/cellbench.yaml) is ever found."""
 

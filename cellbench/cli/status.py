@@ -12,10 +12,6 @@ from cellbench.cli.common import JsonOption, console, format_bytes, format_durat
 
 
 def status_command(json_out: JsonOption = False) -> None:
-    """Where am I: workspace, stores, running runs, sweeps, disk, GPUs.
-
-    The workspace and its folders, its stores (tiles, size, stale or not), the runs running and their progress, sweeps and workflows not finished, the disk clean could free, the GPUs and their memory. --json for scripts.
-    """
     from cellbench.workspace.status import gather
 
     status = gather()
@@ -23,6 +19,15 @@ def status_command(json_out: JsonOption = False) -> None:
         print_json(status)
         return
     render(status)
+
+
+# one line per paragraph: Rich help rewraps each paragraph whole
+status_command.__doc__ = (
+    "Where am I: workspace, stores, running runs, sweeps, disk, GPUs.\n\n"
+    "The workspace and its folders, its stores (tiles, size, stale or not), the runs running and "
+    "their progress, sweeps and workflows not finished, the disk clean could free, the GPUs and "
+    "their memory. --json for scripts."
+)
 
 
 def render(s: dict[str, Any]) -> None:
@@ -77,8 +82,8 @@ def render(s: dict[str, Any]) -> None:
     disk = s["disk"]
     console.print(
         f"[bold]disk[/] checkpoints {format_bytes(disk['checkpoints'])} (cellbench clean --run "
-        f"RUN) · feature stores {format_bytes(disk['feature_stores'])} (clean --features TAG) · "
-        f"data stores {format_bytes(disk['data_stores'])}",
+        f"RUN) · feature stores {format_bytes(disk['feature_stores'])} (clean --features TAG "
+        f"--data-dir STORE) · data stores {format_bytes(disk['data_stores'])}",
         highlight=False,
     )
     if s["gpus"]:

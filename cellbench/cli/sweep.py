@@ -256,7 +256,9 @@ def _list(runs_dir: Path | None, sweeps_dir: Path | None, json_output: bool) -> 
         for column in ("sweep", "status", "trials done", "to go on"):
             table.add_column(column, overflow="fold")
         for e in entries:
-            colour = {"completed": "green", "running": "cyan", "failed": "red"}.get(e.status, "yellow")
+            colour = {"completed": "green", "running": "cyan", "failed": "red"}.get(
+                e.status, "yellow"
+            )
             table.add_row(
                 e.name, f"[{colour}]{e.status}[/]", f"{e.done}/{e.total}", escape(e.command)
             )

@@ -24,10 +24,6 @@ def init_command(
         Path, typer.Argument(help="The workspace folder (made if missing).", show_default=False)
     ] = Path("."),
 ) -> None:
-    """Make FOLDER (default: here) a workspace that remembers its folders and defaults.
-
-    Writes FOLDER/cellbench.yaml: folders data/, runs/, sweeps/, workflows/, profiles/ and empty defaults. Every cellbench command run in FOLDER or below then uses them (docs/workspace.md). Exit 4 when FOLDER already is one.
-    """
     from cellbench.atomic import atomic_write_text
     from cellbench.workspace.file import WORKSPACE_FILE, find_workspace_file, render_template
 
@@ -42,11 +38,22 @@ def init_command(
     atomic_write_text(target, render_template())
     console.print(f"Workspace [bold]{escape(str(folder.resolve()))}[/] ({WORKSPACE_FILE} written).")
     if outer is not None:
-        log(f"inside the workspace {escape(str(outer))}: below {escape(str(folder))} this one counts")
+        log(
+            f"inside the workspace {escape(str(outer))}: below {escape(str(folder))} "
+            "this one counts"
+        )
     console.print(
         "Next: [bold]cellbench quickstart[/] (makes a store and sets the defaults), "
         "[bold]cellbench status[/], [bold]cellbench config show[/]."
     )
+
+
+init_command.__doc__ = (
+    "Make FOLDER (default: here) a workspace that remembers its folders and defaults.\n\n"
+    "Writes FOLDER/cellbench.yaml: folders data/, runs/, sweeps/, workflows/, profiles/ and "
+    "empty defaults. Every cellbench command run in FOLDER or below then uses them "
+    "(docs/workspace.md). Exit 4 when FOLDER already is one."
+)
 
 
 def _workspace():
@@ -142,7 +149,8 @@ def set_command(
 ) -> None:
     """Set a key of cellbench.yaml, checked first.
 
-    A store must be one, a profile must train its task. Exit 2 unknown key or profile · 3 a path that is not a store.
+    A store must be one, a profile must train its task. Exit 2: an unknown key or profile ·
+    3: a path that is not a store.
     """
     from cellbench.workspace.file import check_key, edit
 

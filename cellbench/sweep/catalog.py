@@ -51,9 +51,7 @@ def _file_command(spec: dict[str, Any], name: str) -> str:
     """``cellbench sweep FILE`` with the --set and --name that make it this study again."""
     from cellbench.config import read_yaml
     from cellbench.errors import CellbenchError
-    from cellbench.sweep.spec import _sets
-
-    from cellbench.sweep.spec import find_sweep_file
+    from cellbench.sweep.spec import _sets, find_sweep_file
 
     source = Path(str(spec.get("source")))
     try:  # a name when the name reaches this very file (shipped, or the workspace's)

@@ -1,8 +1,9 @@
 """The sweep folder ``<sweeps root>/<name>/``: spec, resolved trials, state, leaderboard, logs.
 
 The root is ``--sweeps-dir``, else ``$CELLBENCH_SWEEPS_DIR``, else the workspace's
-``paths.sweeps``, else ``sweeps`` beside the runs root (``runs/`` -> ``sweeps/``). Every JSON/YAML file is written atomically
-(``cellbench.atomic``): a kill at any moment leaves the previous version or the new one.
+``paths.sweeps``, else ``sweeps`` beside the runs root (``runs/`` -> ``sweeps/``). Every JSON/YAML
+file is written atomically (``cellbench.atomic``): a kill at any moment leaves the previous
+version or the new one.
 
 ``state.json`` says how the sweep and each trial stand::
 

@@ -242,7 +242,9 @@ def check_key(key: str) -> str:
     """A key ``config set|unset`` may edit (exit 2 with a did-you-mean otherwise)."""
     known = [k for k in known_keys() if k != "version"]
     if key not in known:
-        raise UsageError(f"unknown key '{key}'{_did_you_mean(key, known)}; keys: {', '.join(known)}")
+        raise UsageError(
+            f"unknown key '{key}'{_did_you_mean(key, known)}; keys: {', '.join(known)}"
+        )
     return key
 
 
@@ -292,9 +294,9 @@ def edit(file: Path, key: str, value: Any, only_if_empty: bool = False) -> bool:
             buffer = io.StringIO()
             y.dump(data, buffer)
             text = buffer.getvalue()
-            from cellbench.config import UniqueKeyLoader
-
             import yaml
+
+            from cellbench.config import UniqueKeyLoader
 
             validate(yaml.load(text, Loader=UniqueKeyLoader), str(file))  # noqa: S506
             atomic_write_text(file, text)

@@ -7,6 +7,7 @@ Reads files and NVML only (no torch), so it answers in well under a second on a 
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Any
@@ -27,10 +28,9 @@ def _folders(ws: Workspace | None) -> dict[str, Path]:
 
     runs = RunStore().root  # $CELLBENCH_RUNS_DIR > workspace > ./runs
     data_env = os.environ.get("CELLBENCH_DATA_DIR")
+    data = ws.folder("data") if ws is not None else Path("data")
     if data_env:
         data = Path(data_env)
-    else:
-        data = ws.folder("data") if ws is not None else Path("data")
     workflows = ws.folder("workflows") if ws is not None else Path("workflows")
     return {"data": data, "runs": runs, "sweeps": default_sweeps_root(runs), "workflows": workflows}
 
@@ -111,10 +111,8 @@ def gpus() -> tuple[list[dict[str, Any]], str | None]:
     except Exception as exc:  # a driver that answers init but not queries
         return [], f"GPU query failed ({exc})"
     finally:
-        try:
+        with contextlib.suppress(Exception):
             pynvml.nvmlShutdown()
-        except Exception:
-            pass
 
 
 def gather() -> dict[str, Any]:
@@ -148,13 +146,16 @@ def gather() -> dict[str, Any]:
         "workspace": str(ws.file) if ws is not None else None,
         "folders": {k: str(v) for k, v in folders.items()},
         "defaults": {
-            k[len("defaults.") :]: v for k, v in (ws.values if ws else {}).items()
+            k[len("defaults.") :]: v
+            for k, v in (ws.values if ws else {}).items()
             if k.startswith("defaults.") and v
         },
         "missing_defaults": [{"key": f"defaults.{k}", "path": str(p)} for k, p in missing],
         "stores": stores,
         "runs": runs,
-        "sweeps": [e.to_dict() for e in sweep_entries(folders["sweeps"]) if e.status != "completed"],
+        "sweeps": [
+            e.to_dict() for e in sweep_entries(folders["sweeps"]) if e.status != "completed"
+        ],
         "workflows": _workflows(folders["workflows"]),
         "disk": {
             "checkpoints": checkpoint_bytes,

@@ -123,7 +123,9 @@ def test_data_prepare_and_features_extract_record_defaults_inside_the_workspace_
     status = runner.invoke(app, ["status", "--json"])
     report = json.loads(status.stdout)
     stores = {(s["kind"], s["path"]): s for s in report["stores"]}
-    assert stores[("data", "data/store")]["default"] and stores[("data", "data/store")]["tiles"] == 20
+    assert (
+        stores[("data", "data/store")]["default"] and stores[("data", "data/store")]["tiles"] == 20
+    )
     assert stores[("features", tag)]["default"] and not stores[("features", tag)]["stale"]
     assert not stores[("features", "data/store/features/two")]["default"]
     assert report["disk"]["feature_stores"] > 0

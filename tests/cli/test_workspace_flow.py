@@ -80,9 +80,7 @@ def test_the_four_commands_work_as_typed_after_the_quickstart(workspaces_on, mon
             async with tui.run_test(size=(140, 40)) as pilot:
                 await pilot.pause()
                 table = pilot.app.query_one(RunsTable)
-                seen["rows"] = [
-                    [c.plain.strip() for c in table.get_row(key)] for key in table.rows
-                ]
+                seen["rows"] = [[c.plain.strip() for c in table.get_row(key)] for key in table.rows]
 
         asyncio.run(main())
 
