@@ -82,7 +82,8 @@ def choose_feature_store(ws: Workspace | None, allow_stale: bool = False) -> Cho
         change = "cellbench config set defaults.features STORE/features/TAG (or --features)"
         if not path.is_dir():
             raise BadInputError(
-                f"{ws.file}: defaults.features {value} no longer exists; make it again "
+                f"{ws.file}: defaults.features {value} does not exist (deleted, or not made "
+                "yet); make it "
                 f"(cellbench features extract --data STORE --backbone NAME --tag {path.name}, "
                 f"or cellbench quickstart) or choose another: {change}"
             )

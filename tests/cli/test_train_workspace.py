@@ -50,7 +50,7 @@ def test_a_deleted_default_is_refused_naming_it_and_the_fix(ws):
     assert result.returncode == 3, result.stderr
     line = result.stderr.strip().splitlines()[-1]
     assert str(ws / WORKSPACE_FILE) in line
-    assert "defaults.features data/store/features/a no longer exists" in line
+    assert "defaults.features data/store/features/a does not exist" in line
     assert "cellbench features extract" in line and "cellbench config set" in line
 
 
