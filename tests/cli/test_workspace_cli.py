@@ -138,3 +138,28 @@ def test_a_bare_cellbench_is_status(ws):
     assert f"workspace {ws / 'cellbench.yaml'}" in result.stdout.replace("\n", "")
     assert "no data or feature store" in result.stdout
     assert "commands: cellbench --help" in result.stderr
+
+
+def test_status_shows_a_running_run_with_its_progress_and_unfinished_workflows(ws):
+    from cellbench.engine.history import History
+    from cellbench.runs.events import EventWriter
+    from cellbench.runs.lock import RunLock
+    from cellbench.runs.store import RunStore
+    from tests.tui.conftest import CONFIG, epoch_event, start_event
+
+    flow = ws / "workflows" / "retrain"
+    flow.mkdir(parents=True)
+    (flow / "state.json").write_text('{"status": "waiting at gate 2"}')
+    run = RunStore(ws / "runs").create("live")  # the workspace's runs, from ws/sub
+    run.config.write_text(CONFIG)
+    with RunLock(run.lock), EventWriter(run.events) as writer:
+        start_event(writer)
+        epoch_event(writer, History(run.history), 1, 0.8)
+        report = json.loads(runner.invoke(app, ["status", "--json"]).stdout)
+        text = runner.invoke(app, ["status"]).stdout.replace("\n", "")
+    assert report["runs"]["by_status"] == {"running": 1}
+    [live] = report["runs"]["running"]
+    assert (live["run"], live["epoch"], live["epochs"]) == ("0001-live", 1, 3)
+    assert "running 0001-live: epoch 1/3 · best val_loss 0.8" in text
+    assert report["workflows"] == [{"workflow": "retrain", "status": "waiting at gate 2"}]
+    assert "workflow retrain: waiting at gate 2" in text
