@@ -211,9 +211,9 @@ class Workspace:
 
     def shown(self, path: str | os.PathLike) -> str:
         """A path as the workspace writes and shows it: relative to its root when inside."""
-        full = Path(os.path.normpath(Path(path).expanduser().absolute()))
+        full = Path(os.path.realpath(Path(path).expanduser()))
         try:
-            return str(full.relative_to(Path(os.path.normpath(self.root.absolute()))))
+            return str(full.relative_to(os.path.realpath(self.root)))
         except ValueError:
             return str(full)
 
