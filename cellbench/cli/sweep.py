@@ -219,7 +219,7 @@ def _default_features(spec) -> None:
     resolved = load_config(spec.profile, None, spec.sets)
     if resolved.data.features is not None:
         return
-    from cellbench.engine.tasks import get_task  # torch: only for a sweep that may need it
+    from cellbench.tasks import get_task  # torch: only for a sweep that may need it
     from cellbench.workspace.defaults import choose_feature_store
 
     if get_task(resolved.task).needs_feature_store(resolved):

@@ -189,7 +189,7 @@ def workspace_defaults(profile: str | None, config_file: Path | None, sets: list
             log(f"profile: {chosen} (workspace default for {task})")
     resolved = load_config(profile, config_file, sets)
     if resolved.data.features is None:
-        from cellbench.engine.tasks import get_task
+        from cellbench.tasks import get_task
 
         if get_task(resolved.task).needs_feature_store(resolved):
             store = choose_feature_store(ws, allow_stale=resolved.data.features_force)
