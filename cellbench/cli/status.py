@@ -82,8 +82,8 @@ def render(s: dict[str, Any]) -> None:
     disk = s["disk"]
     console.print(
         f"[bold]disk[/] checkpoints {format_bytes(disk['checkpoints'])} (cellbench clean --run "
-        f"RUN) · feature stores {format_bytes(disk['feature_stores'])} (clean --features TAG "
-        f"--data-dir STORE) · data stores {format_bytes(disk['data_stores'])}",
+        f"RUN) · feature stores {format_bytes(disk['feature_stores'])} (clean --features TAG) "
+        f"· data stores {format_bytes(disk['data_stores'])}",
         highlight=False,
     )
     if s["gpus"]:
