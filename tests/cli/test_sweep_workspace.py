@@ -65,3 +65,32 @@ def test_bare_sweep_lists_then_runs_the_default_then_lists_it_with_its_command(w
     assert [(e["name"], e["status"], e["command"]) for e in entries] == [
         ("tiny", "interrupted", "cellbench sweep tiny")
     ]
+
+
+def test_a_sweep_file_needing_features_gets_the_workspaces_store(
+    workspaces_on, monkeypatch, fx_store, tiny_vit, capsys
+):
+    """`cellbench sweep cellvit_families` names no store: its trials get the workspace's (here
+    its only one, there being no default), as `train` would."""
+    import shutil
+
+    from cellbench.cli.sweep import _default_features
+    from cellbench.features.extract import extract_features
+    from cellbench.models.backbones import build_backbone
+    from cellbench.sweep.spec import load_sweep_file
+
+    root = workspaces_on / "ws"
+    assert runner.invoke(app, ["init", str(root)]).exit_code == 0
+    store = shutil.copytree(fx_store, root / "data" / "store")
+    features, _ = extract_features(store, build_backbone(str(tiny_vit), device="cpu"), tag="t")
+    monkeypatch.chdir(root)
+    spec = load_sweep_file("cellvit_families", [], None, None)
+    _default_features(spec)
+    assert spec.sets[-1] == f"data.features={features.resolve()}"
+    assert "features: data/store/features/t (the workspace's only feature store)" in (
+        capsys.readouterr().err.replace("\n", "")
+    )
+    # a store given on the command line is left alone
+    given = load_sweep_file("cellvit_families", ["data.features=/x"], None, None)
+    _default_features(given)
+    assert [s for s in given.sets if s.startswith("data.features")] == ["data.features=/x"]
