@@ -194,7 +194,8 @@ def workspace_defaults(profile: str | None, config_file: Path | None, sets: list
         if get_task(resolved.task).needs_feature_store(resolved):
             store = choose_feature_store(ws, allow_stale=resolved.data.features_force)
             if store is not None:
-                sets.append(f"data.features={store.path}")
+                # absolute: the run's saved config must hold from any folder (eval, predict)
+                sets.append(f"data.features={store.path.resolve()}")
                 log(f"features: {store.shown} ({store.why})")
     return profile
 
