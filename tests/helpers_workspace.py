@@ -17,7 +17,12 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture
 def workspaces_on(tmp_path, monkeypatch):
     monkeypatch.delenv("CELLBENCH_WORKSPACE", raising=False)
-    for name in ("CELLBENCH_RUNS_DIR", "CELLBENCH_SWEEPS_DIR", "CELLBENCH_DATA_DIR"):
+    for name in (
+        "CELLBENCH_RUNS_DIR",
+        "CELLBENCH_SWEEPS_DIR",
+        "CELLBENCH_DATA_DIR",
+        "CELLBENCH_WORKFLOWS_DIR",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("CELLBENCH_CEILING_DIRECTORIES", str(tmp_path.resolve().parent))
     return tmp_path

@@ -77,7 +77,12 @@ def render(s: dict[str, Any]) -> None:
             highlight=False,
         )
     for wf in s["workflows"]:
-        console.print(f"  workflow {escape(wf['workflow'])}: {wf['status']}", highlight=False)
+        phases = f", {wf['phases_done']}/{wf['phases']} phases" if wf.get("phases") else ""
+        current = f", at {wf['current']}" if wf.get("current") else ""
+        console.print(
+            f"  workflow {escape(wf['workflow'])}: {wf['status']}{phases}{escape(current)}",
+            highlight=False,
+        )
 
     disk = s["disk"]
     console.print(

@@ -31,7 +31,9 @@ def _folders(ws: Workspace | None) -> dict[str, Path]:
     data = ws.folder("data") if ws is not None else Path("data")
     if data_env:
         data = Path(data_env)
-    workflows = ws.folder("workflows") if ws is not None else Path("workflows")
+    workflows = ws.folder("workflows") if ws is not None else runs.parent / "workflows"
+    if os.environ.get("CELLBENCH_WORKFLOWS_DIR"):  # cellbench workflow's own variable
+        workflows = Path(os.environ["CELLBENCH_WORKFLOWS_DIR"])
     return {"data": data, "runs": runs, "sweeps": default_sweeps_root(runs), "workflows": workflows}
 
 
@@ -65,10 +67,27 @@ def _runs(runs_root: Path) -> tuple[dict[str, Any], int]:
 
 
 def _workflows(root: Path) -> list[dict[str, Any]]:
-    """Workflows not finished. ``cellbench/workflow`` (issue #18) owns the format; until it
-    offers a reader this looks at ``<workflows>/<name>/state.json``'s ``status`` only."""
+    """Workflows not finished. ``cellbench.workflow`` (issue #18) owns the format and its
+    reader ``list_workflows``; without that package this looks at each
+    ``<workflows>/<name>/state.json``'s ``status`` only."""
     import json
 
+    try:
+        from cellbench.workflow import list_workflows
+    except ImportError:
+        list_workflows = None
+    if list_workflows is not None:
+        return [
+            {
+                "workflow": w["name"],
+                "status": w["status"],
+                "phases_done": w.get("phases_done"),
+                "phases": w.get("phases"),
+                "current": w.get("current"),
+            }
+            for w in list_workflows(root)
+            if w["status"] != "completed"
+        ]
     out = []
     if not root.is_dir():
         return out
