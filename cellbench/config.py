@@ -488,20 +488,33 @@ def _field_type(key: str) -> Any:
 # --------------------------------------------------------------------------- sources
 
 
+def profile_dirs() -> list[Path]:
+    """Where a profile name is looked up, first first: the workspace's ``paths.profiles`` (your
+    profiles, over the shipped ones), then the shipped ``cellbench/profiles``."""
+    from cellbench.workspace import current
+
+    ws = current()
+    dirs = [ws.folder("profiles")] if ws is not None else []
+    return [d for d in dirs if d.is_dir() and d.resolve() != PROFILES_DIR.resolve()] + [
+        PROFILES_DIR
+    ]
+
+
 def list_profiles() -> list[str]:
-    return sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
+    return sorted({p.stem for d in profile_dirs() for p in d.glob("*.yaml")})
 
 
 def find_profile(name_or_path: str) -> Path:
-    """A profile by name (shipped with the package) or by path."""
+    """A profile by name (the workspace's, then shipped with the package) or by path."""
     candidate = Path(name_or_path).expanduser()
     if candidate.suffix in (".yaml", ".yml") or candidate.parent != Path("."):
         if not candidate.is_file():
             raise UsageError(f"{candidate}: profile file not found")
         return candidate
-    shipped = PROFILES_DIR / f"{name_or_path}.yaml"
-    if shipped.is_file():
-        return shipped
+    for folder in profile_dirs():
+        found = folder / f"{name_or_path}.yaml"
+        if found.is_file():
+            return found
     names = list_profiles()
     close = difflib.get_close_matches(name_or_path, names, n=1)
     hint = f" (did you mean '{close[0]}'?)" if close else ""

@@ -17,10 +17,12 @@ from cellbench.cli import data as data_cli
 from cellbench.cli import eval as eval_cli
 from cellbench.cli import features as features_cli
 from cellbench.cli import runs as runs_cli
+from cellbench.cli import workspace as workspace_cli
 from cellbench.cli.clean import clean as clean_command
 from cellbench.cli.common import err_console
 from cellbench.cli.predict import predict_command
 from cellbench.cli.quickstart import quickstart_command
+from cellbench.cli.status import status_command
 from cellbench.cli.sweep import sweep_command
 from cellbench.cli.train import train_command
 from cellbench.cli.tui import tui_command
@@ -68,7 +70,7 @@ app = typer.Typer(
     epilog="Exit codes: 0 ok · 1 a check failed · 2 bad usage · 3 bad input data/file · "
     "4 run conflict (exists, locked) · 130 interrupted (143 SIGTERM, 129 SIGHUP).",
     rich_markup_mode="rich",
-    no_args_is_help=True,
+    invoke_without_command=True,  # a bare `cellbench` shows `cellbench status`
     pretty_exceptions_show_locals=False,
 )
 
@@ -81,6 +83,7 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def root(
+    ctx: typer.Context,
     version: Annotated[
         bool,
         typer.Option(
@@ -88,10 +91,19 @@ def root(
         ),
     ] = False,
 ) -> None:
-    """cellbench: train, check and retrain image models from the terminal."""
+    """cellbench: train, check and retrain image models from the terminal.
+
+    With no command: where am I (cellbench status); cellbench --help lists the commands.
+    """
+    if ctx.invoked_subcommand is None:
+        status_command(json_out=False)
+        err_console.print("[dim]commands: cellbench --help[/]")
 
 
 app.command("quickstart", rich_help_panel="Start here")(quickstart_command)
+app.command("init", rich_help_panel="Start here")(workspace_cli.init_command)
+app.command("status", rich_help_panel="Start here")(status_command)
+app.add_typer(workspace_cli.app, name="config", rich_help_panel="Start here")
 app.add_typer(runs_cli.app, name="runs", rich_help_panel="Runs")
 app.add_typer(data_cli.app, name="data", rich_help_panel="Data")
 app.add_typer(features_cli.app, name="features", rich_help_panel="Data")

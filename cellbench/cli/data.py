@@ -177,6 +177,9 @@ def prepare_command(
         raise BadInputError(f"{pannuke}: PanNuke folder not found")
     with _progress("prepare") as progress:
         reports = prepare(pannuke, out, folds=selected, force=force, chunk=chunk, progress=progress)
+    from cellbench.workspace.defaults import record_default
+
+    record_default("data", out, say=log)  # when the workspace has none yet
     if json_out:
         print_json({"out": str(out), "folds": [r.to_dict() for r in reports]})
         return

@@ -69,7 +69,6 @@ def _progress(enabled: bool) -> Iterator:
 
 @app.command("extract", cls=list_options("--folds", "--blocks"))
 def extract_command(
-    data: Annotated[Path, typer.Option("--data", help="Nuclei store (from data prepare/synth).")],
     backbone: Annotated[
         str,
         typer.Option(
@@ -77,6 +76,14 @@ def extract_command(
             help="Shipped profile (h-optimus-0, vit-demo), a YAML profile, or a timm ViT name.",
         ),
     ],
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            "--data",
+            help="Nuclei store (from data prepare; default: the workspace's defaults.data).",
+            show_default=False,
+        ),
+    ] = None,
     weights: Annotated[
         Path | None, typer.Option("--weights", help="Local .pth/.safetensors backbone weights.")
     ] = None,
@@ -114,6 +121,7 @@ def extract_command(
     Exit codes: 0 ok · 2 bad usage · 3 bad data/weights · 4 tag made otherwise or locked ·
     130 interrupted.
     """
+    data = _data_store(data)
     from cellbench.features.extract import extract_features
     from cellbench.models.backbones import build_backbone, load_backbone_profile, parse_blocks
 
@@ -137,6 +145,9 @@ def extract_command(
             force=force,
             progress=progress,
         )
+    from cellbench.workspace.defaults import record_default
+
+    record_default("features", root, say=log)  # when the workspace has none yet
     if json_out:
         print_json({"store": str(root), "folds": [r.to_dict() for r in results]})
         return
@@ -148,6 +159,23 @@ def extract_command(
         table.add_row(str(r.fold), r.status, str(r.tiles), std)
     console.print(table)
     console.print(f"[dim]next: cellbench features check {escape(str(root))}[/]")
+
+
+def _data_store(data: Path | None) -> Path:
+    """--data, else the workspace's default data store (said on stderr)."""
+    if data is not None:
+        return data
+    from cellbench.workspace import current
+
+    ws = current()
+    default = ws.default_path("data") if ws is not None else None
+    if default is None:
+        raise UsageError(
+            "features extract: give --data STORE (a store from cellbench data prepare); a "
+            "workspace remembers one as defaults.data (docs/workspace.md)"
+        )
+    log(f"data: {escape(ws.default('data') or '')} (workspace default)")
+    return default
 
 
 @app.command("check")

@@ -42,8 +42,14 @@ def _run_step(number: int, title: str, args: list[str]) -> None:
 
 def quickstart_command(
     data_dir: Annotated[
-        Path, typer.Option("--data-dir", help="Where the generated datasets go.")
-    ] = Path("data/quickstart"),
+        Path | None,
+        typer.Option(
+            "--data-dir",
+            help="Where the generated datasets go (default: quickstart/ in the workspace's data "
+            "folder, else data/quickstart).",
+            show_default=False,
+        ),
+    ] = None,
     runs_dir: RunsDirOption = None,
     classify: Annotated[
         bool,
@@ -82,6 +88,10 @@ def quickstart_command(
     Running it again first cleans the quickstart runs (`clean --all`), so retrains start from
     nothing.
     """
+    if data_dir is None:
+        from cellbench.workspace import workspace_folder
+
+        data_dir = workspace_folder("data", "data") / "quickstart"
     if classify:
         _classify(data_dir, runs_dir, tiles or 16, tile_size or 256, images, epochs)
     else:
@@ -118,6 +128,7 @@ def _nuclei(
     title, args = predict_step(plan, example_tiles(plan))
     _run_step(len(steps) + 1, title, args)
     console.print(Rule("[bold green]quickstart done", align="left"))
+    remember_profiles(["organ-demo", "nuclei-demo"])
     summary(plan, runs_dir, time.perf_counter() - started)
     console.print(
         "Next: [bold]cellbench runs list[/], [bold]cellbench tui[/] (curves, memory, warnings), "
@@ -208,12 +219,26 @@ def _classify(
         ["predict", "--run", QUICKSTART_RUN, *runs, *examples],
     )
     console.print(Rule("[bold green]quickstart done", align="left"))
+    remember_profiles(["demo"])
     console.print(
         f"Finished in {time.perf_counter() - started:.0f} s. Next: [bold]cellbench runs list[/], "
         f"[bold]cellbench tui --run {QUICKSTART_RUN}[/] (curves, memory, warnings), or train on "
         "your own data with "
         f"[bold]cellbench train --data DIR --model NAME[/]."
     )
+
+
+def remember_profiles(profiles: list[str]) -> None:
+    """Make the profiles the quickstart trained with the workspace's defaults for their tasks
+    (where none is set): `cellbench train --family digestive` then needs no --profile. They
+    are the CPU demo ones whatever the machine: they fit the quickstart's vit-demo features."""
+    from cellbench.cli.common import log
+    from cellbench.config import load_config
+    from cellbench.workspace.defaults import record_default
+
+    for name in profiles:
+        task = load_config(profile=name).task
+        record_default(f"profiles.{task}", name, say=log, is_path=False)
 
 
 def _unseen_examples(folder: Path) -> list[str]:

@@ -138,6 +138,9 @@ def train_command(
         if value is not None:
             sets.append(f"{key}={value}")
 
+    if not (resume or fresh):  # a run's saved config already names its profile and store
+        profile = workspace_defaults(profile, config, sets)
+
     from cellbench.engine.report import RichReporter
     from cellbench.engine.session import TrainRequest
 
@@ -174,6 +177,38 @@ TRAIN_HELP = (
     "completed epoch and resumes with --resume)."
 )
 train_command.__doc__ = TRAIN_HELP
+
+
+def workspace_defaults(profile: str | None, config_file: Path | None, sets: list[str]):
+    """Fill what the command line left out from the workspace (docs/workspace.md): the task's
+    default profile when neither --profile nor --config is given, and the default feature
+    store (appended to ``sets``) when the task needs one and none was given. Each is said on
+    stderr. Returns the profile."""
+    from cellbench.workspace import current
+
+    ws = current()
+    if ws is None:
+        return profile
+    from cellbench.config import load_config
+    from cellbench.workspace.defaults import choose_feature_store, default_profile
+
+    if profile is None and config_file is None:
+        task = load_config(overrides=sets).task
+        chosen = default_profile(ws, task)
+        if chosen is not None:
+            profile = chosen
+            log(f"profile: {chosen} (workspace default for {task})")
+    resolved = load_config(profile, config_file, sets)
+    if resolved.data.features is None:
+        from cellbench.tasks import get_task
+
+        if get_task(resolved.task).needs_feature_store(resolved):
+            store = choose_feature_store(ws, allow_stale=resolved.data.features_force)
+            if store is not None:
+                # absolute: the run's saved config must hold from any folder (eval, predict)
+                sets.append(f"data.features={store.path.resolve()}")
+                log(f"features: {store.shown} ({store.why})")
+    return profile
 
 
 def _train(request, reporter, json_output: bool) -> None:

@@ -212,6 +212,11 @@ class Task:
         inputs, targets = batch
         return inputs, targets
 
+    def needs_feature_store(self, config: Config) -> bool:
+        """True when this config trains on a feature store (``data.features``): a command given
+        none may then offer the workspace's default store (``cellbench.workspace.defaults``)."""
+        return False
+
     def configure(self, config: Config) -> None:
         """Called once with the run's config before anything is built (settings the task's
         other hooks need, e.g. how often an expensive metric runs)."""

@@ -152,6 +152,9 @@ class NucleiTask(Task):
     pq_every = 0  # eval.pq_every and train.epochs, from ``configure``
     last_epoch = 0
 
+    def needs_feature_store(self, config: Config) -> bool:
+        return not config.nuclei.online_features  # the backbone runs on the fly instead
+
     @property
     def loss_names(self) -> tuple[str, ...]:  # type: ignore[override]
         from cellbench.tasks.nuclei.losses import TERMS
