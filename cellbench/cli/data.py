@@ -367,7 +367,9 @@ def stats_command(
 def tiles_command(
     store: Annotated[Path, typer.Argument(help="Canonical store (from data prepare/synth).")],
     out: Annotated[Path, typer.Option("--out", help="Folder for the PNG files.")],
-    fold: Annotated[int, typer.Option("--fold", min=1, help="Fold to read (3: the test fold).")] = 3,
+    fold: Annotated[
+        int, typer.Option("--fold", min=1, help="Fold to read (3: the test fold).")
+    ] = 3,
     family: Annotated[
         str | None, typer.Option("--family", help="Only tiles of this organ family's tissues.")
     ] = None,

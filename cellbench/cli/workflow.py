@@ -81,7 +81,8 @@ def run_command(
     ] = None,
     only: Annotated[str | None, typer.Option("--only", help="Run this phase only.")] = None,
     dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Print the plan (run, resume, skip, clean); run nothing.")
+        bool,
+        typer.Option("--dry-run", help="Print the plan (run, resume, skip, clean); run nothing."),
     ] = False,
     fresh: Annotated[
         bool, typer.Option("--fresh", help="Run every phase again; trainings start from nothing.")
@@ -204,7 +205,8 @@ def render_state(state: dict[str, Any], out: Console) -> None:
     if stopped and status == "gate_failed":
         g = stopped["gate"]
         out.print(
-            f"[bold red]stopped at {escape(stopped['phase'])}:[/] {escape(g.get('diagnosis') or '')}",
+            f"[bold red]stopped at {escape(stopped['phase'])}:[/] "
+            + escape(g.get("diagnosis") or ""),
             highlight=False,
         )
 
@@ -213,7 +215,9 @@ def render_state(state: dict[str, Any], out: Console) -> None:
 def show_command(
     workflow: Annotated[
         str | None,
-        typer.Argument(help="Workflow id, folder name or name (default: the newest).", show_default=False),
+        typer.Argument(
+            help="Workflow id, folder name or name (default: the newest).", show_default=False
+        ),
     ] = None,
     runs_dir: RunsDirOption = None,
     workflows_dir: WorkflowsDirOption = None,

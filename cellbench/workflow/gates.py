@@ -40,7 +40,9 @@ class GateResult:
         shown = _fmt(self.value)
         why = f" — {self.diagnosis}" if self.diagnosis and not self.ok else ""
         problem = f" ({self.problem})" if self.problem else ""
-        return f"gate {self.name}: {shown}{problem} (expected {self.expected}) at {self.source}{why}"
+        return (
+            f"gate {self.name}: {shown}{problem} (expected {self.expected}) at {self.source}{why}"
+        )
 
 
 def _fmt(value: Any) -> str:

@@ -221,7 +221,9 @@ class WorkflowRunner:
             code = self._execute(phase, inv.argv, output, started, sweep_dir)
         self.folder.append_log(f"phase {phase.name} exited {code}")
         if code in INTERRUPTED_CODES:
-            self.state.set_phase(phase.name, status="interrupted", exit_code=code, ended=time.time())
+            self.state.set_phase(
+                phase.name, status="interrupted", exit_code=code, ended=time.time()
+            )
             raise KeyboardInterrupt
         results = self._gate(step, {"exit_code": code}, raise_on_failure=False)
         failed = [r for r in results if not r.ok]

@@ -27,9 +27,9 @@ A workflow file (YAML; shipped ones in ``cellbench/profiles/workflows/``)::
 Phase keys: ``name``, ``title``, ``command`` (a cellbench command line without ``cellbench``),
 ``needs``, ``inputs`` (files or folders from outside the workflow whose change reruns the phase),
 ``outputs`` (shown by ``workflow show``), ``json``, ``gates``, ``only_if_exists`` (a path: when
-it is absent the phase has nothing to do and counts as done — a cleanup whose target is gone). A ``clean`` command is a cleanup
-phase: it runs only when every gate before it passed. A ``sweep`` command is a sweep phase (its
-trials' runs can be gated with ``trials: true``).
+it is absent the phase has nothing to do and counts as done — a cleanup whose target is gone).
+A ``clean`` command is a cleanup phase: it runs only when every gate before it passed. A
+``sweep`` command is a sweep phase (its trials' runs can be gated with ``trials: true``).
 
 Gate keys: ``name``, where the value is read (``output: true``; ``file: PATH`` — a glob allowed,
 every match must pass; ``run: NAME`` with ``file`` relative to the run folder, default
@@ -207,7 +207,8 @@ def substitute(text: str, params: dict[str, Any], where: str) -> str:
             raise BadInputError(f"{where}: unknown parameter ${{{name}}}{hint}")
         v = params[name]
         if v is None:
-            raise BadInputError(f"{where}: parameter '{name}' has no value; give --set {name}=...")
+            # a required parameter (null in the file) the command line did not give: usage
+            raise UsageError(f"{where}: parameter '{name}' has no value; give --set {name}=...")
         return str(v).lower() if isinstance(v, bool) else str(v)
 
     return PARAM_RE.sub(value, text)
@@ -336,7 +337,9 @@ def _gate(raw: Any, index: int, here: str, params: dict[str, Any], phase: PhaseS
     if not isinstance(key, str) or not key:
         raise BadInputError(f"{where}: key: expected a dotted key, e.g. best.metrics.val_np_dice")
     sources = [s for s in ("output", "file", "run", "trials") if raw.get(s)]
-    if not sources or (len(sources) > 1 and set(sources) not in ({"run", "file"}, {"trials", "file"})):
+    if not sources or (
+        len(sources) > 1 and set(sources) not in ({"run", "file"}, {"trials", "file"})
+    ):
         raise BadInputError(
             f"{where}: say where the value is read: output: true, file: PATH, run: NAME "
             "(with an optional file), or trials: true (with an optional file)"
