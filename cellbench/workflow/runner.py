@@ -432,6 +432,9 @@ def run_workflow(
 ) -> tuple[WorkflowRunner, dict[str, Any] | None]:
     """Plan (``dry_run``) or run ``spec`` in its folder under ``root``; the runner and the
     final state (None for a dry run)."""
+    for name in (options.from_phase, options.only):
+        if name is not None:
+            spec.phase(name)  # a bad --from/--only exits 2 before any folder is made
     folder = open_workflow(spec, root, create=not options.dry_run)
     runner = WorkflowRunner(spec, folder, store, sweeps_root, options, out)
     if options.dry_run:
