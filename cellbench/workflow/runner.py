@@ -139,8 +139,12 @@ class WorkflowRunner:
                 self.state.set(status="failed", ended=time.time(), reason=str(exc))
                 self.folder.append_log(f"workflow stopped: {exc}")
                 raise
-            self.state.set(status="completed", ended=time.time(), reason=None)
-            self.folder.append_log("workflow completed")
+            phases = self.state.data["phases"]
+            whole = all((phases.get(n) or {}).get("status") == "done" for n in self.spec.names())
+            # --only/--from may leave phases never run: "incomplete" until every one is done
+            status = "completed" if whole else "incomplete"
+            self.state.set(status=status, ended=time.time(), reason=None)
+            self.folder.append_log(f"workflow {status}")
         return self.state.data
 
     def _step(self, step: Step) -> None:
@@ -226,7 +230,8 @@ class WorkflowRunner:
             )
             raise KeyboardInterrupt
         results = self._gate(step, {"exit_code": code}, raise_on_failure=False)
-        failed = [r for r in results if not r.ok]
+        # a command that failed before writing what a gate reads: its exit code says more
+        failed = [r for r in results if not r.ok and not (code and r.problem)]
         if failed:
             self._stop_on_gate(phase, failed[0])
         self._stop_on_code(phase, code, started)

@@ -12,7 +12,8 @@ the runs root. Ids are sequential like runs'. Every file is written atomically
 (``cellbench.atomic``): a kill leaves the old state or the new one.
 
 Phase statuses: pending · running · done · failed (the command failed) · gate_failed ·
-interrupted. Workflow statuses: running · completed · failed · gate_failed · interrupted.
+interrupted. Workflow statuses: running · completed (every phase done) · incomplete (``--only``
+or ``--from`` left phases not done) · failed · gate_failed · interrupted.
 """
 
 from __future__ import annotations

@@ -85,7 +85,7 @@ def test_the_demo_runs_every_phase_records_every_gate_and_reruns_only_what_a_cha
     assert [(r["name"], r["status"], r["phases_done"]) for r in rows] == [
         ("demo", "completed", len(spec.phases))
     ]
-    assert list_workflows(tmp_path / "workflows") == rows
+    assert list_workflows("workflows") == rows  # the reader API: what the CLI printed
     shown = runner.invoke(app, ["workflow", "show", "demo"])
     assert shown.exit_code == 0 and "organ_accuracy" in shown.stdout and "freed" in shown.stdout
 
