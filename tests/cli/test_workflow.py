@@ -58,7 +58,8 @@ def test_the_demo_runs_every_phase_records_every_gate_and_reruns_only_what_a_cha
     cls = state["phases"]["features-check"]["gates"][0]
     assert 0.5 <= cls["value"] <= 1.5 and len(cls["values"]) == 3  # one per fold
     assert "bytes_freed" not in state["phases"]["cleanup"]  # no old store yet: nothing to clean
-    assert "gate cls_std" in first.stdout and "$ cellbench train --profile nuclei-demo" in first.stdout
+    assert "gate cls_std" in first.stdout
+    assert "$ cellbench train --profile nuclei-demo" in first.stdout
 
     # an old feature store appears; then one value changes: the organ head's epochs
     features = tmp_path / "data/quickstart/pannuke/features"
@@ -147,8 +148,8 @@ def _family_setup(root: Path) -> list[str]:
     (root / "fam.yaml").write_text(FAMILY_WORKFLOW)
     (root / "sweep.yaml").write_text(FAMILY_SWEEP)
     (root / "vit.yaml").write_text(yaml.safe_dump(NUCLEI_VIT))
-    return ["workflow", "run", str(root / "fam.yaml"),
-            *sets(f"backbone={root / 'vit.yaml'}", f"sweep_file={root / 'sweep.yaml'}")]  # fmt: skip
+    params = sets(f"backbone={root / 'vit.yaml'}", f"sweep_file={root / 'sweep.yaml'}")
+    return ["workflow", "run", str(root / "fam.yaml"), *params]
 
 
 def _trial_runs(root: Path) -> dict[str, Path]:

@@ -51,7 +51,7 @@ def test_an_unknown_set_parameter_exits_2_with_a_suggestion(tmp_path):
         (("key: folds.*.cls_std, ", ""), r"gate cls_std: key"),
         (("output: true, ", ""), r"gate cls_std: say where the value is read"),
         (("    json: true\n", ""), r"gate cls_std: output: true needs json: true"),
-        (("min: \"${min_std}\", max: 1.5,", ""), r"gate cls_std: give min, max or equals"),
+        (('min: "${min_std}", max: 1.5,', ""), r"gate cls_std: give min, max or equals"),
     ],
 )
 def test_a_bad_file_names_the_file_and_the_key(tmp_path, change, message):
