@@ -7,7 +7,7 @@ Three commands have a story of their own; every other command runs as written:
   a user would do by hand); resumed, it continues through ``train --run NAME --resume`` when the
   run has a checkpoint, counts as done when the run completed (the workflow was killed between
   the run's end and its own record), and starts afresh otherwise.
-- ``sweep``: named by the workflow (``<workflow folder>-<phase>-r<N>``, a new ``N`` for each
+- ``sweep``: named by the workflow (``<workflow>-w<id>-<phase>-r<N>``, a new ``N`` for each
   fresh start, so a fresh sweep never inherits a finished one's trials); resumed, the same sweep
   runs again and continues its own trials. ``--backend`` of ``workflow run`` is passed through.
 - ``clean``: a cleanup phase, run with ``--yes --json`` so what it freed is recorded.
@@ -53,8 +53,10 @@ def train_run_name(phase: PhaseSpec) -> str | None:
     return option_value(phase.argv, "--run") if phase.command == "train" else None
 
 
-def sweep_name(folder_name: str, phase: PhaseSpec, generation: int) -> str:
-    return f"{folder_name}-{phase.name}-r{generation}"
+def sweep_name(workflow: str, workflow_id: int, phase: PhaseSpec, generation: int) -> str:
+    """``demo-w3-families-r1``: never ``0003-...`` (trial runs are named after their sweep, and
+    a run name that starts like a run folder, ``<id>-``, would be read as one)."""
+    return f"{workflow}-w{workflow_id}-{phase.name}-r{generation}"
 
 
 def train_invocation(phase: PhaseSpec, store: RunStore, resume: bool) -> Invocation:

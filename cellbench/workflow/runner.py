@@ -185,7 +185,7 @@ class WorkflowRunner:
         generation = int(rec.get("sweep_generation") or 0)
         if phase.is_sweep and (step.action != "resume" or not generation):
             generation += 1
-        sweep = commands.sweep_name(self.folder.root.name, phase, generation)
+        sweep = commands.sweep_name(self.folder.name, self.folder.id, phase, generation)
         inv = commands.invocation(
             phase, step.action, self.store, sweep if phase.is_sweep else None, self.options.backend
         )
@@ -287,7 +287,7 @@ class WorkflowRunner:
             elif gate.trials:
                 entry = self.state.phase(phase.name)
                 generation = int(entry.get("sweep_generation") or 1)
-                sweep = commands.sweep_name(self.folder.root.name, phase, generation)
+                sweep = commands.sweep_name(self.folder.name, self.folder.id, phase, generation)
                 runs = commands.trial_runs(self.sweeps_root, sweep, self.store)
             files = gate_files(gate, self.folder.output_file(phase.name), runs)
             result = evaluate(gate, files)
