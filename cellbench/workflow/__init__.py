@@ -55,12 +55,15 @@ def list_workflows(root: str | Path) -> list[dict[str, Any]]:
         state = read_workflow_state(wf.root)
         phases = state["phases"]
         order = state["phase_order"] or list(phases)
-        done = sum(1 for p in phases.values() if p.get("status") == "done")
+        done = sum(1 for n in order if (phases.get(n) or {}).get("status") == "done")
         current = next(
             (n for n in order if (phases.get(n) or {}).get("status") not in ("done", None)), None
         )
         failed = [
-            g["name"] for p in phases.values() for g in p.get("gates") or [] if not g.get("ok")
+            g["name"]
+            for n in order
+            for g in (phases.get(n) or {}).get("gates") or []
+            if not g.get("ok")
         ]
         rows.append(
             {
