@@ -367,6 +367,7 @@ class WorkflowRunner:
                 stdout=sink,
                 env=self._env(),
                 start_new_session=True,  # a Ctrl-C reaches it once, through us
+                preexec_fn=_listen_to_sigint,
             )
             code = self._wait(proc, phase, started, sweep_dir)
         finally:
@@ -416,6 +417,13 @@ class WorkflowRunner:
             )
             return True
         return said
+
+
+def _listen_to_sigint() -> None:
+    """In the phase's process before it starts: SIGINT back to its default. A workflow started
+    in the background by a non-interactive shell (``cellbench workflow run ... &``) inherits
+    SIGINT ignored, and so would its phases — deaf to the one signal we stop them with."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _bytes(n: float) -> str:
