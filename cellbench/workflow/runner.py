@@ -1,10 +1,11 @@
 """Run a workflow: plan it, then run each phase's command as its own process, gate it, record it.
 
-Each phase is ``python -m cellbench.sweep.launch <command>``: the same launcher a sweep uses for
-its trials. A process per phase hands GPU memory back between phases (an extraction's backbone
-does not sit beside a decoder's training), a crash or an out-of-memory kill takes only that phase
-down with its exit code recorded, the command's own signal handling runs unchanged (``train``
-checkpoints and ends ``interrupted``), and the launcher's parent-death signal makes a phase
+Each phase is ``python -m cellbench.cli.trial <command>``: the same launcher a sweep uses for
+its trials (``cellbench.sweep.local.trial_command``). A process per phase hands GPU memory back
+between phases (an extraction's backbone does not sit beside a decoder's training), a crash or
+an out-of-memory kill takes only that phase down with its exit code recorded, the command's own
+signal handling runs unchanged (``train`` checkpoints and ends ``interrupted``), and the
+launcher's parent-death signal makes a phase
 checkpoint and stop when the workflow itself is killed — so a SIGKILLed workflow leaves no
 orphan, and a rerun resumes the phase through the command's own resume. The price is an
 interpreter start (and a torch import) per phase: a second or two.
@@ -19,7 +20,6 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,7 +33,7 @@ from rich.rule import Rule
 from cellbench.errors import CellbenchError, CheckFailed, RunConflict
 from cellbench.runs.lock import RunLock
 from cellbench.runs.store import RUNS_DIR_ENV, RunStore
-from cellbench.sweep.launch import PARENT_ENV
+from cellbench.sweep.local import PARENT_ENV, trial_command
 from cellbench.workflow import commands, progress
 from cellbench.workflow.gates import GateResult, evaluate, gate_files
 from cellbench.workflow.plan import Step, make_plan
@@ -351,7 +351,7 @@ class WorkflowRunner:
     ) -> int:
         """Run one cellbench command; its stdout goes to ``output`` (a JSON phase) or to the
         terminal (stderr under ``--json``); progress and ETA are read every few seconds."""
-        command = [sys.executable, "-m", "cellbench.sweep.launch", *argv]
+        command = trial_command(argv)
         sink: Any = None
         tmp = None
         if output is not None:

@@ -161,7 +161,7 @@ def _trial_runs(root: Path) -> dict[str, Path]:
 def test_a_workflow_killed_during_the_family_sweep_resumes_there_with_the_same_results(
     tmp_path, monkeypatch
 ):
-    pytest.importorskip("cellbench.engine.tasks.nuclei")
+    pytest.importorskip("cellbench.tasks.nuclei")
     import torch
 
     whole_root, killed_root = tmp_path / "whole", tmp_path / "killed"
