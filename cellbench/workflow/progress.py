@@ -44,16 +44,21 @@ def train_progress(phase: PhaseSpec, store: RunStore) -> dict[str, Any] | None:
         total = int((config.get("train") or {}).get("epochs") or 0)
     except (OSError, ValueError, TypeError, AttributeError, yaml.YAMLError):
         return None
-    events = read_events(run.events)
-    starts = [e for e in events if e.get("kind") == "run_start"]
-    epochs = [e for e in events if e.get("kind") == "epoch"]
-    if not starts or not total:
+    # each epoch's duration: from the run's (re)start or the epoch before; a resume's restart
+    # is not counted as training time
+    durations, since, done = [], None, 0
+    for event in read_events(run.events):
+        if event.get("kind") == "run_start":
+            since = event.get("time")
+        elif event.get("kind") == "epoch" and since is not None:
+            durations.append(event.get("time", since) - since)
+            since = event.get("time")
+            done = max(done, int(event.get("epoch", 0)))
+    if since is None or not total:
         return None
-    done = max((int(e.get("epoch", 0)) for e in epochs), default=0)
     out: dict[str, Any] = {"progress": f"epoch {done}/{total}", "eta_s": None}
-    since = [e for e in epochs if e.get("time", 0) >= starts[-1].get("time", 0)]
-    if since:
-        per_epoch = (since[-1]["time"] - starts[-1]["time"]) / len(since)
+    if durations:
+        per_epoch = sum(durations) / len(durations)
         out["rate"] = f"{per_epoch:.1f} s/epoch"
         out["eta_s"] = per_epoch * max(0, total - done)
     return out
@@ -88,7 +93,11 @@ def sweep_progress(sweep_dir: Path) -> dict[str, Any] | None:
     finished = [t for t in state.values() if t.get("status") in ("completed", "failed", "pruned")]
     running = sum(1 for t in state.values() if t.get("status") == "running")
     out: dict[str, Any] = {"progress": f"{len(finished)}/{len(trials)} trials", "eta_s": None}
-    times = [t["ended"] - t["started"] for t in finished if t.get("ended") and t.get("started")]
+    times = [
+        t["ended"] - t["started"]
+        for t in finished
+        if t.get("ended") is not None and t.get("started") is not None
+    ]
     if times:
         mean = sum(times) / len(times)
         out["rate"] = f"{mean:.0f} s/trial"
