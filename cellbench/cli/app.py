@@ -17,6 +17,7 @@ from cellbench.cli import data as data_cli
 from cellbench.cli import eval as eval_cli
 from cellbench.cli import features as features_cli
 from cellbench.cli import runs as runs_cli
+from cellbench.cli import workflow as workflow_cli
 from cellbench.cli import workspace as workspace_cli
 from cellbench.cli.clean import clean as clean_command
 from cellbench.cli.common import err_console
@@ -109,6 +110,7 @@ app.add_typer(data_cli.app, name="data", rich_help_panel="Data")
 app.add_typer(features_cli.app, name="features", rich_help_panel="Data")
 app.command("train", rich_help_panel="Train")(train_command)
 app.command("sweep", rich_help_panel="Train")(sweep_command)
+app.add_typer(workflow_cli.app, name="workflow", rich_help_panel="Train")
 app.add_typer(eval_cli.app, name="eval", rich_help_panel="Models")
 app.command("predict", rich_help_panel="Models")(predict_command)
 app.command("clean", rich_help_panel="Runs")(clean_command)

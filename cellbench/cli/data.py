@@ -359,3 +359,29 @@ def stats_command(
             f"{row['area_p95']:.0f}",
         )
     console.print(types)
+
+
+@app.command("tiles")
+def tiles_command(
+    store: Annotated[Path, typer.Argument(help="Canonical store (from data prepare/synth).")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for the PNG files.")],
+    fold: Annotated[
+        int, typer.Option("--fold", min=1, help="Fold to read (3: the test fold).")
+    ] = 3,
+    family: Annotated[
+        str | None, typer.Option("--family", help="Only tiles of this organ family's tissues.")
+    ] = None,
+    count: Annotated[int, typer.Option("--count", min=1, help="How many tiles.")] = 3,
+    json_out: JsonOption = False,
+) -> None:
+    """Write a few tiles of a store as PNG files (images to try `cellbench predict` on)."""
+    from cellbench.data.tiles import write_tiles
+
+    paths = write_tiles(store, fold, out, family, count)
+    if not paths:
+        raise BadInputError(f"{store}: fold {fold} has no tile of family {family}")
+    if json_out:
+        print_json({"tiles": [str(p) for p in paths]})
+        return
+    for path in paths:
+        console.print(escape(str(path)), highlight=False)
