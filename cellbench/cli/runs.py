@@ -252,3 +252,80 @@ def _cell(value: dict | None, which: str) -> str:
     if which == "final":
         return f"{value['final']:.4g}"
     return f"{value['best']:.4g} ({value['best_epoch']})"
+
+
+@app.command("stop")
+def stop_run(
+    run: Annotated[str, typer.Argument(help="Run id (2), name, folder or path to one.")],
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Wait until the training has checkpointed and exited.")
+    ] = False,
+    timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--timeout", min=0, metavar="SECONDS", help="With --wait: give up after this long."
+        ),
+    ] = None,
+    runs_dir: RunsDirOption = None,
+) -> None:
+    """Stop a running training: it finishes its step, keeps its last completed epoch in
+    last.pt and ends `interrupted`; then prints the command that resumes it.
+
+    Sends SIGINT to the process holding the run's lock, after checking it is that run's writer
+    on this host. A run that is not running is left alone (exit 0). Exit codes: 0 stopped or not
+    running · 1 --timeout passed before it exited · 3 no such run · 4 its writer runs on another
+    host or belongs to another user.
+    """
+    from cellbench.runs.stop import NotRunning, request_stop, wait_stopped
+
+    store = run_store(runs_dir)
+    paths = store.resolve(run)
+    try:
+        holder = request_stop(paths)
+    except NotRunning as exc:
+        log(f"{escape(str(exc))}; status {summarize(paths).status}")
+        _print_commands(paths)
+        return
+    log(f"{paths.root.name}: SIGINT sent to pid {holder.pid}; it stops after the current step")
+    if not wait:
+        return
+    if not wait_stopped(holder, timeout):
+        err_console.print(f"[yellow]{paths.root.name}: still running after {timeout:g} s[/]")
+        raise typer.Exit(1)
+    log(f"{paths.root.name}: {summarize(paths).status}")
+    _print_commands(paths)
+
+
+def _print_commands(paths) -> None:
+    from cellbench.runs.stop import resume_commands
+
+    if summarize(paths).status in ("completed", "running"):
+        return
+    for what, command in resume_commands(paths).items():
+        console.print(f"{what:<8} {escape(command)}", highlight=False, soft_wrap=True)
+
+
+@app.command("export")
+def export_runs(
+    runs: Annotated[list[str], typer.Argument(help="Runs to export (id, name, folder or path).")],
+    tensorboard: Annotated[
+        Path,
+        typer.Option(
+            "--tensorboard",
+            metavar="DIR",
+            help="Write TensorBoard event files here, one folder per run.",
+        ),
+    ],
+    runs_dir: RunsDirOption = None,
+) -> None:
+    """Export runs for other tools: `--tensorboard DIR` writes every history column (losses, loss
+    terms, metrics, lr) per epoch and the config as hparams; open with `tensorboard --logdir DIR`.
+    Needs the tensorboard package (pip install cellbench[tensorboard])."""
+    from cellbench.engine.tensorboard import export_run, require_tensorboard
+
+    store = run_store(runs_dir)
+    resolved = [store.resolve(ref) for ref in runs]  # every name checked before writing any
+    require_tensorboard()
+    for paths in resolved:
+        target, rows = export_run(paths, tensorboard)
+        log(f"{paths.root.name}: {rows} epochs -> {target}")
