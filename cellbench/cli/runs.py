@@ -286,10 +286,13 @@ def stop_run(
         log(f"{escape(str(exc))}; status {summarize(paths).status}")
         _print_commands(paths)
         return
-    log(f"{paths.root.name}: SIGINT sent to pid {holder.pid}; it stops after the current step")
+    log(
+        f"{paths.root.name}: {holder.signal_name} sent to pid {holder.pid}; "
+        "it stops after the current step"
+    )
     if not wait:
         return
-    if not wait_stopped(holder, timeout):
+    if not wait_stopped(paths, holder, timeout):
         err_console.print(f"[yellow]{paths.root.name}: still running after {timeout:g} s[/]")
         raise typer.Exit(1)
     log(f"{paths.root.name}: {summarize(paths).status}")

@@ -1,4 +1,5 @@
-"""Stopping a running training from outside: SIGINT to the process that holds the run's lock.
+"""Stopping a running training from outside: SIGINT to the process that holds the run's lock
+(SIGTERM when that process ignores SIGINT, as a background job of a script does).
 
 The trainer handles SIGINT as Ctrl-C: it stops at the next step, keeps ``last.pt`` (the last
 completed epoch) and ends ``interrupted``, so ``train --resume`` continues it. Before signalling,
@@ -27,6 +28,11 @@ from cellbench.runs.lock import pid_alive, process_start_time, read_lock
 class Holder:
     pid: int
     host: str
+    signum: int = signal.SIGINT
+
+    @property
+    def signal_name(self) -> str:
+        return signal.Signals(self.signum).name
 
 
 class NotRunning(Exception):
@@ -54,14 +60,32 @@ def running_holder(run: RunPaths) -> Holder:
             f"{run.root.name}: not running (pid {pid} now belongs to another process, "
             "started after the run's writer)"
         )
-    return Holder(pid, host)
+    return Holder(pid, host, stop_signal(pid))
+
+
+def ignores(pid: int, signum: int) -> bool:
+    """Whether ``pid`` ignores ``signum`` (Linux ``/proc``; False where unknown). A training
+    started in the background by a script (``cellbench train ... &``) ignores SIGINT."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("SigIgn:"):
+                return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return False
+
+
+def stop_signal(pid: int) -> int:
+    """SIGINT (Ctrl-C's path), or SIGTERM (the trainer's same graceful path) for a process that
+    ignores SIGINT."""
+    return signal.SIGTERM if ignores(pid, signal.SIGINT) else signal.SIGINT
 
 
 def request_stop(run: RunPaths) -> Holder:
-    """Send SIGINT to the run's writer; it checkpoints and ends ``interrupted``."""
+    """Signal the run's writer to stop; it checkpoints and ends ``interrupted``."""
     holder = running_holder(run)
     try:
-        os.kill(holder.pid, signal.SIGINT)
+        os.kill(holder.pid, holder.signum)
     except ProcessLookupError:
         raise NotRunning(f"{run.root.name}: not running (pid {holder.pid} just ended)") from None
     except PermissionError:
@@ -71,10 +95,17 @@ def request_stop(run: RunPaths) -> Holder:
     return holder
 
 
-def wait_stopped(holder: Holder, timeout: float | None = None, poll: float = 0.2) -> bool:
-    """Wait until the signalled process exits; False when ``timeout`` passed first."""
+def wait_stopped(
+    run: RunPaths, holder: Holder, timeout: float | None = None, poll: float = 0.2
+) -> bool:
+    """Wait until the signalled writer let go of the run: its lock released (the trainer's last
+    act, after ``run_end``) or its process gone; False when ``timeout`` passed first. (The pid
+    alone is not enough: an exited child its parent has not reaped yet still answers.)"""
     deadline = None if timeout is None else time.monotonic() + timeout
     while pid_alive(holder.pid):
+        info = read_lock(run.lock)
+        if info is None or int(info.get("pid", -1)) != holder.pid:
+            return True
         if deadline is not None and time.monotonic() >= deadline:
             return False
         time.sleep(poll)
@@ -96,5 +127,7 @@ def resume_commands(run: RunPaths) -> dict[str, str]:
         commands["resume"] = shlex.join([*base, "--resume"])
     commands["retrain"] = shlex.join([*base, "--fresh"])
     return commands
+
+
 def this_pid() -> int:
     return os.getpid()
