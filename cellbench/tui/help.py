@@ -11,20 +11,25 @@ from textual.widgets import Static
 HELP = """\
 [b]cellbench tui[/b]: runs of a runs folder, live
 
-[b]q[/b]        quit
-[b]r[/b]        read the run folders now
-[b]↑ ↓ j k[/b]  select a run
-[b]f[/b]        follow: keep the newest running run selected (toggle)
-[b]?[/b]        this help (escape closes it)
+[b]runs[/b]
+[b]↑ ↓ j k[/b]  select a run            [b]f[/b]  follow the newest running run
+[b]space[/b]    mark a run (compare)    [b]r[/b]  read the run folders now
+[b]s[/b]        stop the selected run (asks first; it checkpoints, ends interrupted)
+[b]y[/b]        copy its resume (or retrain) command
 
-Everything shown is read from the run folders (events.jsonl, config.yaml),
-polled about once a second: only appended bytes are read, a half-written
-last line waits for its newline. There is no connection to the training
-process: quitting here never touches a run, and it works over SSH.
+[b]curves[/b]
+[b]m[/b]        pick the curve: loss, each loss term, each metric, lr
+[b][ ][/b]      previous / next curve   [b]l[/b]  log scale (toggle)
+         the monitored metric's best epoch is marked x
 
-loss: faint = logged step losses (x = fractional epoch), blue = train_loss,
-orange = val_loss per epoch. memory: CUDA allocator numbers when the run
-had a GPU, else the training process's RSS.
+[b]views[/b]
+[b]c[/b]        compare the marked runs: one metric overlaid, config differences
+[b]g[/b]        GPUs: NVML readings of every visible GPU
+[b]?[/b]        this help           [b]escape[/b] back    [b]q[/b] quit
+
+Everything is read from the run folders (events.jsonl, config.yaml) in a
+background thread, about once a second: only appended bytes are read. The
+only thing sent to a training is the stop key's signal, after you confirm.
 """
 
 

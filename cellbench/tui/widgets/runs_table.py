@@ -52,6 +52,17 @@ class RunsTable(DataTable):
         self._watchers: dict[str, RunWatcher] = {}
         self._folders: list[str] = []
         self._name_width = MIN_NAME
+        self._marked: set[str] = set()
+
+    @property
+    def marked(self) -> list[str]:
+        """The marked runs (space), in the table's order: the compare screen's runs."""
+        return [f for f in self._folders if f in self._marked]
+
+    def toggle_mark(self, folder: str) -> None:
+        self._marked ^= {folder}
+        if folder in self._folders:
+            self.update_cell(folder, "name", self._name_cell(self._watchers[folder]))
 
     def _cell(self, key: str, value: str, style: str = "") -> Text:
         width, justify = next((w, j) for k, _, w, j in COLUMNS if k == key)
@@ -66,11 +77,16 @@ class RunsTable(DataTable):
         best = (watcher.best or {}).get("value")
         return [
             self._cell("id", str(watcher.run.id)),
-            self._cell("name", watcher.run.name),
+            self._name_cell(watcher),
             self._status_cell(watcher),
             self._cell("epochs", epochs),
             self._cell("best", short_number(best)),
         ]
+
+    def _name_cell(self, watcher: RunWatcher) -> Text:
+        if watcher.run.root.name in self._marked:  # marked for compare
+            return self._cell("name", f"● {watcher.run.name}", "bold")
+        return self._cell("name", watcher.run.name)
 
     def _status_cell(self, watcher: RunWatcher) -> Text:
         if watcher.damaged:  # "!" in red: the header of the selected run says why
@@ -91,6 +107,7 @@ class RunsTable(DataTable):
     def sync(self, watchers: dict[str, RunWatcher], changed: list[str]) -> None:
         """Show ``watchers`` (in their order); rebuild only when runs came or went."""
         self._watchers = watchers
+        self._marked &= set(watchers)  # a removed run is no longer marked
         if list(watchers) != self._folders:
             self._folders = list(watchers)
             self._rebuild()
