@@ -31,11 +31,14 @@ from cellbench.tui.widgets.runs_table import RunsTable
 
 
 def shown_path(path: Path) -> str:
+    """Short: relative to this folder when inside it, else from ~, else absolute."""
     path = path.resolve()
-    try:
-        return "~/" + str(path.relative_to(Path.home()))
-    except ValueError:
-        return str(path)
+    for base, prefix in ((Path.cwd(), ""), (Path.home(), "~/")):
+        try:
+            return prefix + str(path.relative_to(base))
+        except ValueError:
+            continue
+    return str(path)
 
 
 def empty_message(root: Path) -> str:
@@ -91,12 +94,21 @@ class CellbenchTUI(App):
         self._force = False
         self._placed = False  # the first read chose the run to show
 
+    # keys that act on the selected run of the runs view: off (and out of the footer) while
+    # another view is on top
+    RUN_ACTIONS = frozenset(
+        {"pick_metric", "toggle_log", "stop", "mark", "compare", "step_metric", "copy_resume"}
+    )
+
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        return not (action in self.RUN_ACTIONS and len(self.screen_stack) > 1)
+
     def compose(self) -> ComposeResult:
         yield Static(empty_message(self.watcher.root), id="empty")
         with Horizontal(id="main"):
             yield RunsTable(id="runs")
             yield RunView(id="run-view")
-        yield Footer()
+        yield Footer(show_command_palette=False)  # ctrl+p still opens it
 
     def on_mount(self) -> None:
         # Keep the widgets: a query from a timer tick would search whichever screen is on top

@@ -77,7 +77,7 @@ class CompareScreen(Screen):
         with Horizontal(id="compare"):
             yield PlotextPlot(id="compare-plot")
             yield Static(id="compare-diff")
-        yield Footer()
+        yield Footer(show_command_palette=False)  # ctrl+p still opens it
 
     @property
     def watchers(self) -> list[RunWatcher]:

@@ -121,7 +121,7 @@ class GpuScreen(Screen):
 
     def compose(self) -> ComposeResult:
         yield Static("reading NVML...", id="gpus")
-        yield Footer()
+        yield Footer(show_command_palette=False)  # ctrl+p still opens it
 
     def on_mount(self) -> None:
         self.query_one("#gpus", Static).border_title = "GPUs (NVML, every 2 s)"

@@ -52,6 +52,7 @@ class RunsTable(DataTable):
         self._watchers: dict[str, RunWatcher] = {}
         self._folders: list[str] = []
         self._name_width = MIN_NAME
+        self._wide = True
         self._marked: set[str] = set()
 
     @property
@@ -93,14 +94,21 @@ class RunsTable(DataTable):
             return self._cell("status", f"{watcher.status}!", "bold red")
         return self._cell("status", watcher.status, fmt.status_style(watcher.status))
 
+    @property
+    def columns_shown(self) -> tuple:
+        # a narrow panel (an 80-column terminal) drops the best column rather than the names
+        return COLUMNS if self._wide else tuple(c for c in COLUMNS if c[0] != "best")
+
     def _rebuild(self) -> None:
         selected = self.selected_folder
         self.clear(columns=True)
-        for key, label, width, justify in COLUMNS:
+        for key, label, width, justify in self.columns_shown:
             width = width or self._name_width + 1
             self.add_column(Text(" " + label, justify=justify), width=width, key=key)
+        shown = [i for i, c in enumerate(COLUMNS) if c in self.columns_shown]
         for folder in self._folders:
-            self.add_row(*self._cells(self._watchers[folder]), key=folder)
+            cells = self._cells(self._watchers[folder])
+            self.add_row(*(cells[i] for i in shown), key=folder)
         if selected in self._folders:
             self.select(selected)
 
@@ -112,20 +120,26 @@ class RunsTable(DataTable):
             self._folders = list(watchers)
             self._rebuild()
             return
+        shown = {key for key, *_ in self.columns_shown}
         for folder in changed:
             for (key, *_), cell in zip(COLUMNS, self._cells(watchers[folder]), strict=True):
-                self.update_cell(folder, key, cell)
+                if key in shown:
+                    self.update_cell(folder, key, cell)
 
     def on_resize(self) -> None:
         self._fit_name()
 
     def _fit_name(self) -> None:
-        fixed = sum(w for _, _, w, _ in COLUMNS if w) + 1
         # the region inside a vertical scrollbar, when many runs bring one
-        width = max(MIN_NAME, self.scrollable_content_region.width - fixed)
-        if width != self._name_width:
-            self._name_width = width
+        room = self.scrollable_content_region.width
+        wide = room - sum(w for _, _, w, _ in COLUMNS if w) - 1 >= MIN_NAME + 2
+        fixed = sum(w for _, _, w, _ in (COLUMNS if wide else self._narrow) if w) + 1
+        width = max(MIN_NAME, room - fixed)
+        if width != self._name_width or wide != self._wide:
+            self._name_width, self._wide = width, wide
             self._rebuild()
+
+    _narrow = tuple(c for c in COLUMNS if c[0] != "best")
 
     @property
     def selected_folder(self) -> str | None:
