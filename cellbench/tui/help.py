@@ -4,32 +4,26 @@ from __future__ import annotations
 
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Vertical
+from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
 HELP = """\
 [b]cellbench tui[/b]: runs of a runs folder, live
 
-[b]runs[/b]
-[b]↑ ↓ j k[/b]  select a run            [b]f[/b]  follow the newest running run
-[b]space[/b]    mark a run (compare)    [b]r[/b]  read the run folders now
-[b]s[/b]        stop the selected run (asks first; it checkpoints, ends interrupted)
-[b]y[/b]        copy its resume (or retrain) command
+[b]↑ ↓ j k[/b] select a run       [b]f[/b] follow the newest running run
+[b]space[/b]   mark it (compare)  [b]r[/b] read the run folders now
+[b]s[/b]       stop it: asks, then it checkpoints and ends interrupted
+[b]y[/b]       copy its resume (or retrain) command
+[b]m[/b]       pick the curve: loss, loss terms, metrics, lr
+[b][ ][/b]     previous / next curve    [b]l[/b] log scale
+[b]c[/b]       compare the marked runs (one metric, config differences)
+[b]g[/b]       GPUs: NVML readings of every visible GPU
+[b]?[/b]       this help    [b]escape[/b] back    [b]q[/b] quit
 
-[b]curves[/b]
-[b]m[/b]        pick the curve: loss, each loss term, each metric, lr
-[b][ ][/b]      previous / next curve   [b]l[/b]  log scale (toggle)
-         the monitored metric's best epoch is marked x
-
-[b]views[/b]
-[b]c[/b]        compare the marked runs: one metric overlaid, config differences
-[b]g[/b]        GPUs: NVML readings of every visible GPU
-[b]?[/b]        this help           [b]escape[/b] back    [b]q[/b] quit
-
-Everything is read from the run folders (events.jsonl, config.yaml) in a
-background thread, about once a second: only appended bytes are read. The
-only thing sent to a training is the stop key's signal, after you confirm.
+Curves: faint = step losses, x = the monitored metric's best epoch.
+Files are read in a background thread, only their new bytes; the stop
+key's signal (after you confirm) is all that is ever sent to a run.
 """
 
 
@@ -39,5 +33,5 @@ class HelpScreen(ModalScreen[None]):
     ]
 
     def compose(self) -> ComposeResult:
-        with Vertical(id="help"):
+        with VerticalScroll(id="help"):
             yield Static(HELP)
