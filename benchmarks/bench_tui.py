@@ -155,12 +155,12 @@ def main() -> None:
         print(f"first paint, {size:.0f} MB events.jsonl: {big_paint:.3f} s "
               f"(a few-KB run: {small_paint:.3f} s, ratio {big_paint / small_paint:.2f}x); "
               f"goal < {FIRST_PAINT_GOAL_S:g} s: {big_paint / FIRST_PAINT_GOAL_S:.2f}x of the "
-              f"goal" + (f"; whole file read after {big_done:.1f} s" if big_done else ""))  # fmt: skip
+              f"goal" + (f"; whole file read in {big_done:.1f} s" if big_done else ""))  # fmt: skip
         alone, watched, cpu = overhead(tmp, args.rounds, args.epochs)
         ratio = watched / alone
         print(f"epoch time, median: alone {alone:.3f} s · TUI following {watched:.3f} s · "
               f"ratio {ratio:.3f}x (goal <= {OVERHEAD_GOAL}x); the TUI used "
-              f"{cpu:.1%} of one core while following (os.cpu_count() {os.cpu_count()})")  # fmt: skip
+              f"{cpu:.1%} of one core while following ({os.cpu_count()} cores)")  # fmt: skip
 
 
 if __name__ == "__main__":
