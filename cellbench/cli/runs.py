@@ -86,6 +86,7 @@ def list_runs(runs_dir: RunsDirOption = None, json_out: JsonOption = False) -> N
     if not summaries:
         console.print(f"No runs in {store.root}/ yet. Start one with [bold]cellbench train[/].")
         return
+    cells = _list_cells(summaries)
     table = Table(
         title=f"Runs in {store.root}/",
         box=box.SIMPLE_HEAD,
@@ -93,8 +94,9 @@ def list_runs(runs_dir: RunsDirOption = None, json_out: JsonOption = False) -> N
         collapse_padding=True,
         show_edge=False,
     )
-    for column in ("id", "name", "task", "status", "epochs", "best", "started", "duration"):
-        # a narrow terminal folds the name only; numbers are never split across lines
+    columns = _fitting_columns(cells, console.width)
+    for column in columns:
+        # names are never folded while dropping a column can make room; numbers never split
         foldable = column == "name"
         table.add_column(
             column,
@@ -103,18 +105,49 @@ def list_runs(runs_dir: RunsDirOption = None, json_out: JsonOption = False) -> N
             overflow="fold",
             min_width=8 if foldable else len(column),
         )
-    for s in summaries:
-        table.add_row(
-            str(s.id),
-            s.name,
-            escape(s.task or "-"),
-            _status(s),
-            str(s.epochs),
-            _best(s),
-            _started(s.started),
-            format_duration(s.duration_s),
-        )
+    for row in cells[1:]:
+        table.add_row(*(row[cells[0].index(column)] for column in columns))
     console.print(table)
+
+
+LIST_COLUMNS = ("id", "name", "task", "status", "epochs", "best", "started", "duration")
+# what goes first when the terminal is too narrow for every column with whole names
+DROPPED_FIRST = ("duration", "started", "task")
+
+
+def _list_cells(summaries: list[RunSummary]) -> list[list[str]]:
+    """The header then one row per run. One monitored metric for all: it goes in the header."""
+    metrics = {s.best_metric for s in summaries if s.best_value is not None}
+    shared = metrics.pop() if len(metrics) == 1 else None
+    header = [*LIST_COLUMNS]
+    if shared:
+        header[LIST_COLUMNS.index("best")] = f"best {escape(shared)}"
+    rows = [header]
+    for s in summaries:
+        best = f"{s.best_value:.4g}" if shared and s.best_value is not None else _best(s)
+        rows.append([
+            str(s.id), s.name, escape(s.task or "-"), _status(s), str(s.epochs), best,
+            _started(s.started), format_duration(s.duration_s),
+        ])  # fmt: skip
+    return rows
+
+
+def _fitting_columns(cells: list[list[str]], width: int) -> list[str]:
+    """The columns to show: all, unless the longest name would fold; then the least useful go."""
+    from rich.text import Text
+
+    def need(columns: list[str]) -> int:
+        widths = [
+            max(Text.from_markup(row[cells[0].index(c)]).cell_len for row in cells) for c in columns
+        ]
+        return sum(widths) + 2 * (len(columns) - 1)
+
+    columns = list(cells[0])
+    for drop in DROPPED_FIRST:
+        if need(columns) <= width:
+            break
+        columns = [c for c in columns if c != drop and not c.startswith(f"{drop} ")]
+    return columns
 
 
 @app.command("show")
