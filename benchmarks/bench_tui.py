@@ -152,11 +152,11 @@ def main() -> None:
         size = sum(f.stat().st_size for f in (tmp / "big").rglob("events.jsonl")) / 1e6
         small_paint, _ = asyncio.run(first_paint(tmp / "small", False))
         big_paint, big_done = asyncio.run(first_paint(tmp / "big", args.full_read))
-        print(flush=True)
         print(f"first paint, {size:.0f} MB events.jsonl: {big_paint:.3f} s "
               f"(a few-KB run: {small_paint:.3f} s, ratio {big_paint / small_paint:.2f}x); "
               f"goal < {FIRST_PAINT_GOAL_S:g} s: {big_paint / FIRST_PAINT_GOAL_S:.2f}x of the "
-              f"goal" + (f"; whole file read in {big_done:.1f} s" if big_done else ""))  # fmt: skip
+              f"goal" + (f"; whole file read in {big_done:.1f} s" if big_done else ""),
+              flush=True)  # fmt: skip
         alone, watched, cpu = overhead(tmp, args.rounds, args.epochs)
         # the minimum is the least noisy estimate on a shared machine; the median is shown too
         best = min(watched) / min(alone)
