@@ -4,8 +4,8 @@ A timer starts a read of the run folders (``RunStoreWatcher``) about once a seco
 thread, so the screen never waits on a file; a big ``events.jsonl`` is read in chunks of
 ``READ_CHUNK`` bytes, the screen updated after each. Panels re-render only when their run's
 watcher saw new data. The only thing sent to a training is the stop key's signal (``s``, after
-a confirmation). Other views are screens pushed on top (compare, GPUs, help): a new view is one
-more screen and one more binding.
+a confirmation). Other views are screens pushed on top (compare, sweeps, GPUs, help): a new view
+(workflows...) is one more screen module and one more binding.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from cellbench.tui.compare import CompareScreen
 from cellbench.tui.dialogs import ConfirmScreen, PickScreen
 from cellbench.tui.gpus import GpuScreen
 from cellbench.tui.help import HelpScreen
+from cellbench.tui.sweeps import SweepScreen, sweep_names
 from cellbench.tui.watch import RunStoreWatcher, RunWatcher, StoreChanges
 from cellbench.tui.widgets.curves import MetricCurves
 from cellbench.tui.widgets.run_view import RunView
@@ -62,12 +63,13 @@ class CellbenchTUI(App):
     BINDINGS = [
         Binding("q", "quit", "Quit"),
         Binding("question_mark", "help", "Help", key_display="?"),
-        Binding("m", "pick_metric", "Metric"),
+        Binding("m", "pick_metric", "Curve"),
         Binding("l", "toggle_log", "Log"),
         Binding("s", "stop", "Stop"),
         Binding("space", "mark", "Mark"),
         Binding("c", "compare", "Compare"),
         Binding("g", "gpus", "GPUs"),
+        Binding("w", "sweeps", "Sweeps"),
         Binding("right_square_bracket", "step_metric(1)", "Next metric", show=False),
         Binding("left_square_bracket", "step_metric(-1)", "Previous metric", show=False),
         Binding("r", "refresh_now", "Refresh", show=False),
@@ -81,9 +83,13 @@ class CellbenchTUI(App):
         run: str | None = None,
         interval: float = 1.0,
         follow: bool = False,
+        sweep: str | None = None,
+        sweeps_root: str | Path | None = None,
     ) -> None:
         super().__init__()
         self.watcher = RunStoreWatcher(runs_root)
+        self.sweep = sweep
+        self.sweeps_root = Path(sweeps_root) if sweeps_root else None
         self.preselect = run
         self.interval = interval
         self.follow = follow
@@ -121,6 +127,14 @@ class CellbenchTUI(App):
         table.focus()
         self.poll_runs()  # in the worker: the first paint does not wait for the files
         self.poll_timer = self.set_interval(self.interval, self.poll_runs)
+        if self.sweep:
+            self.push_screen(SweepScreen(self.sweeps_dir / self.sweep))
+
+    @property
+    def sweeps_dir(self) -> Path:
+        from cellbench.sweep.store import default_sweeps_root
+
+        return self.sweeps_root or default_sweeps_root(self.watcher.root)
 
     def on_unmount(self) -> None:
         self.poll_timer.stop()
@@ -263,6 +277,26 @@ class CellbenchTUI(App):
 
     def action_gpus(self) -> None:
         self.push_screen(GpuScreen())
+
+    def action_sweeps(self) -> None:
+        names = sweep_names(self.sweeps_dir)
+        if not names:
+            self.notify(f"no sweep in {shown_path(self.sweeps_dir)}", severity="warning")
+            return
+
+        def picked(name: str | None) -> None:
+            if name:
+                self.push_screen(SweepScreen(self.sweeps_dir / name))
+
+        self.push_screen(PickScreen("sweep to show", names, self.sweep), picked)
+
+    def open_run(self, folder: str) -> None:
+        """Select ``folder`` in the runs view (a sweep's trial), once the runs are read."""
+        if folder in self.watcher.watchers:
+            self.follow = False
+            self.select(folder)
+        else:
+            self.notify(f"{folder}: not in {shown_path(self.watcher.root)}", severity="warning")
 
     def action_stop(self) -> None:
         watcher = self.current

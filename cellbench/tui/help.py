@@ -18,6 +18,7 @@ HELP = """\
 [b]m[/b]       pick the curve: loss, loss terms, metrics, lr
 [b][ ][/b]     previous / next curve    [b]l[/b] log scale
 [b]c[/b]       compare the marked runs (one metric, config differences)
+[b]w[/b]       sweeps: leaderboard, trial states, phases (enter opens a run)
 [b]g[/b]       GPUs: NVML readings of every visible GPU
 [b]?[/b]       this help    [b]escape[/b] back    [b]q[/b] quit
 

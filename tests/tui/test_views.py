@@ -204,7 +204,16 @@ def test_80x24_keeps_names_whole_and_the_footer_shows_every_view(store):
         for name in ("baseline", "wide", "lr-high"):
             assert f" {name} " in text
         footer = text.splitlines()[-1]
-        for key in ("q Quit", "? Help", "m Metric", "l Log", "s Stop", "c Compare", "g GPUs"):
+        for key in (
+            "q Quit",
+            "? Help",
+            "m Curve",
+            "l Log",
+            "s Stop",
+            "c Compare",
+            "w Sweeps",
+            "g GPUs",
+        ):
             assert key in footer
 
     drive(CellbenchTUI(store.root), scenario, size=(80, 24))
