@@ -101,7 +101,41 @@ def write_gallery(root: Path) -> RunStore:
     write_run(store, "baseline", epochs=20, planned=20)
     write_run(store, "wide", epochs=8, planned=20, model="resnet18", end=None, scale=1.1)
     write_run(store, "lr-high", epochs=14, planned=20, lr=0.01, end="interrupted", scale=1.2)
+    write_sweep(Path(root).parent / "sweeps")
     return store
+
+
+def write_sweep(root: Path) -> Path:
+    """A sweep folder as ``cellbench sweep`` leaves it mid-way: two seeds of two lrs, one trial
+    running (``state.json``, ``leaderboard.json``)."""
+    folder = root / "lr-grid"
+    folder.mkdir(parents=True, exist_ok=True)
+    trials = {
+        "t001": {"status": "completed", "run": "0004-lr-grid-t001-lr1e-3-s0"},
+        "t002": {"status": "completed", "run": "0005-lr-grid-t002-lr1e-3-s1"},
+        "t003": {"status": "completed", "run": "0006-lr-grid-t003-lr1e-2-s0"},
+        "t004": {"status": "running", "run": "0007-lr-grid-t004-lr1e-2-s1"},
+    }
+    state = {"name": "lr-grid", "status": "running", "phases": {"grid": "running"},
+             "trials": trials}  # fmt: skip
+
+    def row(trial, config, seed, value, rank, mean, std, n):
+        return {"trial": trial, "run": trials[trial]["run"], "phase": "grid", "config": config,
+                "seed": seed, "status": trials[trial]["status"], "metric": "val_loss",
+                "mode": "min", "value": value, "rank": rank, "mean": mean, "std": std, "n": n,
+                "epochs": 20, "time_s": 61.0}  # fmt: skip
+
+    board = {
+        "sweep": "lr-grid", "status": "running", "metric": "val_loss", "mode": "min",
+        "rows": [row("t001", "lr=1e-3", 0, 0.4841, 1, 0.4902, 0.0086, 2),
+                 row("t002", "lr=1e-3", 1, 0.4963, 1, 0.4902, 0.0086, 2),
+                 row("t003", "lr=1e-2", 0, 0.5809, 2, 0.5809, None, 1),
+                 {**row("t004", "lr=1e-2", 1, None, None, None, None, 0), "status": "running"}],
+        "best": None,
+    }  # fmt: skip
+    (folder / "state.json").write_text(json.dumps(state))
+    (folder / "leaderboard.json").write_text(json.dumps(board))
+    return folder
 
 
 def screen_text(app) -> str:
@@ -142,6 +176,7 @@ def main() -> None:
             "crashed run, log scale": ((100, 30), ["k", "l"]),
             "compare": ((120, 30), ["space", "k", "k", "space", "c"]),
             "GPUs": ((100, 12), ["g"]),
+            "sweep": ((100, 14), ["w", "enter"]),
             "stop": ((100, 30), ["k", "s"]),
         }
         for title, (size, keys) in views.items():

@@ -60,3 +60,9 @@ def test_compare_view(snap_compare, gallery, size):
 def test_help_view(snap_compare, gallery):
     app = CellbenchTUI(gallery, interval=3600)
     assert snap_compare(app, press=["?"], terminal_size=(80, 24), run_before=read_all)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_sweep_view(snap_compare, gallery, size):
+    app = CellbenchTUI(gallery, sweep="lr-grid", interval=3600)
+    assert snap_compare(app, press=["_"], terminal_size=SIZES[size], run_before=read_all)
