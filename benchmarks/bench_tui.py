@@ -42,6 +42,7 @@ from cellbench.tui.app import CellbenchTUI
 async def main():
     app = CellbenchTUI(sys.argv[1], follow=True, interval=1.0)
     async with app.run_test(size=(160, 48)) as pilot:
+        open(sys.argv[2], "w").close()  # up: the training may start
         while True:  # until killed; the timer reads the run folders once a second
             await pilot.pause(0.5)
 
@@ -122,9 +123,12 @@ def overhead(tmp: Path, rounds: int, epochs: int) -> tuple[list[float], list[flo
         alone += epoch_times(tmp / f"alone{i}", "run", data, epochs)
         runs = tmp / f"watched{i}"
         runs.mkdir()
-        tui = subprocess.Popen([sys.executable, "-c", FOLLOW, str(runs)])
+        ready = tmp / f"tui-ready{i}"
+        tui = subprocess.Popen([sys.executable, "-c", FOLLOW, str(runs), str(ready)])
         try:
-            time.sleep(3.0)  # the TUI is up and polling before the training starts
+            while not ready.exists():  # its start-up must not overlap the training's
+                time.sleep(0.1)
+            time.sleep(1.0)
             before, start = psutil.Process(tui.pid).cpu_times(), time.perf_counter()
             watched += epoch_times(runs, "run", data, epochs)
             after = psutil.Process(tui.pid).cpu_times()
