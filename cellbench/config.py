@@ -197,6 +197,8 @@ class TrainConfig:
     # auto: on for CPU, off for CUDA (faster kernels, cuDNN autotuning); true/false force it
     deterministic: bool | str = field(default="auto", metadata=_choices("auto", True, False))
     log_every: int = field(default=10, metadata=AT_LEAST_1)  # steps between ``step`` events
+    # write every history column and the config (hparams) to <run>/tensorboard/ per epoch
+    tensorboard: bool = False
     limit_train_batches: int | None = field(default=None, metadata=AT_LEAST_1)
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     lr_find: LRFindConfig = field(default_factory=LRFindConfig)

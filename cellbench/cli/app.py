@@ -31,6 +31,25 @@ from cellbench.errors import CellbenchError, ExitCode
 from cellbench.signals import Terminated, exit_code, graceful_signals
 
 
+def _hide_flag_types() -> None:
+    """Typer >= 0.25 prints ``<bool>`` beside every on/off flag (``--json <bool>``), as if it took
+    a value: the help shows no type for flags. One patch here instead of a ``metavar`` on each."""
+    from typer.core import TyperOption
+
+    show = getattr(TyperOption, "display_type_rich", None)
+    if show is None or getattr(show, "_cellbench", False):
+        return
+
+    def display_type_rich(self, ctx):
+        return None if getattr(self, "is_flag", False) else show(self, ctx)
+
+    display_type_rich._cellbench = True
+    TyperOption.display_type_rich = display_type_rich
+
+
+_hide_flag_types()
+
+
 def _print_error(message: str) -> None:
     err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
 

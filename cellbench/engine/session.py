@@ -205,6 +205,10 @@ def train(request: TrainRequest, reporter=None, callbacks: Sequence[Any] = ()):
         check_conflict(existing, request)
     config = resolve_config(request, existing)
     task = get_task(config.task)
+    if config.train.tensorboard:  # refused before any folder or file is touched
+        from cellbench.engine.tensorboard import require_tensorboard
+
+        require_tensorboard()
     init_from, init_state = None, None
     if request.init_from:
         init_from, init_state = load_init_weights(store, request.init_from)
@@ -247,11 +251,22 @@ def _fit(paths: RunPaths, config: Config, components, reporter, callbacks, **kwa
         inputs.record(paths.root, config.to_dict())  # what it trains on, for eval/predict/resume
     lr_find = read_lr_find(paths)
     extra = {"lr_find": lr_find} if lr_find else {}
+    callbacks = list(callbacks)
+    board = None
+    if config.train.tensorboard:
+        from cellbench.engine.tensorboard import TensorBoardWriter
+
+        board = TensorBoardWriter(paths.root)
+        callbacks.append(board)
     with EventWriter(paths.events) as events:
         trainer = Trainer(
             components, paths, events, reporter, callbacks, extra_metrics=extra, **kwargs
         )
-        result = trainer.fit()
+        try:
+            result = trainer.fit()
+        finally:
+            if board is not None:
+                board.close()
         if result.status == "completed":
             _finalize(paths, components, events, result, reporter)
         return result
@@ -321,6 +336,10 @@ def lr_find(request: TrainRequest, reporter=None):
     existing = find_existing(store, request)
     config = resolve_config(request, existing)
     task = get_task(config.task)
+    if config.train.tensorboard:  # refused before any folder or file is touched
+        from cellbench.engine.tensorboard import require_tensorboard
+
+        require_tensorboard()
     init_from, init_state = None, None
     if request.init_from:
         init_from, init_state = load_init_weights(store, request.init_from)

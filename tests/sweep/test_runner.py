@@ -239,3 +239,43 @@ def test_a_sweep_stopped_by_sigterm_exits_143(tmp_path, shapes):
     assert proc.returncode == 143, err.decode()
     assert "SIGTERM" in err.decode()
     assert _state(tmp_path, "term")["status"] == "interrupted"
+
+
+@pytest.mark.slow
+def test_a_trial_stopped_with_runs_stop_ends_interrupted_and_a_rerun_resumes_it(tmp_path, shapes):
+    """`cellbench runs stop` (or the TUI's stop key) on one trial: the sweep goes on, records the
+    trial `interrupted`, and running the sweep again resumes that trial from its last.pt."""
+    argv = [
+        sys.executable, "-m", "cellbench", "sweep", "--profile", "demo", *tiny_sets(shapes),
+        "--grid", "train.epochs=1,25", "--workers", "2", "--name", "halt",
+        "--runs-dir", str(tmp_path / "runs"),
+    ]  # fmt: skip
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    store = RunStore(tmp_path / "runs")
+
+    def long_trial_training():
+        run = store.find("halt-t002-ep25")
+        return run is not None and read_events(run.events, kind="epoch")
+
+    try:
+        assert _wait(long_trial_training)
+        stop = runner.invoke(
+            app, ["runs", "stop", "halt-t002-ep25", "--wait", "--runs-dir", str(tmp_path / "runs")]
+        )
+        assert stop.exit_code == 0, stop.output
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    state = _state(tmp_path, "halt")
+    assert state["trials"]["t002"]["status"] == "interrupted"
+    assert state["trials"]["t001"]["status"] == "completed"
+    long_run = store.find("halt-t002-ep25")
+    stopped_at = len(read_events(long_run.events, kind="epoch"))
+
+    proc = subprocess.run(argv, capture_output=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr.decode()
+    state = _state(tmp_path, "halt")
+    assert state["status"] == "completed" and state["trials"]["t002"]["status"] == "completed"
+    starts = read_events(long_run.events, kind="run_start")
+    assert starts[-1]["resumed"] and starts[-1]["start_epoch"] == stopped_at
