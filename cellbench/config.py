@@ -185,6 +185,13 @@ class TrainConfig:
     # last window steps with what it has
     grad_accum_steps: int = field(default=1, metadata=AT_LEAST_1)
     freeze_backbone_epochs: int = field(default=0, metadata=AT_LEAST_0)
+    # several processes (--nproc, torchrun): BatchNorm statistics over the global batch
+    sync_bn: bool = False
+    # the memory guard: a warning when the first steps' peak CUDA memory passes this fraction of
+    # the device's total (0 turns it off); machine profiles set it
+    memory_guard: float = field(default=0.9, metadata=PROBABILITY)
+    # the machine profile (profiles/machines/NAME.yaml) this config was fitted to, if any
+    machine: str | None = None
     channels_last: bool = False
     compile: bool = False
     # auto: on for CPU, off for CUDA (faster kernels, cuDNN autotuning); true/false force it

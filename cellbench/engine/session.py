@@ -193,11 +193,14 @@ def read_lr_find(run: RunPaths) -> dict[str, Any] | None:
 
 
 def train(request: TrainRequest, reporter=None, callbacks: Sequence[Any] = ()):
-    """Run one training as ``request`` says; returns ``(RunPaths, TrainResult)``."""
-    from cellbench.engine.checkpoint import load_checkpoint
-    from cellbench.engine.components import build_components
+    """Run one training as ``request`` says; returns ``(RunPaths, TrainResult)``.
+
+    Under torchrun (several processes) every rank builds the same data and model; what touches
+    the run folder (create it, take its lock, reset it, decide that a resume has nothing left to
+    do) happens on rank 0 and its outcome, or its refusal, reaches every rank
+    (``distributed.on_main``). The other ranks get a silent event writer and reporter."""
+    from cellbench.engine import distributed
     from cellbench.engine.tasks import get_task
-    from cellbench.runs.summary import summarize
 
     store = RunStore(request.runs_dir)
     if request.resume and request.fresh:
@@ -210,48 +213,124 @@ def train(request: TrainRequest, reporter=None, callbacks: Sequence[Any] = ()):
     init_from, init_state = None, None
     if request.init_from:
         init_from, init_state = load_init_weights(store, request.init_from)
+    with distributed.process_group(config.train.device) as env:
+        if not env.is_main:
+            reporter = None  # rank 0 speaks for the run
+        return _train(
+            store, request, existing, config, task, init_from, init_state, reporter, callbacks
+        )
+
+
+def _train(store, request, existing, config, task, init_from, init_state, reporter, callbacks):
+    from contextlib import ExitStack
+
+    from cellbench.engine import distributed
+    from cellbench.engine.checkpoint import load_checkpoint
+    from cellbench.engine.components import build_components
+    from cellbench.runs.summary import summarize
 
     def build():
         source = f"--init-from {init_from}"
         return build_components(config, task, init_state=init_state, init_source=source)
 
-    if existing is None:
-        components = build()  # before the folder exists: bad data or model leave no empty run
-        paths = create_run(store, request, default_name(config))
-        with RunLock(paths.lock):
+    env = distributed.current()
+    with ExitStack() as stack:
+
+        def claim(paths: RunPaths) -> RunPaths:
+            if env.is_main:  # the one writer holds the lock until run_end
+                stack.enter_context(RunLock(paths.lock))
+            return paths
+
+        if existing is None:
+            components = build()  # before the folder exists: bad data or model leave no empty run
+            paths = distributed.on_main(
+                lambda: claim(create_run(store, request, default_name(config)))
+            )
             return paths, _fit(paths, config, components, reporter, callbacks, init_from=init_from)
 
-    with RunLock(existing.lock):
+        distributed.on_main(lambda: claim(existing))
         if request.resume:
-            if summarize(existing).status == "completed":
+            done = distributed.on_main(lambda: summarize(existing).status == "completed")
+            if done:
                 return existing, _completed_result(existing)
             state = load_checkpoint(existing.last_checkpoint)
+            note = fit_world_size(config, state, env.world_size)
+            if note and reporter is not None:
+                reporter.message(note)
             return existing, _fit(
                 existing, config, build(), reporter, callbacks, resume_state=state
             )
         # the new data and model first: a typo in --set must not cost the old checkpoints
         components = build()
-        reset = fresh_reset(store, existing) if request.fresh else None
+        reset = None
+        if request.fresh:
+            reset = distributed.on_main(lambda: fresh_reset(store, existing))
         return existing, _fit(
             existing, config, components, reporter, callbacks, init_from=init_from, reset=reset
         )
 
 
+def fit_world_size(config: Config, state: dict[str, Any], world: int) -> str | None:
+    """A run resumed with another number of processes continues with the same effective batch:
+    the accumulation is set so that batch x accumulation x processes is what the checkpoint
+    trained with (the training order is the same permutation at any world size, so the updates
+    see the same samples). When no whole accumulation does that, the resume is refused (exit 2).
+    Returns the line that says what changed, or None."""
+    saved_world = int(state.get("world_size") or 1)
+    train = (state.get("config") or {}).get("train") or {}
+    saved_accum = int(train.get("grad_accum_steps", config.train.grad_accum_steps))
+    config.train.grad_accum_steps = saved_accum  # the checkpoint's: an earlier resume may set it
+    if saved_world == world:
+        return None
+    micro = saved_world * saved_accum  # micro-batches of batch_size per optimizer update
+    if micro % world:
+        effective = micro * config.train.batch_size
+        raise UsageError(
+            f"this run trained with {saved_world} process(es) x accumulation {saved_accum} "
+            f"(effective batch {effective}); {world} process(es) cannot keep that effective "
+            f"batch: resume it with --nproc N where N divides {micro}"
+        )
+    config.train.grad_accum_steps = micro // world
+    return (
+        f"resumed with {world} process(es) instead of {saved_world}: train.grad_accum_steps "
+        f"{saved_accum} -> {micro // world} keeps the effective batch "
+        f"{micro * config.train.batch_size}"
+    )
+
+
 def _fit(paths: RunPaths, config: Config, components, reporter, callbacks, **kwargs):
+    from cellbench.engine import distributed
     from cellbench.engine.trainer import Trainer
 
-    if kwargs.get("resume_state") is None:
+    main = distributed.current().is_main
+    if kwargs.get("resume_state") is None and main:
         config.save(paths.config)
     lr_find = read_lr_find(paths)
     extra = {"lr_find": lr_find} if lr_find else {}
-    with EventWriter(paths.events) as events:
+    writer = EventWriter(paths.events) if main else SilentEvents()
+    with writer as events:
         trainer = Trainer(
             components, paths, events, reporter, callbacks, extra_metrics=extra, **kwargs
         )
         result = trainer.fit()
-        if result.status == "completed":
+        if result.status == "completed" and main:
             _finalize(paths, components, events, result, reporter)
+        distributed.barrier()  # the other ranks wait for rank 0's last writes
         return result
+
+
+class SilentEvents:
+    """The event writer of ranks other than 0: rank 0 alone writes ``events.jsonl``."""
+
+    def emit(self, kind: str, **fields: Any) -> dict[str, Any]:
+        return {"kind": kind, **fields}
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> SilentEvents:
+        return self
+
+    def __exit__(self, *exc) -> None: ...
 
 
 def _finalize(paths: RunPaths, components, events: EventWriter, result, reporter) -> None:
