@@ -633,12 +633,17 @@ def load_config(
     config_file: str | Path | None = None,
     overrides: list[str] | tuple[str, ...] = (),
     base: dict[str, Any] | None = None,
+    machine: dict[str, Any] | None = None,
+    machine_source: str = "machine profile",
 ) -> Config:
-    """Resolve a config: defaults < base (a saved run config) < profile/config file < --set."""
+    """Resolve a config: defaults < base (a saved run config) < machine (a machine profile's
+    keys, ``cellbench.machines``) < profile/config file < --set."""
     config = Config()
     origins: Origins = {}
     if base:
         _apply(config, base, "saved run config", BadInputError, origins)
+    if machine:
+        _apply(config, machine, machine_source, BadInputError, origins)
     for source in (profile, config_file):
         if source is None:
             continue

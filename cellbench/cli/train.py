@@ -10,7 +10,15 @@ from typing import Annotated
 
 import typer
 
-from cellbench.cli.common import JsonOption, RunsDirOption, err_console, log, print_json
+from cellbench.cli.common import (
+    JsonOption,
+    MachineOption,
+    RunsDirOption,
+    command_arguments,
+    err_console,
+    log,
+    print_json,
+)
 from cellbench.errors import CheckFailed, ExitCode, UsageError
 
 
@@ -102,12 +110,33 @@ def train_command(
             help="Check that N examples can be memorised (exit 0 pass, 1 fail).",
         ),
     ] = None,
+    nproc: Annotated[
+        int,
+        typer.Option(
+            "--nproc",
+            min=1,
+            help="Train with N processes on this machine under torchrun (one per GPU; gloo "
+            "processes on CPU). Several machines: torchrun ... -m cellbench train (docs/scale.md).",
+        ),
+    ] = 1,
+    machine: MachineOption = None,
     runs_dir: RunsDirOption = None,
     json_output: JsonOption = False,
 ) -> None:
     # help text: TRAIN_HELP below (one line per paragraph renders best in Rich help)
     if lr_find and overfit_small is not None:
         raise UsageError("--lr-find and --overfit-small are separate checks: use one at a time")
+    if nproc > 1:
+        if lr_find or overfit_small is not None:
+            raise UsageError("--nproc trains; --lr-find and --overfit-small run in one process")
+        from cellbench.engine.launch import launch
+
+        import click
+
+        code = launch(nproc, command_arguments(click.get_current_context(), drop=("nproc",)))
+        if code:
+            raise typer.Exit(code)
+        return
     sets = list(overrides or [])
     if family is not None:
         if task not in (None, "nuclei"):
@@ -140,6 +169,7 @@ def train_command(
         fresh=fresh,
         init_from=init_from,
         runs_dir=runs_dir,
+        machine=machine,
     )
     reporter = RichReporter(err_console, show_progress=err_console.is_terminal and not json_output)
     if lr_find:

@@ -41,10 +41,12 @@ class TrainRequest:
     fresh: bool = False
     init_from: str | None = None
     runs_dir: str | Path | None = None
+    machine: str | None = None  # a machine profile name, or "auto" (cellbench.machines)
+    notes: list[str] = field(default_factory=list)  # how the config was fitted, said at start
 
     @property
     def has_config_options(self) -> bool:
-        return bool(self.profile or self.config_file or self.overrides)
+        return bool(self.profile or self.config_file or self.overrides or self.machine)
 
 
 def has_trained(run: RunPaths) -> bool:
@@ -91,7 +93,47 @@ def resolve_config(request: TrainRequest, existing: RunPaths | None) -> Config:
             raise BadInputError(f"{existing.config}: no saved config to resume with")
         return config_from_dict(base, source=str(existing.config))
     config = load_config(request.profile, request.config_file, request.overrides, base=base)
+    if request.machine:
+        config = fit_machine(request, base, config)
     anchor_local_paths(config)
+    return config
+
+
+def fit_machine(request: TrainRequest, base: dict[str, Any] | None, plain: Config) -> Config:
+    """The config with the machine profile layered under the task profile, and the study's
+    effective batch (``plain``'s batch x accumulation) split into the machine's micro-batch x
+    accumulation x processes (``cellbench.machines``)."""
+    from cellbench import machines
+    from cellbench.engine.distributed import torchrun_env
+
+    machine = machines.resolve(request.machine)
+    config = load_config(
+        request.profile,
+        request.config_file,
+        request.overrides,
+        base=base,
+        machine=machine.config_layer(),
+        machine_source=f"machine profile {machine.name}",
+    )
+    config.train.machine = machine.name
+    world = torchrun_env().world_size
+    t = plain.train
+    effective = t.batch_size * t.grad_accum_steps
+    if machines.explicit_batch(request.overrides):
+        request.notes.append(f"machine {machine.name}: batch and accumulation as --set gives them")
+        return config
+    fitted = machines.fit_batch(effective, world, machine.batch_size)
+    if fitted is None:
+        request.notes.append(
+            f"machine {machine.name}: the effective batch {effective} does not split over {world} "
+            f"processes; batch {t.batch_size} x accumulation {t.grad_accum_steps} per process"
+        )
+        return config
+    config.train.batch_size, config.train.grad_accum_steps = fitted
+    request.notes.append(
+        f"machine {machine.name}: batch {fitted[0]} x accumulation {fitted[1]} x {world} "
+        f"process(es) keeps the effective batch {effective}"
+    )
     return config
 
 
@@ -216,6 +258,8 @@ def train(request: TrainRequest, reporter=None, callbacks: Sequence[Any] = ()):
     with distributed.process_group(config.train.device) as env:
         if not env.is_main:
             reporter = None  # rank 0 speaks for the run
+        for note in request.notes if reporter is not None else ():
+            reporter.message(note)
         return _train(
             store, request, existing, config, task, init_from, init_state, reporter, callbacks
         )
