@@ -48,11 +48,13 @@ def command_arguments(ctx, drop: tuple[str, ...] = ()) -> list[str]:
     """The command line that gives ``ctx``'s command its parsed options again, minus ``drop``
     (parameter names): what ``--nproc`` hands to each torchrun worker. Built from the parsed
     values, not ``sys.argv``, so it is the same from the shell, ``python -m`` or a test runner."""
-    import click
-
-    argv = [*ctx.command_path.split()[1:]]  # "cellbench train" -> ["train"]
+    argv: list[str] = []
+    node = ctx
+    while node.parent is not None:  # the subcommand names below the root ("train")
+        argv.insert(0, node.info_name)
+        node = node.parent
     for param in ctx.command.params:
-        if param.name in drop or not isinstance(param, click.Option):
+        if param.name in drop or getattr(param, "param_type_name", "") != "option":
             continue
         value = ctx.params.get(param.name)
         if value is None or value == param.default or (param.multiple and not value):

@@ -23,6 +23,7 @@ from cellbench.errors import CheckFailed, ExitCode, UsageError
 
 
 def train_command(
+    ctx: typer.Context,
     profile: Annotated[
         str | None, typer.Option("--profile", "-p", help="Profile name or YAML file.")
     ] = None,
@@ -131,9 +132,7 @@ def train_command(
             raise UsageError("--nproc trains; --lr-find and --overfit-small run in one process")
         from cellbench.engine.launch import launch
 
-        import click
-
-        code = launch(nproc, command_arguments(click.get_current_context(), drop=("nproc",)))
+        code = launch(nproc, command_arguments(ctx, drop=("nproc",)))
         if code:
             raise typer.Exit(code)
         return
@@ -199,6 +198,11 @@ def _train(request, reporter, json_output: bool) -> None:
     from cellbench.engine.session import train
 
     paths, result = train(request, reporter)
+    from cellbench.engine.distributed import torchrun_env
+
+    if not torchrun_env().is_main:  # rank 0 speaks for the run; the others only end with it
+        _exit_like(result)
+        return
     best = result.best or {}
     if best.get("value") is not None:
         best_text = f"best {best['metric']} {best['value']:.4g} (epoch {best['epoch']})"
@@ -209,6 +213,13 @@ def _train(request, reporter, json_output: bool) -> None:
         print_json(result.metrics)
     if result.status == "failed":
         raise CheckFailed(f"{paths.root}: {result.reason}")
+    _exit_like(result)
+
+
+def _exit_like(result) -> None:
+    """The exit status of a run that ended: 1 failed, 130/143/129 interrupted, else 0."""
+    if result.status == "failed":
+        raise typer.Exit(int(ExitCode.CHECK_FAILED))
     if result.status == "interrupted":
         from cellbench.signals import exit_code
 

@@ -32,6 +32,7 @@ def torchrun_arguments(nproc: int, argv: Sequence[str]) -> list[str]:
         f"--nproc-per-node={nproc}",
         f"--shutdown-timeout={SHUTDOWN_TIMEOUT_S}",
         "--module",
+        "--",  # cellbench's options after it: torchrun's parser would read --run as --run-path
         "cellbench",
         *argv,
     ]

@@ -154,7 +154,7 @@ class Trainer:
         self._agreed_stop = False  # the stop flag as all ranks agreed on it (several processes)
         self._signal_time = 0.0
         self._guard_done = False
-        self._oom = False
+        self._keep_initial = False  # a failure that still leaves an epoch-0 last.pt to resume
         # a resumed run keeps the fingerprint of its first start (hashing the weights is skipped)
         saved_fingerprint = (resume_state or {}).get("init_fingerprint")
         self.init_fingerprint = saved_fingerprint or weights_fingerprint(components.model)
@@ -326,6 +326,18 @@ class Trainer:
             # no traceback: what did not fit, and a batch/accumulation that keeps the study's
             # effective batch; the checkpoints are the last completed epoch's
             status, reason = "failed", self._out_of_memory(exc)
+        except RuntimeError as exc:
+            if not self.dist.enabled:
+                self._finish("failed", f"{type(exc).__name__}: {one_line(exc)}")
+                raise
+            # a peer died or was killed (its connection closed in a collective): this rank ends
+            # the run as failed, with the last completed epoch's checkpoints
+            saved = self.history.rows[-1]["epoch"] if self.history.rows else 0
+            self._keep_initial = True
+            status, reason = "failed", (
+                f"a process of this {self.dist.world_size}-process run failed or was lost "
+                f"({one_line(exc)}); {_kept(saved)}"
+            )
         except KeyboardInterrupt:
             saved = self.history.rows[-1]["epoch"] if self.history.rows else 0
             self.stop_signal = self.stop_signal or signal.SIGINT
@@ -335,7 +347,7 @@ class Trainer:
             raise
         finally:
             self.reporter.close()
-        if self._initial_blob is not None and (status == "interrupted" or self._oom):
+        if self._initial_blob is not None and (status == "interrupted" or self._keep_initial):
             # stopped inside epoch 1: the initial state, so ``--resume`` has a start to go from
             write_checkpoint(self.paths.last_checkpoint, self._initial_blob)
             self._initial_blob = None
@@ -563,7 +575,7 @@ class Trainer:
             self.check_log.report(finding)
 
     def _out_of_memory(self, exc: BaseException) -> str:
-        self._oom = True
+        self._keep_initial = True
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
         return memory_guard.oom_reason(self.config.train, self.c.world_size)
@@ -586,6 +598,15 @@ class Trainer:
     @torch.no_grad()
     def _validate(self, epoch: int) -> dict[str, float] | None:
         c = self.c
+        if self.dist.enabled:
+            # each rank updated its BatchNorm running statistics with its own batches since the
+            # last forward's broadcast: validate (and checkpoint) rank 0's, as timm's
+            # ``distribute_bn`` does before its evaluation
+            from timm.utils import distribute_bn
+
+            distribute_bn(c.model, self.dist.world_size, reduce=False)
+            if c.ema is not None:
+                distribute_bn(c.ema.module, self.dist.world_size, reduce=False)
         use_ema = self.config.train.eval_ema and c.ema is not None
         model = c.ema.module if use_ema else (c.eval_model or c.forward_model)
         model.eval()
