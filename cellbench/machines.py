@@ -119,3 +119,15 @@ def fit_batch(effective: int, world: int, cap: int) -> tuple[int, int] | None:
 def explicit_batch(overrides: list[str]) -> bool:
     """True when the command line sets the batch or the accumulation itself."""
     return any(o.split("=", 1)[0].strip() in BATCH_KEYS for o in overrides)
+
+
+def machine_batch(machine: str | None, given: int | None, kind: str, default: int | None):
+    """The batch of ``features extract`` (``kind="features"``), ``eval`` or ``predict``
+    (``"eval"``): ``given`` (an explicit ``--batch-size``) first, else the machine profile's,
+    else ``default``."""
+    if given is not None:
+        return given
+    if machine is None:
+        return default
+    profile = resolve(machine)
+    return profile.features_batch if kind == "features" else profile.eval_batch

@@ -16,6 +16,7 @@ from rich.table import Table
 
 from cellbench.cli.common import (
     JsonOption,
+    MachineOption,
     RunsDirOption,
     console,
     log,
@@ -129,6 +130,7 @@ def eval_run(
             "training fold needs --allow-leak).",
         ),
     ] = None,
+    machine: MachineOption = None,
     runs_dir: RunsDirOption = None,
     json_out: JsonOption = False,
 ) -> None:
@@ -155,6 +157,10 @@ def eval_run(
         return
     if split not in ("val", "test"):
         raise UsageError(f"--split {split}: expected val or test")
+    if machine is not None:
+        from cellbench.machines import machine_batch
+
+        batch_size = machine_batch(machine, batch_size, "eval", default=None)
     if checkpoint not in ("best", "last"):
         raise UsageError(f"--checkpoint {checkpoint}: expected best or last")
     store = run_store(runs_dir)

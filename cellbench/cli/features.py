@@ -22,7 +22,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from cellbench.cli.common import JsonOption, console, err_console, log, print_json
+from cellbench.cli.common import JsonOption, MachineOption, console, err_console, log, print_json
 from cellbench.errors import CheckFailed, UsageError
 
 app = typer.Typer(
@@ -106,7 +106,10 @@ def extract_command(
         str | None,
         typer.Option("--tag", help="Store name under DATA/features/ (default: backbone)."),
     ] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Tiles per forward.")] = 8,
+    batch_size: Annotated[
+        int | None,
+        typer.Option("--batch-size", min=1, help="Tiles per forward (default 8, or --machine's)."),
+    ] = None,
     chunk_size: Annotated[
         int, typer.Option("--chunk-size", min=1, help="Tiles per write (bounds memory).")
     ] = 300,
@@ -114,6 +117,7 @@ def extract_command(
     force: Annotated[
         bool, typer.Option("--force", help="Extract again even if up to date or made otherwise.")
     ] = False,
+    machine: MachineOption = None,
     json_out: JsonOption = False,
 ) -> None:
     """Extract CLS and block tokens of every tile into DATA/features/TAG (float16, memory-mapped).
@@ -125,6 +129,9 @@ def extract_command(
     from cellbench.features.extract import extract_features
     from cellbench.models.backbones import build_backbone, load_backbone_profile, parse_blocks
 
+    from cellbench.machines import machine_batch
+
+    batch_size = machine_batch(machine, batch_size, "features", default=8)
     chosen_blocks = parse_blocks(blocks) if blocks else None
     profile = load_backbone_profile(backbone)
     model = build_backbone(

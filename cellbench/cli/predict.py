@@ -15,7 +15,14 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from cellbench.cli.common import JsonOption, RunsDirOption, console, print_json, run_store
+from cellbench.cli.common import (
+    JsonOption,
+    MachineOption,
+    RunsDirOption,
+    console,
+    print_json,
+    run_store,
+)
 from cellbench.errors import UsageError
 from cellbench.runs.layout import RunPaths
 
@@ -39,8 +46,9 @@ def predict_command(
     checkpoint: Annotated[str, typer.Option("--checkpoint", help="best or last.")] = "best",
     top: Annotated[int, typer.Option("--top", min=1, help="Show the K most probable classes.")] = 1,
     batch_size: Annotated[
-        int, typer.Option("--batch-size", min=1, help="Images per forward pass.")
-    ] = 32,
+        int | None,
+        typer.Option("--batch-size", min=1, help="Images per forward pass (default 32, or --machine's)."),
+    ] = None,
     device: Annotated[str, typer.Option("--device", help="cpu, cuda or auto.")] = "cpu",
     out: Annotated[
         Path | None,
@@ -50,6 +58,7 @@ def predict_command(
             "(default: runs/<run>/predict).",
         ),
     ] = None,
+    machine: MachineOption = None,
     runs_dir: RunsDirOption = None,
     json_out: JsonOption = False,
 ) -> None:
@@ -57,6 +66,9 @@ def predict_command(
     the nuclei of each image with a nuclei run (overlay PNG + QuPath GeoJSON)."""
     if checkpoint not in ("best", "last"):
         raise UsageError(f"--checkpoint {checkpoint}: expected best or last")
+    from cellbench.machines import machine_batch
+
+    batch_size = machine_batch(machine, batch_size, "eval", default=32)
     paths = run_store(runs_dir).resolve(run)
     if _run_task(paths) == "nuclei":
         from cellbench.cli.predict_nuclei import predict_nuclei_command

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from cellbench.cli.common import (
     JsonOption,
+    MachineOption,
     RunsDirOption,
     console,
     err_console,
@@ -112,6 +113,16 @@ def sweep_command(
     retry_failed: Annotated[
         bool, typer.Option("--retry-failed", help="Train failed trials again (from new weights).")
     ] = False,
+    nproc: Annotated[
+        int,
+        typer.Option(
+            "--nproc",
+            min=1,
+            help="Each trial trains with N processes (train --nproc N): N GPUs per trial on the "
+            "local pool, N GPUs of Ray resources per trial.",
+        ),
+    ] = 1,
+    machine: MachineOption = None,
     runs_dir: RunsDirOption = None,
     sweeps_dir: SweepsDirOption = None,
     json_output: JsonOption = False,
@@ -132,6 +143,10 @@ def sweep_command(
 
         import_ray()  # a missing extra is said now, before any trial starts (exit 2)
 
+    if machine is not None:
+        from cellbench.machines import resolve
+
+        resolve(machine)  # an unknown name is said now (exit 2), not by every trial
     from cellbench.sweep import spec as specs
     from cellbench.sweep.runner import Sweep, SweepOptions, open_sweep
     from cellbench.sweep.store import default_sweeps_root
@@ -161,6 +176,8 @@ def sweep_command(
         gpus_per_trial=gpus_per_trial,
         retry_failed=retry_failed,
         phase=phase,
+        nproc=nproc,
+        machine=machine,
     )
     log(f"sweep [bold]{spec.name}[/] · {folder.root}")
     outcome = Sweep(spec, folder, store, options, say=log).run()
