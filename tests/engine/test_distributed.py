@@ -246,3 +246,64 @@ def test_nuclei_two_processes_and_bpq_from_gathered_tile_counts(nuclei_features,
     for row, ref in zip(rows, reference, strict=True):
         assert row["train_loss"] == pytest.approx(ref["train_loss"], rel=NUCLEI_RTOL)
         assert row["val_loss"] == pytest.approx(ref["val_loss"], rel=NUCLEI_RTOL)
+
+
+# ---------------------------------------------------------------------------- the pieces
+
+
+def test_validation_shards_cover_the_split_once_in_order():
+    from cellbench.engine.distributed import ShardSampler
+
+    for length, world in ((10, 2), (11, 3), (3, 4), (0, 2)):
+        shards = [list(ShardSampler(length, r, world)) for r in range(world)]
+        assert [i for s in shards for i in s] == list(range(length))
+        assert all(len(ShardSampler(length, r, world)) == len(s) for r, s in enumerate(shards))
+
+
+def test_ranks_batches_make_up_the_accumulation_window_of_one_process():
+    # the property the curve tests rest on: update k of W ranks x batch B sees the samples of
+    # update k of 1 process x batch B x accumulation W
+    from torch.utils.data import DistributedSampler
+
+    data, batch, world = list(range(48)), 8, 2
+    one = DistributedSampler(data, num_replicas=1, rank=0, seed=42)
+    ranks = [DistributedSampler(data, num_replicas=world, rank=r, seed=42) for r in range(world)]
+    for sampler in (one, *ranks):
+        sampler.set_epoch(3)
+    order = list(one)
+    per_rank = [list(s) for s in ranks]
+    for k in range(len(order) // (batch * world)):
+        window = set(order[k * batch * world : (k + 1) * batch * world])
+        union = {i for r in per_rank for i in r[k * batch : (k + 1) * batch]}
+        assert union == window
+
+
+def test_resume_with_another_world_size_keeps_the_effective_batch():
+    from cellbench.config import Config
+    from cellbench.engine.session import fit_world_size
+    from cellbench.errors import UsageError
+
+    def state(world, accum):
+        return {"world_size": world, "config": {"train": {"grad_accum_steps": accum}}}
+
+    config = Config()
+    config.train.batch_size = 8
+    assert fit_world_size(config, state(2, 1), 2) is None
+    note = fit_world_size(config, state(2, 1), 1)
+    assert config.train.grad_accum_steps == 2 and "effective batch 16" in note
+    fit_world_size(config, state(1, 4), 2)
+    assert config.train.grad_accum_steps == 2
+    with pytest.raises(UsageError, match="--nproc N where N divides 2"):
+        fit_world_size(config, state(2, 1), 3)
+
+
+def test_on_main_and_collectives_are_plain_calls_in_one_process():
+    from cellbench.engine import distributed
+
+    assert distributed.current().world_size == 1
+    assert distributed.on_main(lambda: 7) == 7
+    assert distributed.gather_objects("x") == ["x"]
+    t = torch.ones(3)
+    assert distributed.all_reduce_sum(t) is t and t.tolist() == [1.0, 1.0, 1.0]
+    with pytest.raises(ValueError):
+        distributed.on_main(lambda: (_ for _ in ()).throw(ValueError("no")))
