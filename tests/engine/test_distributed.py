@@ -75,7 +75,7 @@ def _validate_checkpoint(paths):
     from cellbench.config import load_config
     from cellbench.engine.components import build_components
     from cellbench.engine.session import SilentEvents
-    from cellbench.engine.tasks import get_task
+    from cellbench.tasks import get_task
     from cellbench.engine.trainer import Trainer
 
     config = load_config(config_file=paths.config)
