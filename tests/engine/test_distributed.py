@@ -107,6 +107,7 @@ def two_process_run(shapes_dir, tmp_path_factory):
     return RunStore(root).resolve("two"), overrides, done
 
 
+@pytest.mark.slow  # torchrun starts 3 Python processes: ~30 s on 2 cores
 def test_two_processes_follow_one_process_with_accumulation(two_process_run, tmp_path):
     paths, overrides, _ = two_process_run
     one, result = _one_process(tmp_path, [*overrides, "train.grad_accum_steps=2"], "one")
@@ -116,6 +117,7 @@ def test_two_processes_follow_one_process_with_accumulation(two_process_run, tmp
     )
 
 
+@pytest.mark.slow  # torchrun starts 3 Python processes: ~30 s on 2 cores
 def test_one_writer_and_the_effective_batch_recorded(two_process_run):
     paths, _, done = two_process_run
     kinds = [e["kind"] for e in read_events(paths.events)]
@@ -134,6 +136,7 @@ def test_one_writer_and_the_effective_batch_recorded(two_process_run):
     assert not list(paths.root.rglob("*.tmp"))
 
 
+@pytest.mark.slow  # torchrun starts 3 Python processes: ~30 s on 2 cores
 def test_validation_under_two_ranks_equals_one_process_on_the_checkpoint(two_process_run):
     paths, _, _ = two_process_run
     alone = _validate_checkpoint(paths)
@@ -143,6 +146,7 @@ def test_validation_under_two_ranks_equals_one_process_on_the_checkpoint(two_pro
     assert row["val_loss"] == pytest.approx(alone["loss"], rel=1e-6)
 
 
+@pytest.mark.slow  # torchrun starts 3 Python processes: ~30 s on 2 cores
 def test_a_taken_run_name_is_refused_by_every_rank_with_one_line(two_process_run):
     paths, overrides, _ = two_process_run
     runs = str(paths.root.parent)
