@@ -102,7 +102,9 @@ def gpu_section(args) -> None:
         write_shapes_dataset(root / "data", n_per_class=n, image_size=224)
         # timm's train.py reads DATA/train and DATA/validation class folders
         write_shapes_dataset(root / "timm" / "train", n_per_class=n, image_size=224)
-        write_shapes_dataset(root / "timm" / "validation", n_per_class=n // 4, image_size=224, seed=1)
+        write_shapes_dataset(
+            root / "timm" / "validation", n_per_class=n // 4, image_size=224, seed=1
+        )
         common = dict(model=args.gpu_model, batch=args.gpu_batch, epochs=args.gpu_epochs)
         sets = [
             f"data.path={root / 'data'}",
@@ -117,7 +119,16 @@ def gpu_section(args) -> None:
         ]
         flags = [part for s in sets for part in ("--set", s)]
         engine = _cellbench(
-            ["train", "--nproc", str(args.nproc), "--run", "g", "--runs-dir", str(root / "r"), *flags]
+            [
+                "train",
+                "--nproc",
+                str(args.nproc),
+                "--run",
+                "g",
+                "--runs-dir",
+                str(root / "r"),
+                *flags,
+            ]
         )
         timm_cmd = [
             sys.executable,
@@ -152,7 +163,9 @@ def gpu_section(args) -> None:
     timm_rate = 4 * n * common["epochs"] / timm_wall
     print(f"GPU x{args.nproc}, {common['model']}, batch {common['batch']}, bf16, channels_last:")
     print(f"  engine {engine_rate:8.1f} images/s   timm train.py {timm_rate:8.1f} images/s")
-    print(f"  engine / timm: {engine_rate / timm_rate:.2f}x (goal >= 1.0x; wall time incl. startup)")
+    print(
+        f"  engine / timm: {engine_rate / timm_rate:.2f}x (goal >= 1.0x; wall time incl. startup)"
+    )
 
 
 def main() -> None:

@@ -71,7 +71,9 @@ def load_machine(name: str) -> Machine:
             names = machine_names()
             close = difflib.get_close_matches(name, names, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise UsageError(f"--machine {name}: unknown{hint}; available: auto, {', '.join(names)}")
+            raise UsageError(
+                f"--machine {name}: unknown{hint}; available: auto, {', '.join(names)}"
+            )
     data = read_yaml(path)
     try:
         return Machine(name=path.stem, **data)

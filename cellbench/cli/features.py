@@ -127,9 +127,8 @@ def extract_command(
     130 interrupted.
     """
     from cellbench.features.extract import extract_features
-    from cellbench.models.backbones import build_backbone, load_backbone_profile, parse_blocks
-
     from cellbench.machines import machine_batch
+    from cellbench.models.backbones import build_backbone, load_backbone_profile, parse_blocks
 
     batch_size = machine_batch(machine, batch_size, "features", default=8)
     chosen_blocks = parse_blocks(blocks) if blocks else None

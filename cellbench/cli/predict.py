@@ -47,7 +47,9 @@ def predict_command(
     top: Annotated[int, typer.Option("--top", min=1, help="Show the K most probable classes.")] = 1,
     batch_size: Annotated[
         int | None,
-        typer.Option("--batch-size", min=1, help="Images per forward pass (default 32, or --machine's)."),
+        typer.Option(
+            "--batch-size", min=1, help="Images per forward pass (default 32, or --machine's)."
+        ),
     ] = None,
     device: Annotated[str, typer.Option("--device", help="cpu, cuda or auto.")] = "cpu",
     out: Annotated[

@@ -182,14 +182,11 @@ def build_components(
         # sits near the weights of the first step for thousands of steps
         ema = ModelEmaV3(model, decay=train.ema_decay, use_warmup=train.ema_warmup)
     # timm's order: EMA above from the unwrapped model, then DDP, then compile the wrapper
-    wrapped = distributed.wrap_model(
-        model, device, find_unused=train.freeze_backbone_epochs > 0
-    )
+    wrapped = distributed.wrap_model(model, device, find_unused=train.freeze_backbone_epochs > 0)
     compiled = train.compile and device.type == "cuda"
     forward_model = torch.compile(wrapped) if compiled else wrapped
-    if wrapped is model:
-        eval_model = forward_model
-    else:
+    eval_model = forward_model  # one process: what trains validates
+    if wrapped is not model:  # under DDP: the plain (or separately compiled) module
         eval_model = torch.compile(model) if compiled else model
 
     train_generator = torch.Generator()

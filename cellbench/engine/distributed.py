@@ -99,9 +99,7 @@ def process_group(device_setting: str | None) -> Iterator[DistEnv]:
     backend = backend_for(device_setting)
     if backend == "nccl":
         torch.cuda.set_device(env.local_rank)
-    torch.distributed.init_process_group(
-        backend=backend, timeout=datetime.timedelta(minutes=30)
-    )
+    torch.distributed.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=30))
     _current = DistEnv(env.rank, env.local_rank, env.world_size, backend)
     try:
         yield _current
@@ -226,7 +224,4 @@ def wrap_model(
     from torch.nn.parallel import DistributedDataParallel
 
     device_ids = [device.index] if device.type == "cuda" else None
-    return DistributedDataParallel(
-        model, device_ids=device_ids, find_unused_parameters=find_unused
-    )
-
+    return DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=find_unused)

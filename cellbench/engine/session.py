@@ -18,6 +18,7 @@ Rules (DESIGN.md "Run directory"):
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -361,10 +362,8 @@ def _fit(paths: RunPaths, config: Config, components, reporter, callbacks, **kwa
             _finalize(paths, components, events, result, reporter)
         # the other ranks wait for rank 0's last writes; a peer already gone cannot join, and
         # everything is written by now
-        try:
+        with contextlib.suppress(Exception):  # a lost peer at the very end changes nothing
             distributed.barrier()
-        except Exception:  # noqa: S110 - a lost peer at the very end changes nothing written
-            pass
         return result
 
 

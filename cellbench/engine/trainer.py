@@ -67,7 +67,6 @@ from cellbench.runs.events import EventWriter
 from cellbench.runs.layout import RunPaths
 from cellbench.signals import STOP_SIGNALS, graceful_signals, signal_name
 
-
 # under torchrun a Ctrl-C reaches each worker twice (from the terminal's process group and
 # forwarded by torchrun): a repeat this close to the first signal is not a second Ctrl-C
 REPEAT_WINDOW_S = 2.0
@@ -185,9 +184,7 @@ class Trainer:
         if state.get("early_stopping"):
             self.monitor.load_state_dict(state["early_stopping"])
         self._resume_rng = state["rng"]
-        if self.main and repair_best(
-            state, self.paths.last_checkpoint, self.paths.best_checkpoint
-        ):
+        if self.main and repair_best(state, self.paths.last_checkpoint, self.paths.best_checkpoint):
             self.reporter.message(f"best.pt rewritten from last.pt (epoch {state['epoch']})")
 
     def checkpoint_payload(self, epoch: int) -> dict[str, Any]:
@@ -334,9 +331,12 @@ class Trainer:
             # the run as failed, with the last completed epoch's checkpoints
             saved = self.history.rows[-1]["epoch"] if self.history.rows else 0
             self._keep_initial = True
-            status, reason = "failed", (
-                f"a process of this {self.dist.world_size}-process run failed or was lost "
-                f"({one_line(exc)}); {_kept(saved)}"
+            status, reason = (
+                "failed",
+                (
+                    f"a process of this {self.dist.world_size}-process run failed or was lost "
+                    f"({one_line(exc)}); {_kept(saved)}"
+                ),
             )
         except KeyboardInterrupt:
             saved = self.history.rows[-1]["epoch"] if self.history.rows else 0
@@ -544,7 +544,9 @@ class Trainer:
         else:
             flags = [float(samples), float(window), float(self.stop_requested)]
             extra = torch.tensor(flags, dtype=torch.float64, device=loss_sum.device)
-            reduced = distributed.all_reduce_sum(torch.cat([torch.stack([loss_sum, norm_sum]), extra]))
+            reduced = distributed.all_reduce_sum(
+                torch.cat([torch.stack([loss_sum, norm_sum]), extra])
+            )
             total, norms, seen, window_seen, stops = reduced.tolist()
             samples, window = int(seen), int(window_seen)
             self._agreed_stop = stops > 0

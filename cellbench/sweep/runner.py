@@ -259,7 +259,7 @@ class Sweep:
             raise UsageError(f"--nproc {per_trial}: {len(gpus)} GPU(s) visible for the trials")
         slots = len(gpus) // per_trial if gpus else None
         workers = self.options.workers or default_workers(
-            len(todo), gpus[: slots] if slots else [], cores_per_trial=per_trial
+            len(todo), gpus[:slots] if slots else [], cores_per_trial=per_trial
         )
         pool = LocalPool(workers, gpus, gpus_per_trial=per_trial)
         by_id = {t.id: t for t, _ in todo}

@@ -75,8 +75,8 @@ def _validate_checkpoint(paths):
     from cellbench.config import load_config
     from cellbench.engine.components import build_components
     from cellbench.engine.session import SilentEvents
-    from cellbench.tasks import get_task
     from cellbench.engine.trainer import Trainer
+    from cellbench.tasks import get_task
 
     config = load_config(config_file=paths.config)
     c = build_components(config, get_task(config.task))
