@@ -550,6 +550,8 @@ class Trainer:
             total, norms, seen, window_seen, stops = reduced.tolist()
             samples, window = int(seen), int(window_seen)
             self._agreed_stop = stops > 0
+            if self._agreed_stop:
+                self._adopt_signal()
         self._raise_if_non_finite(norms, "gradient norm", epoch)
         self._raise_if_non_finite(total, "loss", epoch)
         return total, samples, window
@@ -564,6 +566,18 @@ class Trainer:
         if self.dist.enabled:
             flag = torch.tensor([float(self.stop_requested)], dtype=torch.float64)
             self._agreed_stop = bool(distributed.all_reduce_sum(flag.to(self.c.device)).item())
+            if self._agreed_stop:
+                self._adopt_signal()
+
+    def _adopt_signal(self) -> None:
+        """The signal that stopped the run, known on every rank (one rank may be the only one
+        signalled): the reason and the exit status name it the same everywhere."""
+        import torch.distributed as dist
+
+        signum = torch.tensor([self.stop_signal or 0], dtype=torch.int64, device=self.c.device)
+        dist.all_reduce(signum, op=dist.ReduceOp.MAX)
+        if self.stop_signal is None and int(signum.item()):
+            self.stop_signal = int(signum.item())
 
     # ------------------------------------------------------------------ memory
 

@@ -170,10 +170,8 @@ def _rank_pid(launcher: subprocess.Popen, rank: int) -> int | None:
     return None
 
 
-@pytest.mark.slow
-def test_a_rank_killed_leaves_one_consistent_run_that_resumes(shapes_dir, tmp_path):
-    runs = tmp_path / "runs"
-    overrides = [f"data.path={shapes_dir}", *TWO, "train.epochs=12"]
+def _start_and_wait(runs: Path, overrides: list[str], epochs_done: int):
+    """A 2-process training of run "k", returned once ``epochs_done`` epochs are in history."""
     launcher = subprocess.Popen(
         [sys.executable, "-m", "cellbench", "train", "--nproc", "2", "--run", "k"]
         + ["--runs-dir", str(runs), *_sets(overrides)],
@@ -182,17 +180,22 @@ def test_a_rank_killed_leaves_one_consistent_run_that_resumes(shapes_dir, tmp_pa
         text=True,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
-    history = None
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and launcher.poll() is None:
         found = RunStore(runs).find("k") if runs.exists() else None
-        history = found.history if found else None
-        if history is not None and history.exists() and len(read_history(history)) >= 2:
+        if found and found.history.exists() and len(read_history(found.history)) >= epochs_done:
             break
         time.sleep(0.05)
-    victim = _rank_pid(launcher, 1)
-    assert victim is not None and launcher.poll() is None, "the run ended before the kill"
-    os.kill(victim, signal.SIGKILL)
+    assert launcher.poll() is None and _rank_pid(launcher, 1), "the run ended too early"
+    return launcher, RunStore(runs).resolve("k")
+
+
+@pytest.mark.slow
+def test_a_rank_killed_leaves_one_consistent_run_that_resumes(shapes_dir, tmp_path):
+    runs = tmp_path / "runs"
+    overrides = [f"data.path={shapes_dir}", *TWO, "train.epochs=12"]
+    launcher, _ = _start_and_wait(runs, overrides, epochs_done=2)
+    os.kill(_rank_pid(launcher, 1), signal.SIGKILL)
     _, stderr = launcher.communicate(timeout=180)
     assert launcher.returncode != 0
     assert "Traceback" not in stderr, stderr[-4000:]
@@ -221,6 +224,22 @@ def test_a_rank_killed_leaves_one_consistent_run_that_resumes(shapes_dir, tmp_pa
     _assert_same_curve(
         read_history(resumed.history), read_history(whole.history), LONG_RTOL, COUNT_METRICS
     )
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_rank_stops_every_rank_at_the_same_step(shapes_dir, tmp_path):
+    runs = tmp_path / "runs"
+    overrides = [f"data.path={shapes_dir}", *TWO, "train.epochs=12"]
+    launcher, paths = _start_and_wait(runs, overrides, epochs_done=1)
+    os.kill(_rank_pid(launcher, 1), signal.SIGTERM)  # a scheduler signalling one process
+    _, stderr = launcher.communicate(timeout=180)
+    assert launcher.returncode == 143, stderr[-3000:]  # rank 0 names the same signal
+    assert "Traceback" not in stderr, stderr[-4000:]
+    end = read_events(paths.events, "run_end")
+    assert len(end) == 1 and end[0]["status"] == "interrupted" and end[0]["signal"] == "SIGTERM"
+    rows = read_history(paths.history)
+    assert torch.load(paths.last_checkpoint, weights_only=True)["epoch"] == rows[-1]["epoch"]
+    assert not paths.lock.exists()
 
 
 # ---------------------------------------------------------------------------- nuclei
