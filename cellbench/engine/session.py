@@ -405,6 +405,13 @@ def _finalize(paths: RunPaths, components, events: EventWriter, result, reporter
         )
 
 
+def _one_process_only(what: str) -> None:
+    from cellbench.engine.distributed import launched_by_torchrun
+
+    if launched_by_torchrun():
+        raise UsageError(f"{what} runs in one process: start it without torchrun")
+
+
 def _completed_result(paths: RunPaths):
     import json
 
@@ -443,6 +450,7 @@ def lr_find(request: TrainRequest, reporter=None):
 
     if request.resume or request.fresh:
         raise UsageError("--lr-find runs before a training: it takes neither --resume nor --fresh")
+    _one_process_only("--lr-find")
     store = RunStore(request.runs_dir)
     existing = find_existing(store, request)
     config = resolve_config(request, existing)
@@ -496,6 +504,7 @@ def overfit(request: TrainRequest, n: int, reporter=None):
 
     if request.resume or request.fresh or request.init_from:
         raise UsageError("--overfit-small starts from new weights in a new run")
+    _one_process_only("--overfit-small")
     store = RunStore(request.runs_dir)
     if request.run is not None and store.find(request.run) is not None:
         raise RunConflict(f"--run {request.run}: exists; --overfit-small writes a new run")
