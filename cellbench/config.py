@@ -192,6 +192,13 @@ class TrainConfig:
     # last window steps with what it has
     grad_accum_steps: int = field(default=1, metadata=AT_LEAST_1)
     freeze_backbone_epochs: int = field(default=0, metadata=AT_LEAST_0)
+    # several processes (--nproc, torchrun): BatchNorm statistics over the global batch
+    sync_bn: bool = False
+    # the memory guard: a warning when the first steps' peak CUDA memory passes this fraction of
+    # the device's total (0 turns it off); machine profiles set it
+    memory_guard: float = field(default=0.9, metadata=PROBABILITY)
+    # the machine profile (profiles/machines/NAME.yaml) this config was fitted to, if any
+    machine: str | None = None
     channels_last: bool = False
     compile: bool = False
     # auto: on for CPU, off for CUDA (faster kernels, cuDNN autotuning); true/false force it
@@ -650,12 +657,17 @@ def load_config(
     config_file: str | Path | None = None,
     overrides: list[str] | tuple[str, ...] = (),
     base: dict[str, Any] | None = None,
+    machine: dict[str, Any] | None = None,
+    machine_source: str = "machine profile",
 ) -> Config:
-    """Resolve a config: defaults < base (a saved run config) < profile/config file < --set."""
+    """Resolve a config: defaults < base (a saved run config) < machine (a machine profile's
+    keys, ``cellbench.machines``) < profile/config file < --set."""
     config = Config()
     origins: Origins = {}
     if base:
         _apply(config, base, "saved run config", BadInputError, origins)
+    if machine:
+        _apply(config, machine, machine_source, BadInputError, origins)
     for source in (profile, config_file):
         if source is None:
             continue

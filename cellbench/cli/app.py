@@ -69,7 +69,10 @@ class CellbenchGroup(TyperGroup):
             err_console.print(f"[yellow]stopped by {exc.name}[/]")
             raise typer.Exit(exit_code(exc.signum)) from None
         except CellbenchError as exc:
-            _print_error(str(exc))
+            from cellbench.engine.distributed import torchrun_env
+
+            if torchrun_env().is_main:  # under torchrun every rank raises the same error
+                _print_error(str(exc))
             raise typer.Exit(int(exc.exit_code)) from None
         except OSError as exc:
             # a file system refusal we did not foresee (a file where a folder was expected, a full

@@ -14,6 +14,7 @@ import typer
 
 from cellbench.cli.common import (
     JsonOption,
+    MachineOption,
     OverwriteOption,
     RunsDirOption,
     console,
@@ -101,6 +102,7 @@ def eval_run(
             "(the differences are written into the eval output).",
         ),
     ] = False,
+    machine: MachineOption = None,
     runs_dir: RunsDirOption = None,
     json_out: JsonOption = False,
 ) -> None:
@@ -133,6 +135,10 @@ def eval_run(
             f"--split {split} and --fold {fold} contradict each other: --fold evaluates that fold "
             "whatever the split; give one of them"
         )
+    if machine is not None:
+        from cellbench.machines import machine_batch
+
+        batch_size = machine_batch(machine, batch_size, "eval", default=None)
     if checkpoint not in ("best", "last"):
         raise UsageError(f"--checkpoint {checkpoint}: expected best or last")
     store = run_store(runs_dir)

@@ -22,9 +22,9 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from cellbench.cli.common import JsonOption, console, err_console, log, print_json
+from cellbench.cli.common import JsonOption, MachineOption, console, err_console, log, print_json
 from cellbench.cli.lists import list_options, parse_folds, split_values
-from cellbench.errors import CheckFailed
+from cellbench.errors import CheckFailed, UsageError
 
 app = typer.Typer(
     help="Extract frozen-backbone features into a store, and check them.", no_args_is_help=True
@@ -105,7 +105,10 @@ def extract_command(
         str | None,
         typer.Option("--tag", help="Store name under DATA/features/ (default: backbone)."),
     ] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Tiles per forward.")] = 8,
+    batch_size: Annotated[
+        int | None,
+        typer.Option("--batch-size", min=1, help="Tiles per forward (default 8, or --machine's)."),
+    ] = None,
     chunk_size: Annotated[
         int, typer.Option("--chunk-size", min=1, help="Tiles per write (bounds memory).")
     ] = 300,
@@ -113,6 +116,7 @@ def extract_command(
     force: Annotated[
         bool, typer.Option("--force", help="Extract again even if up to date or made otherwise.")
     ] = False,
+    machine: MachineOption = None,
     json_out: JsonOption = False,
 ) -> None:
     """Extract CLS and block tokens of every tile into DATA/features/TAG (float16, memory-mapped).
@@ -123,8 +127,10 @@ def extract_command(
     """
     data = _data_store(data)
     from cellbench.features.extract import extract_features
+    from cellbench.machines import machine_batch
     from cellbench.models.backbones import build_backbone, load_backbone_profile, parse_blocks
 
+    batch_size = machine_batch(machine, batch_size, "features", default=8)
     chosen_blocks = parse_blocks(" ".join(split_values(blocks)), "--blocks") if blocks else None
     profile = load_backbone_profile(backbone)
     model = build_backbone(

@@ -18,6 +18,7 @@ from rich.table import Table
 from cellbench import outputs
 from cellbench.cli.common import (
     JsonOption,
+    MachineOption,
     OverwriteOption,
     RunsDirOption,
     console,
@@ -61,8 +62,11 @@ def predict_command(
     checkpoint: Annotated[str, typer.Option("--checkpoint", help="best or last.")] = "best",
     top: Annotated[int, typer.Option("--top", min=1, help="Show the K most probable classes.")] = 1,
     batch_size: Annotated[
-        int, typer.Option("--batch-size", min=1, help="Images per forward pass.")
-    ] = 32,
+        int | None,
+        typer.Option(
+            "--batch-size", min=1, help="Images per forward pass (default 32, or --machine's)."
+        ),
+    ] = None,
     device: Annotated[str, typer.Option("--device", help="cpu, cuda or auto.")] = "cpu",
     out: Annotated[
         Path | None,
@@ -79,6 +83,7 @@ def predict_command(
             "--force", help="Predict although the run's feature store or data changed since."
         ),
     ] = False,
+    machine: MachineOption = None,
     runs_dir: RunsDirOption = None,
     json_out: JsonOption = False,
 ) -> None:
@@ -86,6 +91,9 @@ def predict_command(
     the nuclei of each image with a nuclei run (overlay PNG + QuPath GeoJSON)."""
     if checkpoint not in ("best", "last"):
         raise UsageError(f"--checkpoint {checkpoint}: expected best or last")
+    from cellbench.machines import machine_batch
+
+    batch_size = machine_batch(machine, batch_size, "eval", default=32)
     paths = run_store(runs_dir).resolve(run)
     check_inputs(paths, force, "predict")  # before any image or model is read
 

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from cellbench.cli.common import (
     JsonOption,
+    MachineOption,
     RunsDirOption,
     console,
     err_console,
@@ -121,6 +122,16 @@ def sweep_command(
             "--max-trials", min=1, help="Refuse a sweep of more trials than this (counted first)."
         ),
     ] = 1000,
+    nproc: Annotated[
+        int,
+        typer.Option(
+            "--nproc",
+            min=1,
+            help="Each trial trains with N processes (train --nproc N): N GPUs per trial on the "
+            "local pool, N GPUs of Ray resources per trial.",
+        ),
+    ] = 1,
+    machine: MachineOption = None,
     runs_dir: RunsDirOption = None,
     sweeps_dir: SweepsDirOption = None,
     json_output: JsonOption = False,
@@ -153,6 +164,10 @@ def sweep_command(
 
         import_ray()  # a missing extra is said now, before any trial starts (exit 2)
 
+    if machine is not None:
+        from cellbench.machines import resolve
+
+        resolve(machine)  # an unknown name is said now (exit 2), not by every trial
     from cellbench.sweep import spec as specs
     from cellbench.sweep.runner import Sweep, SweepOptions, open_sweep
     from cellbench.sweep.store import default_sweeps_root
@@ -188,6 +203,8 @@ def sweep_command(
         gpus_per_trial=gpus_per_trial,
         retry_failed=retry_failed,
         phase=phase,
+        nproc=nproc,
+        machine=machine,
     )
     log(f"sweep [bold]{spec.name}[/] · {folder.root}")
     outcome = Sweep(spec, folder, store, options, say=log).run()

@@ -155,6 +155,24 @@ class LossSums:
             total += value.detach().double() * n
         self.count += n
 
+    def all_reduce(self) -> None:
+        """Sum the per-rank sums and counts over the processes (nothing with one process).
+
+        Every rank has seen the same terms, so the stacked sums line up."""
+        from cellbench.engine import distributed
+
+        if not distributed.current().enabled:
+            return
+        names = list(self.sums)
+        device = self.device
+        stacked = [self.sums[k] for k in names] + [
+            torch.tensor(float(self.count), dtype=torch.float64, device=device)
+        ]
+        reduced = distributed.all_reduce_sum(torch.stack(stacked))
+        for i, name in enumerate(names):
+            self.sums[name] = reduced[i]
+        self.count = int(reduced[-1].item())
+
     def compute(self) -> dict[str, float]:
         if not self.sums:
             return {"loss": float("nan")}
@@ -177,6 +195,15 @@ class MetricAccumulator:
     def compute(self) -> dict[str, float]:
         """``{"loss": ..., "loss_<term>": ..., <metric>: ...}`` over everything seen."""
         raise NotImplementedError
+
+    def all_reduce(self) -> None:
+        """Under several processes, before ``compute``: make this accumulator hold the whole
+        split's raw sums (counts summed over ranks with ``distributed.all_reduce_sum``, per-item
+        results gathered with ``distributed.gather_objects``), never an average of per-rank
+        metrics. Every rank calls it, in the same order."""
+        raise NotImplementedError(
+            f"{type(self).__name__}: no all_reduce, so it cannot validate under several processes"
+        )
 
 
 class Task:

@@ -115,6 +115,19 @@ class NucleiAccumulator(MetricAccumulator):
             self.pq_scores.append(score_tile(true_inst[i], None, inst, None))
             self.pq_tissues.append(TISSUES[int(targets["tissue"][i])])
 
+    def all_reduce(self) -> None:
+        """Pixel counts summed over ranks; per-tile PQ counts gathered, in dataset order (each
+        rank validates one contiguous block, in rank order), so bPQ is computed from the same
+        per-tile counts as with one process."""
+        from cellbench.engine.distributed import all_reduce_sum, gather_objects
+
+        all_reduce_sum(self.sums)
+        self.losses.all_reduce()
+        if self.with_pq:
+            parts = gather_objects((self.pq_scores, self.pq_tissues))
+            self.pq_scores = [s for scores, _ in parts for s in scores]
+            self.pq_tissues = [t for _, tissues in parts for t in tissues]
+
     def compute(self) -> dict[str, float]:
         inter, pred, true, hv_sq, right = self.sums.tolist()
         out = {
