@@ -1,6 +1,10 @@
-"""``cellbench predict --run RUN IMAGE...``: class and probability of each image, or, for a
+"""``cellbench predict --run RUN IMAGE|SLIDE...``: class and probability of each image, or, for a
 nuclei run, its nuclei: an overlay PNG (contours coloured by type) and a QuPath GeoJSON per
 image in ``--out`` (default ``runs/<run>/predict/``), and a table of counts per type.
+
+Whole-slide images (SVS, NDPI, MRXS, tiled/pyramidal TIFF...; or any image given with a slide
+option: --mpp, --level, --roi, --tissue) go through the streaming slide pipeline
+(``cellbench.inference.slide``; docs/slides.md): outputs in ``--out/<slide>/``, resumable.
 
 Every image is read before the model is loaded: if one cannot be read, the command exits 3 at
 once, naming every unreadable file, and prints no partial result (a script never gets half a
@@ -9,6 +13,7 @@ list).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -18,6 +23,24 @@ from rich.table import Table
 from cellbench.cli.common import JsonOption, RunsDirOption, console, print_json, run_store
 from cellbench.errors import UsageError
 from cellbench.runs.layout import RunPaths
+
+
+@dataclass
+class SlideOptions:
+    mpp: float | None
+    level: int | None
+    roi: str | None
+    tissue: str | None
+    workers: int | None
+    force: bool
+    batch_size: int
+
+    def given(self) -> str | None:
+        """The first slide-only option given (they send any image through the slide path)."""
+        for name in ("mpp", "level", "roi", "tissue"):
+            if getattr(self, name) is not None:
+                return name
+        return None
 
 
 def _run_task(paths: RunPaths) -> str | None:
@@ -50,6 +73,52 @@ def predict_command(
             "(default: runs/<run>/predict).",
         ),
     ] = None,
+    mpp: Annotated[
+        float | None,
+        typer.Option(
+            "--mpp",
+            help="Slides: µm per pixel of level 0, for a slide whose metadata has none "
+            "(it overrides the metadata).",
+            show_default=False,
+        ),
+    ] = None,
+    level: Annotated[
+        int | None,
+        typer.Option(
+            "--level",
+            min=0,
+            help="Slides: pyramid level to read (default: the coarsest one at least as fine "
+            "as the run's µm/px).",
+            show_default=False,
+        ),
+    ] = None,
+    roi: Annotated[
+        str | None,
+        typer.Option(
+            "--roi", help="Slides: only the region x,y,w,h (level-0 pixels).", show_default=False
+        ),
+    ] = None,
+    tissue: Annotated[
+        str | None,
+        typer.Option(
+            "--tissue",
+            help="Slides: auto (skip background found by Otsu on saturation) or none.",
+            show_default=False,
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            min=0,
+            help="Slides: post-processing processes (0: in the main process; default: the "
+            "CPUs less one, at most 8).",
+            show_default=False,
+        ),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Slides: redo a slide that already finished.")
+    ] = False,
     runs_dir: RunsDirOption = None,
     json_out: JsonOption = False,
 ) -> None:
@@ -58,13 +127,16 @@ def predict_command(
     if checkpoint not in ("best", "last"):
         raise UsageError(f"--checkpoint {checkpoint}: expected best or last")
     paths = run_store(runs_dir).resolve(run)
+    slide_options = SlideOptions(mpp, level, roi, tissue, workers, force, batch_size)
     if _run_task(paths) == "nuclei":
         from cellbench.cli.predict_nuclei import predict_nuclei_command
 
-        predict_nuclei_command(paths, images, checkpoint, device, out, json_out)
+        predict_nuclei_command(paths, images, checkpoint, device, out, json_out, slide_options)
         return
     if out is not None:
         raise UsageError("--out is for nuclei runs (overlay PNG and GeoJSON per image)")
+    if slide_options.given():
+        raise UsageError(f"--{slide_options.given()}: slide options are for nuclei runs")
 
     from cellbench.inference import load_model, predict_many, read_images  # torch: lazily
 
