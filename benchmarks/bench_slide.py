@@ -94,7 +94,7 @@ def main() -> None:
             from tests.helpers_nuclei_run import make_nuclei_run
 
             print("training the tests' tiny nuclei run ...", file=sys.stderr)
-            run_root = make_nuclei_run(tmp / "run", tiles=12, epochs=10).run.root
+            run_root = make_nuclei_run(tmp / "run", 12, 12, "train.scheduler=none").run.root
         model = cellbench.load_model(run_root, device=args.device)
         store = _store_of(run_root)
         small = _slide(store, tmp / "small.tif", args.side, model.mpp)

@@ -28,10 +28,10 @@ def predict_nuclei_command(
 ) -> None:
     import numpy as np
 
+    from cellbench.cli.predict_slide import check_slides, predict_slides
     from cellbench.data.families import NUCLEUS_TYPES
     from cellbench.export.geojson import nuclei_geojson, write_geojson
     from cellbench.export.overlay import write_overlay_png
-    from cellbench.cli.predict_slide import check_slides, predict_slides
     from cellbench.inference import load_model, read_images
     from cellbench.inference.slide_reader import is_slide
     from cellbench.nuclei_inference import predict_nuclei

@@ -60,6 +60,23 @@ def _progress_bar():
     )
 
 
+class _Progress:
+    """``progress(done, total)`` for ``write_slide``: the bar, with this run's tiles/s (tiles
+    resumed from the journal are not counted in the speed)."""
+
+    def __init__(self, bar, task):
+        self.bar, self.task = bar, task
+        self.started = time.perf_counter()
+        self.first: int | None = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.first is None:
+            self.first = done
+        elapsed = time.perf_counter() - self.started
+        rate = (done - self.first) / elapsed if elapsed > 0 else 0.0
+        self.bar.update(self.task, completed=done, total=total, rate=f"{rate:.1f}")
+
+
 def predict_slides(loaded, slides: list[Path], folder: Path, options) -> list[dict[str, Any]]:
     from cellbench.inference.slide import write_slide
     from cellbench.inference.tiling import parse_roi
@@ -68,17 +85,7 @@ def predict_slides(loaded, slides: list[Path], folder: Path, options) -> list[di
     results = []
     for slide in slides:
         with _progress_bar() as bar:
-            task = bar.add_task(slide.name, total=None, rate="-")
-            started, first = time.perf_counter(), None
-
-            def progress(done: int, total: int, task=task, bar=bar) -> None:
-                nonlocal first
-                if first is None:
-                    first = done  # resumed tiles are not this run's speed
-                elapsed = time.perf_counter() - started
-                rate = (done - first) / elapsed if elapsed > 0 else 0.0
-                bar.update(task, completed=done, total=total, rate=f"{rate:.1f}")
-
+            progress = _Progress(bar, bar.add_task(slide.name, total=None, rate="-"))
             result = write_slide(
                 loaded,
                 slide,

@@ -120,11 +120,7 @@ def stream(
     reads: deque[tuple[Item, Future]] = deque()
     posts: deque[tuple[Item, Future]] = deque()
     read_pool = ThreadPoolExecutor(max(1, readers), thread_name_prefix="cellbench-read")
-    post_pool = (
-        ProcessPoolExecutor(workers, mp_context=_context(post))
-        if workers > 0
-        else None
-    )
+    post_pool = ProcessPoolExecutor(workers, mp_context=_context(post)) if workers > 0 else None
     exhausted = False
     start = time.perf_counter()
 

@@ -312,7 +312,7 @@ def write_slide(
         if progress:
             progress(done, len(plan.tiles))
         try:
-            for position, (tile, records) in enumerate(
+            for position, (_, records) in enumerate(
                 _stream_records(
                     predictor,
                     plan,

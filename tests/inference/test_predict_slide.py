@@ -31,8 +31,9 @@ MPP = 0.25  # the run's (data.mpp default)
 
 @pytest.fixture(scope="module")
 def slide_run(tmp_path_factory):
-    # ten epochs: enough for the decoder to find nuclei (val NP Dice ~0.8 on generated tiles)
-    return make_nuclei_run(tmp_path_factory.mktemp("slide-run"), tiles=12, epochs=10)
+    # twelve epochs at a constant LR: the decoder finds nuclei (val NP Dice ~0.85 on generated
+    # tiles) and finds the same ones whatever the tile's offset, which the comparisons need
+    return make_nuclei_run(tmp_path_factory.mktemp("slide-run"), 12, 12, "train.scheduler=none")
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +114,10 @@ def test_a_pyramidal_tiff_gives_each_nucleus_once_whole_in_slide_coordinates(
     slide_labels = _labels(features, image.shape[:2])
     assert not (slide_labels == -1).any(), "two slide nuclei overlap: a duplicate"
     centres = np.array([(x, y) for x, y in zip(table["x_px"], table["y_px"], strict=True)])
-    for nucleus in range(1, whole.count + 1):
+    tissue = image.shape[0]  # the mosaic is square; the glass column lies right of it
+    in_tissue = [k + 1 for k, (x, _) in enumerate(whole.centroids) if x < tissue - 4]
+    assert in_tissue
+    for nucleus in in_tissue:
         mask = whole.instances == nucleus
         hits, counts = np.unique(slide_labels[mask], return_counts=True)
         ious = {
@@ -130,12 +134,10 @@ def test_a_pyramidal_tiff_gives_each_nucleus_once_whole_in_slide_coordinates(
         np.testing.assert_allclose(centres[best - 1], whole.centroids[nucleus - 1] + 0.5, atol=1.0)
     # each slide nucleus sits in one tile core: as many nuclei as the whole pass, give or take
     # those the whole pass saw at its own (unoverlapped) tile borders
-    assert whole.count <= len(features) <= 1.5 * whole.count + 2
+    assert len(in_tissue) <= len(features) <= 1.5 * len(in_tissue) + 2
 
 
-def test_a_slide_without_resolution_is_refused_before_the_model_loads(
-    slide_run, slide, tmp_path
-):
+def test_a_slide_without_resolution_is_refused_before_the_model_loads(slide_run, slide, tmp_path):
     path, image = slide
     bare = write_pyramid(tmp_path / "bare.tif", image, mpp=None)
     broken = slide_run.copy(tmp_path / "broken")
@@ -214,7 +216,9 @@ def test_a_slide_killed_midway_resumes_to_the_same_outputs(slide_run, tmp_path):
     proc.wait()
     assert not (killed / "big" / "summary.json").exists()
 
-    again = subprocess.run([*command, "--out", str(killed)], env=env, capture_output=True, text=True)
+    again = subprocess.run(
+        [*command, "--out", str(killed)], env=env, capture_output=True, text=True
+    )
     assert again.returncode == 0, again.stderr[-3000:]
     assert "resuming after" in again.stderr
     for name in ("big.geojson", "big.csv", "big.parquet", "big.overlay.png"):

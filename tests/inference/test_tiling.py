@@ -19,7 +19,9 @@ from tests.helpers_slides import write_pyramid
 LEVELS = [(1000, 600, 1.0), (500, 300, 2.0), (250, 150, 4.0)]
 
 
-@pytest.mark.parametrize(("width", "height", "tile", "margin"), [(200, 130, 64, 8), (64, 64, 64, 16), (65, 300, 32, 4)])
+@pytest.mark.parametrize(
+    ("width", "height", "tile", "margin"), [(200, 130, 64, 8), (64, 64, 64, 16), (65, 300, 32, 4)]
+)
 def test_cores_partition_the_region_and_keep_the_margin(width, height, tile, margin):
     g = plan_geometry([(width, height, 1.0)], 0.25, 0.25, tile, margin)
     owner = np.zeros((height, width), np.int32)
