@@ -34,10 +34,11 @@ def core_detections(
 ) -> list[dict[str, Any]]:
     """Post-process one tile and keep the detections whose centroid lies in its core
     (``job`` = (core, origin); core = x0, y0, x1, y1 in pixels of the ``size`` x ``size`` tile):
-    each object is kept by exactly one tile. Coordinates become the slide's: ``origin + tile_xy * scale``; ``area`` becomes slide pixels. ``geometry`` is the
-    GeoJSON geometry as JSON text (made here, in the worker, not in the writer), and
-    ``touches_edge`` says that the outline reaches the tile's edge, i.e. the object may be cut
-    (the margin is smaller than the object)."""
+    each object is kept by exactly one tile. Coordinates become the slide's:
+    ``origin + tile_xy * scale``; ``area`` becomes slide pixels. ``geometry`` is the GeoJSON
+    geometry as JSON text (made here, in the worker, not in the writer), and ``touches_edge``
+    says that the outline reaches the tile's edge: the object may be cut (the margin is smaller
+    than the object)."""
     (x0, y0, x1, y1), (ox, oy) = job
     out = []
     for d in postprocess(payload):

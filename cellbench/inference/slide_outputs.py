@@ -2,10 +2,10 @@
 
 While the slide runs, finished tiles go to a *journal* (``.journal/`` in the slide's folder):
 Parquet parts (``pyarrow``), each holding the objects of a contiguous run of tiles, written
-atomically, committed every ``COMMIT_SECONDS`` or ``COMMIT_TILES`` tiles, whichever comes first
-(one file per tile would be 100,000 files on a slide; a kill loses at most that much work).
-The pipeline returns tiles in order, so the finished tiles are always a prefix: an interrupted slide resumes at the first tile no part
-holds, and a part is either there whole or not at all.
+atomically, committed every ``COMMIT_SECONDS`` or ``COMMIT_TILES`` tiles, whichever comes first (one
+file per tile would be 100,000 files on a slide; a kill loses at most that much work). The pipeline
+returns tiles in order, so the finished tiles are always a prefix: an interrupted slide resumes at
+the first tile no part holds, and a part is either there whole or not at all.
 
 When every tile is done, the parts are read back one at a time and streamed into the outputs:
 
