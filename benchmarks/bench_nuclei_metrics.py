@@ -26,8 +26,8 @@ from cellbench.data.perturb import perturb_tiles
 from cellbench.data.synth import synth_tile, tissues_for_fold
 from cellbench.data.targets import hv_maps
 from cellbench.metrics.nuclei import score_tiles
-from cellbench.metrics.postproc import PostProcParams, postprocess_tiles
 from cellbench.metrics.tile_pool import map_chunks
+from cellbench.tasks.nuclei.postproc import PostProcParams, postprocess_tiles
 
 
 def pairwise(true: np.ndarray, pred: np.ndarray):

@@ -96,9 +96,9 @@ def plain_loop(features: Path, epochs: int) -> tuple[float, int]:
     import dataclasses
 
     from cellbench.config import load_config
-    from cellbench.engine.tasks import get_task
-    from cellbench.models.nuclei_decoder import NucleiDecoder
-    from cellbench.models.nuclei_losses import NucleiLoss
+    from cellbench.tasks import get_task
+    from cellbench.tasks.nuclei.decoder import NucleiDecoder
+    from cellbench.tasks.nuclei.losses import NucleiLoss
 
     started = time.perf_counter()
     config = load_config(overrides=overrides(features, epochs))

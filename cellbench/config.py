@@ -232,7 +232,7 @@ class OrganConfig:
 
 @dataclass
 class NucleiLossConfig:
-    """Weights of the nuclei decoder's loss terms (``cellbench.models.nuclei_losses``); 0 = off.
+    """Weights of the nuclei decoder's loss terms (``cellbench.tasks.nuclei.losses``); 0 = off.
     Defaults: HoVer-Net's (every term 1); focal Tversky is CellViT's NP alternative."""
 
     np_ce: float = field(default=1.0, metadata=AT_LEAST_0)

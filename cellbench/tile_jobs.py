@@ -1,12 +1,12 @@
-"""What the slide pipeline's worker processes run, kept torch-free.
+"""What the slide pipeline's worker processes run, outside ``cellbench.inference``.
 
-``cellbench.inference`` imports torch at the top, and a worker process unpickling a function
-imports that function's module and its parents: a post-processing worker would carry torch's
-hundreds of megabytes for nothing. The functions the pool runs live here instead (numpy only);
-``cellbench.inference.pipeline`` and ``cellbench.inference.slide`` send them.
+A worker process unpickling a function imports that function's module and its parents, and
+``cellbench.inference`` loads models at import. The task-agnostic part of the work the pool runs
+lives here instead (numpy only); ``cellbench.inference.pipeline`` and ``cellbench.inference.slide``
+send it, with the task's own post-processing (the predictor's ``tile_postprocessor``).
 
 A *detection* (what a predictor's post-processing returns per object, see
-``cellbench.export.detections``) is a dict with at least ``x``, ``y`` (centroid), ``area``
+``cellbench.tasks.nuclei.export.detections``) is a dict with at least ``x``, ``y`` (centroid), ``area``
 (pixels) and ``rings`` (closed outlines [[x, y], ...]) in the tile's pixel coordinates.
 """
 

@@ -30,7 +30,7 @@ class NucleiRun:
 
 def make_nuclei_run(root: Path, tiles: int = 10, epochs: int = 2, *extra: str) -> NucleiRun:
     """``extra``: more --set overrides (the slide tests train longer at a constant LR)."""
-    pytest.importorskip("cellbench.engine.tasks.nuclei")  # the nuclei task (issue 11, engine)
+    pytest.importorskip("cellbench.tasks.nuclei.task")  # the nuclei task (issue 11, engine)
     import yaml  # noqa: I001 (tests.helpers_nuclei is first-party once the nuclei task lands)
 
     from cellbench.data.prepare import prepare

@@ -12,9 +12,9 @@ import torch
 from PIL import Image
 
 import cellbench
-from cellbench.engine.evaluate import evaluate_run
 from cellbench.errors import BadInputError
 from cellbench.inference import LoadedModel, Prediction, load_model, predict, predict_many
+from cellbench.tasks.classify.evaluation import evaluate_run
 from tests.helpers_eval import copy_runs, edit_checkpoint, trained_run
 
 
@@ -137,7 +137,7 @@ def test_unreadable_file_is_named(loaded, tmp_path):
 
 def test_not_a_classification_checkpoint(runs, tmp_path):
     _, run = copy_runs(runs[0], tmp_path)
-    edit_checkpoint(run.best_checkpoint, task="detect")  # nuclei runs: tests/test_nuclei_inference
+    edit_checkpoint(run.best_checkpoint, task="detect")  # nuclei runs: tests/tasks/nuclei/test_predictor.py
     with pytest.raises(BadInputError, match="'detect' run"):
         load_model(run.root)
 

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from cellbench.export.detections import instance_detections
+from cellbench.tasks.nuclei.export.detections import instance_detections
 from cellbench.tile_jobs import core_detections
 
 

@@ -188,7 +188,7 @@ def eval_run(
     if used:
         raise UsageError(f"{used[0]} is for nuclei runs; {paths.root.name} is not one")
 
-    from cellbench.engine.evaluate import evaluate_run  # torch: only when evaluating
+    from cellbench.tasks.classify.evaluation import evaluate_run  # torch: only when evaluating
 
     log(f"evaluating {paths.root.name} on {split} with {checkpoint}.pt ...")
     # progress on stderr, drawn only on a terminal: --json output and logs stay clean
@@ -311,7 +311,7 @@ def eval_pannuke(
 
     from cellbench.cli.data import _parse_folds
     from cellbench.data.nuclei_labels import check_pair, open_labels
-    from cellbench.metrics.nuclei_eval import combine_folds, score_folds
+    from cellbench.metrics.nuclei_folds import combine_folds, score_folds
     from cellbench.metrics.nuclei_report import tile_rows, write_tile_csv
 
     selected = _parse_folds(folds, ctx.args)

@@ -25,7 +25,7 @@ def eval_nuclei_run(
 ) -> None:
 
     from cellbench.cli.eval import render_pannuke
-    from cellbench.engine.nuclei_eval import evaluate_nuclei_run  # torch: only when evaluating
+    from cellbench.tasks.nuclei.evaluation import evaluate_nuclei_run  # torch: only when evaluating
 
     where = f"fold {fold}" if fold is not None else split
     log(f"evaluating {paths.root.name} on {where} with {checkpoint}.pt ...")

@@ -30,11 +30,11 @@ def predict_nuclei_command(
 
     from cellbench.cli.predict_slide import check_slides, predict_slides
     from cellbench.data.families import NUCLEUS_TYPES
-    from cellbench.export.geojson import nuclei_geojson, write_geojson
-    from cellbench.export.overlay import write_overlay_png
     from cellbench.inference import load_model, read_images
     from cellbench.inference.slide_reader import is_slide
-    from cellbench.nuclei_inference import predict_nuclei
+    from cellbench.tasks.nuclei.export.geojson import nuclei_geojson, write_geojson
+    from cellbench.tasks.nuclei.export.overlay import write_overlay_png
+    from cellbench.tasks.nuclei.predictor import predict_nuclei
 
     stems = [Path(image).stem for image in images]
     repeated = sorted({s for s in stems if stems.count(s) > 1})

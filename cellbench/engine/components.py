@@ -20,10 +20,10 @@ from cellbench.engine.device import Precision, resolve_device, resolve_precision
 from cellbench.engine.optim import build_optimizer, build_scheduler
 from cellbench.engine.seeding import seed_everything, seed_worker
 from cellbench.engine.step import TrainStep, channels_last, to_device
-from cellbench.engine.tasks.base import BatchTransform, Task, TaskData
 from cellbench.errors import BadInputError, UsageError
 from cellbench.models.params import count_parameters
 from cellbench.models.weights import WeightsReport, load_state
+from cellbench.tasks.base import BatchTransform, Task, TaskData
 
 
 @dataclass

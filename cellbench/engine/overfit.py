@@ -26,8 +26,8 @@ from cellbench.config import Config
 from cellbench.engine.components import build_components
 from cellbench.engine.seeding import epoch_seed
 from cellbench.engine.step import eval_step
-from cellbench.engine.tasks.base import Task, TaskData
 from cellbench.errors import UsageError
+from cellbench.tasks.base import Task, TaskData
 
 StepCallback = Callable[[int, float], None]
 

@@ -196,8 +196,8 @@ def train(request: TrainRequest, reporter=None, callbacks: Sequence[Any] = ()):
     """Run one training as ``request`` says; returns ``(RunPaths, TrainResult)``."""
     from cellbench.engine.checkpoint import load_checkpoint
     from cellbench.engine.components import build_components
-    from cellbench.engine.tasks import get_task
     from cellbench.runs.summary import summarize
+    from cellbench.tasks import get_task
 
     store = RunStore(request.runs_dir)
     if request.resume and request.fresh:
@@ -312,7 +312,7 @@ def lr_find(request: TrainRequest, reporter=None):
     """
     from cellbench.engine.components import build_components
     from cellbench.engine.lr_finder import lr_range_test, save_lr_find
-    from cellbench.engine.tasks import get_task
+    from cellbench.tasks import get_task
 
     if request.resume or request.fresh:
         raise UsageError("--lr-find runs before a training: it takes neither --resume nor --fresh")
@@ -365,7 +365,7 @@ def overfit(request: TrainRequest, n: int, reporter=None):
     from cellbench.engine.checkpoint import weights_fingerprint
     from cellbench.engine.device import describe_device
     from cellbench.engine.overfit import overfit_config, overfit_small
-    from cellbench.engine.tasks import get_task
+    from cellbench.tasks import get_task
 
     if request.resume or request.fresh or request.init_from:
         raise UsageError("--overfit-small starts from new weights in a new run")

@@ -31,7 +31,7 @@ from cellbench.runs.layout import RunPaths
 from cellbench.runs.store import RunStore
 
 if TYPE_CHECKING:
-    from cellbench.nuclei_inference import NucleiModel
+    from cellbench.tasks.nuclei.predictor import NucleiModel
 
 CHECKPOINTS = ("best", "last")
 ImageInput = str | os.PathLike | Image.Image | np.ndarray
@@ -158,14 +158,14 @@ def load_model(
     state = read_checkpoint(path)
     task = state.get("task") or state["config"].get("task")
     if task == "nuclei":
-        # image -> the features' backbone -> decoder -> frozen post-processing (nuclei_inference)
-        from cellbench.nuclei_inference import load_nuclei_model
+        # image -> the features' backbone -> decoder -> frozen post-processing (tasks/nuclei/predictor.py)
+        from cellbench.tasks.nuclei.predictor import load_nuclei_model
 
         root = run_paths.root if run_paths is not None else Path(path).parent.parent
         return load_nuclei_model(state, path, root, device)
     if task == "organ":
-        # image -> the features' backbone -> head -> the run's temperature (organ_inference)
-        from cellbench.organ_inference import load_organ_model
+        # image -> the features' backbone -> head -> the run's temperature (tasks/organ/predictor.py)
+        from cellbench.tasks.organ.predictor import load_organ_model
 
         root = run_paths.root if run_paths is not None else Path(path).parent.parent
         pipeline, transform, config, dev = load_organ_model(state, path, root, device)
@@ -277,9 +277,9 @@ def predict_many(
 
 def predict(loaded: LoadedModel, image: ImageInput):
     """The class of one image (path, PIL image or uint8 HxWx3 array) and its probabilities; for a
-    nuclei run, its nuclei (``cellbench.nuclei_inference.NucleiPrediction``: instances, types,
+    nuclei run, its nuclei (``cellbench.tasks.nuclei.predictor.NucleiPrediction``: instances, types,
     probabilities, centroids)."""
-    from cellbench.nuclei_inference import NucleiModel, predict_nuclei
+    from cellbench.tasks.nuclei.predictor import NucleiModel, predict_nuclei
 
     if isinstance(loaded, NucleiModel):
         return predict_nuclei(loaded, np.asarray(to_pil(image)))

@@ -8,9 +8,10 @@ worker processes -> the caller (a writer), overlapped, with a bounded number of 
 
 It knows nothing of nuclei or slides: ``read(item)`` gives a uint8 array, ``forward(batch)`` a
 list of per-item payloads (on the device, in the calling thread), ``post(payload, job(item))`` a
-result (a picklable callable from a torch-free module, e.g. ``cellbench.tile_jobs``: it runs in
-a ``forkserver`` process pool, so the workers share no CUDA context or lock state with the
-parent, and import no torch). Results come back in the items' order, so the
+result (a picklable module-level callable, e.g. from ``cellbench.tile_jobs``: it runs in a
+``forkserver`` process pool, so the workers share no CUDA context, thread or lock state with the
+parent; the fork server imports the callable's modules once and every worker forks from it, so
+their imports cost neither time per worker nor memory that is not shared). Results come back in the items' order, so the
 output does not depend on scheduling; at most ``prefetch`` tiles are being read and ``inflight``
 payloads post-processed at any time, which bounds memory whatever the number of items.
 
@@ -32,7 +33,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from cellbench.tile_jobs import timed_call as _timed  # torch-free: it runs in the workers
+from cellbench.tile_jobs import timed_call as _timed  # it runs in the workers
 
 Item = TypeVar("Item")
 STAGES = ("read", "forward", "post", "write")

@@ -197,7 +197,7 @@ def _stream_records(
         """Plain numbers for the worker (a Tile would make it import this package)."""
         return tile.core, (g.roi[0] + tile.u * r, g.roi[1] + tile.v * r)
 
-    # picklable and torch-free: it runs in the post-processing processes
+    # picklable, module-level: it runs in the post-processing processes
     post = functools.partial(core_detections, model.tile_postprocessor(), scale=r, size=g.tile)
     for tile, detections in stream(
         tiles, read, model.forward_tiles, post, batch_size, readers, workers, clock, job=job

@@ -221,5 +221,5 @@ def score_set(
     threshold: float = IOU_THRESHOLD,
 ) -> NucleiResult:
     """Score a whole set held in arrays (N, H, W) in this process. For folds on disk, or with
-    several worker processes, see ``cellbench.metrics.nuclei_eval.score_sources``."""
+    several worker processes, see ``cellbench.metrics.nuclei_folds.score_sources``."""
     return summarise(score_tiles(true_inst, true_types, pred_inst, pred_types, threshold), tissues)

@@ -10,7 +10,7 @@ from typing import Any
 
 from cellbench.atomic import atomic_write_text
 from cellbench.data.families import NUCLEUS_TYPES
-from cellbench.metrics.nuclei_eval import FoldScores
+from cellbench.metrics.nuclei_folds import FoldScores
 
 COLUMNS = (
     "fold tile tissue true_nuclei pred_nuclei bPQ mPQ "

@@ -26,9 +26,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cellbench.sweep.launch import PARENT_ENV
-
-LAUNCHER = "cellbench.sweep.launch"
+LAUNCHER = "cellbench.cli.trial"  # the trial entry point (lives in cli/: it starts the CLI)
+# the pid of the process that started a trial, read by the launcher (cellbench.cli.trial)
+PARENT_ENV = "CELLBENCH_SWEEP_PARENT"
 
 
 def cpu_count() -> int:
@@ -63,8 +63,8 @@ def default_workers(n_trials: int, gpus: list[str]) -> int:
 
 
 def trial_command(args: list[str]) -> list[str]:
-    """``python -m cellbench.sweep.launch train ...``: ``cellbench train`` behind a launcher that
-    asks Linux to SIGINT the trial if the sweep dies (see ``cellbench.sweep.launch``)."""
+    """``python -m cellbench.cli.trial train ...``: ``cellbench train`` behind a launcher that
+    asks Linux to SIGINT the trial if the sweep dies (see ``cellbench.cli.trial``)."""
     return [sys.executable, "-m", LAUNCHER, *args]
 
 

@@ -8,7 +8,7 @@ Ray does with its worker. The Tune function tails the run's ``events.jsonl`` and
 ``tune.report`` once per ``epoch`` event (the metrics the engine wrote), which is what ASHA
 needs to stop poor trials early. A trial stopped by ASHA gets a SIGINT (it checkpoints and ends
 ``interrupted``) and is recorded ``pruned``; if Ray tears its worker down first, the launcher's
-parent-death signal does the same (``cellbench.sweep.launch``).
+parent-death signal does the same (``cellbench.cli.trial``).
 
 Resources per trial: ``cores // workers`` CPUs and, when the cluster has GPUs, one GPU (or
 ``--gpus-per-trial``); Ray sets ``CUDA_VISIBLE_DEVICES`` for it. On a cluster (``--address``)

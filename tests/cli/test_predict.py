@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cellbench.cli.app import app
-from cellbench.engine.evaluate import evaluate_run
+from cellbench.tasks.classify.evaluation import evaluate_run
 from tests.helpers_eval import copy_runs, trained_run
 
 runner = CliRunner()

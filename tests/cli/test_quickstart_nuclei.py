@@ -18,7 +18,7 @@ SMALL = ["--tiles", "20", "--tile-size", "64", "--epochs", "1"]
 
 @pytest.mark.slow
 def test_nuclei_quickstart_runs_every_step_and_retrains_on_a_second_run(tmp_path, monkeypatch):
-    pytest.importorskip("cellbench.engine.tasks.nuclei")
+    pytest.importorskip("cellbench.tasks.nuclei.task")
     from cellbench.runs.events import read_events
     from cellbench.runs.store import RunStore
 

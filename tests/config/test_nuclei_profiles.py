@@ -34,7 +34,7 @@ def test_cellvit_optimus_is_the_seed_recipe_with_every_family_range():
 
 
 def test_a_family_run_sees_only_its_ranges():
-    from cellbench.engine.tasks import get_task
+    from cellbench.tasks import get_task
 
     c = load_config(profile="cellvit-optimus", overrides=["data.family=urologic"])
     ranges = get_task("nuclei").expect_ranges(c)
@@ -47,7 +47,7 @@ def test_a_family_run_sees_only_its_ranges():
 
 def test_nuclei_demo_builds_a_small_decoder_for_vit_demo_tokens():
     from cellbench.models.backbones import load_backbone_profile
-    from cellbench.models.nuclei_decoder import NucleiDecoder
+    from cellbench.tasks.nuclei.decoder import NucleiDecoder
 
     c = load_config(profile="nuclei-demo")
     vit = load_backbone_profile("vit-demo")

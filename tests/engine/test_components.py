@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from cellbench.engine.components import build_components, resolve_deterministic
-from cellbench.engine.tasks import get_task
+from cellbench.tasks import get_task
 
 
 def test_deterministic_auto_is_on_for_cpu_and_off_for_cuda():

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from cellbench.engine.overfit import overfit_small
 from cellbench.engine.session import TrainRequest, overfit
-from cellbench.engine.tasks import get_task
 from cellbench.runs.events import read_events
+from cellbench.tasks import get_task
 
 
 def test_overfit_small_passes_on_a_working_pipeline(tmp_path, tiny_overrides):

@@ -205,7 +205,7 @@ def test_saved_config_holds_absolute_data_path_so_the_run_works_from_any_folder(
     image = next((shapes_dir / "circle").glob("*.png"))
     loaded = load_model("relative", runs_dir=tmp_path / "runs")
     assert predict(loaded, image).label in loaded.classes
-    from cellbench.engine.evaluate import evaluate_run
+    from cellbench.tasks.classify.evaluation import evaluate_run
 
     assert "accuracy" in evaluate_run(paths, split="val")["metrics"]
 

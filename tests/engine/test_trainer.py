@@ -417,9 +417,9 @@ class _TwoTermLoss(torch.nn.Module):
 
 def test_named_loss_terms_are_logged_per_epoch_for_train_and_val(tmp_path, tiny_config):
     from cellbench.engine.components import build_components
-    from cellbench.engine.tasks.classify import ClassificationTask
     from cellbench.engine.trainer import Trainer
     from cellbench.runs.events import EventWriter
+    from cellbench.tasks.classify.task import ClassificationTask
 
     class TwoTerms(ClassificationTask):
         loss_names = ("ce", "logit_l2")

@@ -74,7 +74,7 @@ def test_a_pyramidal_tiff_gives_each_nucleus_once_whole_in_slide_coordinates(
     import pyarrow.parquet as pq
 
     from cellbench.inference import load_model
-    from cellbench.nuclei_inference import predict_nuclei
+    from cellbench.tasks.nuclei.predictor import predict_nuclei
 
     path, image = slide
     out = tmp_path / "out"

@@ -1,0 +1,1 @@
+"""The classification task: images -> one class (task, evaluation; predictor in ``inference``)."""
