@@ -244,7 +244,7 @@ def _fingerprint(path: Path) -> dict[str, Any]:
 def _plan_record(model: SlidePredictor, plan: SlidePlan, path: Path, tissue: str) -> dict:
     """What must match for a journal to be resumed: same slide file, model, geometry, tiles."""
     tiles = hashlib.sha256(",".join(t.key for t in plan.tiles).encode()).hexdigest()
-    return {
+    record = {
         "slide": _fingerprint(path),
         "model": model.describe(),
         "geometry": plan.geometry.to_dict(),
@@ -252,6 +252,7 @@ def _plan_record(model: SlidePredictor, plan: SlidePlan, path: Path, tissue: str
         "tiles": len(plan.tiles),
         "tiles_sha256": tiles,
     }
+    return json.loads(json.dumps(record, default=str))  # as read back from plan.json
 
 
 @dataclass
