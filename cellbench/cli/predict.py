@@ -56,7 +56,12 @@ def _run_task(paths: RunPaths) -> str | None:
 
 def predict_command(
     images: Annotated[
-        list[Path], typer.Argument(help="Image files (PNG, JPEG, TIFF, ...).", show_default=False)
+        list[Path],
+        typer.Argument(
+            help="Image files (PNG, JPEG, TIFF, ...) or whole slides (SVS, NDPI, MRXS, "
+            "tiled/OME-TIFF, ...; nuclei runs).",
+            show_default=False,
+        ),
     ],
     run: Annotated[str, typer.Option("--run", "-r", help="Run id (2), name, folder or path.")],
     checkpoint: Annotated[str, typer.Option("--checkpoint", help="best or last.")] = "best",
@@ -123,7 +128,8 @@ def predict_command(
     json_out: JsonOption = False,
 ) -> None:
     """Predict the class of each image with a trained run (its eval transform and weights), or
-    the nuclei of each image with a nuclei run (overlay PNG + QuPath GeoJSON)."""
+    the nuclei of each image with a nuclei run (overlay PNG + QuPath GeoJSON); whole slides are
+    streamed tile by tile, resumable (GeoJSON, Parquet/CSV table, overlay, summary.json)."""
     if checkpoint not in ("best", "last"):
         raise UsageError(f"--checkpoint {checkpoint}: expected best or last")
     paths = run_store(runs_dir).resolve(run)
