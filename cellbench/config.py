@@ -127,6 +127,9 @@ class DataConfig:
     # refused unless features_force (``train --force``)
     features: str | None = None
     features_force: bool = False
+    # µm per pixel of the training images (PanNuke, 40x: about 0.25): ``predict`` reads slides
+    # at this resolution, rescaling those scanned at another
+    mpp: float = field(default=0.25, metadata=POSITIVE)
 
 
 @dataclass

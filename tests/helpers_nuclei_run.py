@@ -28,7 +28,8 @@ class NucleiRun:
         return NucleiRun(self.root, runs, self.features, self.store, RunStore(runs).resolve("dig"))
 
 
-def make_nuclei_run(root: Path, tiles: int = 10, epochs: int = 2) -> NucleiRun:
+def make_nuclei_run(root: Path, tiles: int = 10, epochs: int = 2, *extra: str) -> NucleiRun:
+    """``extra``: more --set overrides (the slide tests train longer at a constant LR)."""
     pytest.importorskip("cellbench.tasks.nuclei.task")  # the nuclei task (issue 11, engine)
     import yaml  # noqa: I001 (tests.helpers_nuclei is first-party once the nuclei task lands)
 
@@ -46,7 +47,7 @@ def make_nuclei_run(root: Path, tiles: int = 10, epochs: int = 2) -> NucleiRun:
     backbone = build_backbone(str(profile), None, device="cpu")
     features, _ = extract_features(root / "store", backbone, tag="tiny", batch_size=8)
     request = TrainRequest(
-        overrides=nuclei_overrides(features, "data.family=null", f"train.epochs={epochs}"),
+        overrides=nuclei_overrides(features, "data.family=null", f"train.epochs={epochs}", *extra),
         run="dig",
         runs_dir=root / "runs",
     )

@@ -64,6 +64,7 @@ class Predictor:
     run: Any  # the run's RunPaths or folder, None for a bare checkpoint file
     # True when ``save_outputs`` writes files per image (``predict --out``)
     writes_files: bool = False
+    predicts_slides: bool = False  # whole-slide images (cellbench.inference.slide)
 
     def predict(self, image: Any) -> Prediction:
         """One image: a path, a PIL image or a uint8 (H, W, 3) array."""
@@ -79,6 +80,10 @@ class Predictor:
     def notes(self) -> list[str]:
         """Lines the user should read before the results (e.g. which post-processing)."""
         return []
+
+    def slide_summary(self, row: dict[str, Any]) -> dict[str, str]:
+        """The table row of a finished slide (``predicts_slides`` predictors)."""
+        raise NotImplementedError
 
     def output_names(self, stem: str) -> list[str]:
         """The file names ``save_outputs`` writes for an image named ``stem`` (checked against
