@@ -65,9 +65,9 @@ defaults:
 
 def task_names() -> tuple[str, ...]:
     """Task names a ``defaults.profiles.<task>`` key may use (the registry's, without torch)."""
-    from cellbench.config import TASKS
+    from cellbench.tasks import task_names as registered  # names only: imports no task
 
-    return tuple(TASKS)
+    return tuple(registered())
 
 
 def render_template() -> str:
