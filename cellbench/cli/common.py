@@ -38,6 +38,44 @@ OverwriteOption = Annotated[
     ),
 ]
 
+MachineOption = Annotated[
+    str | None,
+    typer.Option(
+        "--machine",
+        help="Machine profile (profiles/machines/: cpu, mig-12gb, a100-80gb, h100-80gb, h200) "
+        "or 'auto' (by the detected device and its memory): batch, accumulation, AMP, "
+        "channels_last, compile, workers, feature batch; the study's effective batch is kept.",
+        show_default=False,
+    ),
+]
+
+
+def command_arguments(ctx, drop: tuple[str, ...] = ()) -> list[str]:
+    """The command line that gives ``ctx``'s command its parsed options again, minus ``drop``
+    (parameter names): what ``--nproc`` hands to each torchrun worker. Built from the parsed
+    values, not ``sys.argv``, so it is the same from the shell, ``python -m`` or a test runner."""
+    argv: list[str] = []
+    node = ctx
+    while node.parent is not None:  # the subcommand names below the root ("train")
+        argv.insert(0, node.info_name)
+        node = node.parent
+    for param in ctx.command.params:
+        if param.name in drop or getattr(param, "param_type_name", "") != "option":
+            continue
+        value = ctx.params.get(param.name)
+        if value is None or value == param.default or (param.multiple and not value):
+            continue
+        flag = max(param.opts, key=len)  # the long form
+        if param.is_flag:
+            if value:
+                argv.append(flag)
+        elif param.multiple:
+            for item in value:
+                argv += [flag, str(item)]
+        else:
+            argv += [flag, str(value)]
+    return argv
+
 
 def run_store(runs_dir: Path | None) -> RunStore:
     return RunStore(runs_dir)

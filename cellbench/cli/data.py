@@ -17,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from cellbench.cli.common import JsonOption, OverwriteOption, console, err_console, log, print_json
+from cellbench.cli.lists import list_options, parse_folds
 from cellbench.errors import BadInputError, CheckFailed, UsageError
 
 app = typer.Typer(help="Make, convert, check and describe datasets.", no_args_is_help=True)
@@ -47,21 +48,6 @@ def _progress(label: str, enabled: bool = True) -> Iterator:
 
     with bar:
         yield update
-
-
-def _parse_folds(values: list[str] | None, extra: list[str]) -> list[int] | None:
-    """``--folds 1 2 3``, ``--folds 1,2`` or ``--folds 1 --folds 2``."""
-    if not values:
-        if extra:
-            raise UsageError(f"unexpected arguments: {' '.join(extra)}")
-        return None
-    folds = []
-    for text in [*values, *extra]:
-        for part in text.replace(",", " ").split():
-            if not part.isdigit() or int(part) < 1:
-                raise UsageError(f"--folds: '{part}' is not a fold number (1, 2, 3, ...)")
-            folds.append(int(part))
-    return sorted(set(folds))
 
 
 FOLDS_HELP = "Folds to use, e.g. --folds 1 2 3 (or 1,2,3)."
@@ -168,11 +154,8 @@ def _synth_shapes(
     )
 
 
-@app.command(
-    "prepare", context_settings={"allow_extra_args": True, "ignore_unknown_options": False}
-)
+@app.command("prepare", cls=list_options("--folds"))
 def prepare_command(
-    ctx: typer.Context,
     pannuke: Annotated[Path, typer.Option("--pannuke", help="Raw PanNuke folder (either layout).")],
     out: Annotated[Path, typer.Option("--out", help="Canonical store to write.")],
     folds: Annotated[
@@ -189,11 +172,14 @@ def prepare_command(
 
     check_location(out, "--out")  # never inside another store, a run or a sweep
 
-    selected = _parse_folds(folds, ctx.args)  # None: the folds found
+    selected = parse_folds(folds)  # None: the folds found
     if not pannuke.is_dir():
         raise BadInputError(f"{pannuke}: PanNuke folder not found")
     with _progress("prepare") as progress:
         reports = prepare(pannuke, out, folds=selected, force=force, chunk=chunk, progress=progress)
+    from cellbench.workspace.defaults import record_default
+
+    record_default("data", out, say=log)  # when the workspace has none yet
     if json_out:
         print_json({"out": str(out), "folds": [r.to_dict() for r in reports]})
         return
@@ -373,3 +359,29 @@ def stats_command(
             f"{row['area_p95']:.0f}",
         )
     console.print(types)
+
+
+@app.command("tiles")
+def tiles_command(
+    store: Annotated[Path, typer.Argument(help="Canonical store (from data prepare/synth).")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for the PNG files.")],
+    fold: Annotated[
+        int, typer.Option("--fold", min=1, help="Fold to read (3: the test fold).")
+    ] = 3,
+    family: Annotated[
+        str | None, typer.Option("--family", help="Only tiles of this organ family's tissues.")
+    ] = None,
+    count: Annotated[int, typer.Option("--count", min=1, help="How many tiles.")] = 3,
+    json_out: JsonOption = False,
+) -> None:
+    """Write a few tiles of a store as PNG files (images to try `cellbench predict` on)."""
+    from cellbench.data.tiles import write_tiles
+
+    paths = write_tiles(store, fold, out, family, count)
+    if not paths:
+        raise BadInputError(f"{store}: fold {fold} has no tile of family {family}")
+    if json_out:
+        print_json({"tiles": [str(p) for p in paths]})
+        return
+    for path in paths:
+        console.print(escape(str(path)), highlight=False)

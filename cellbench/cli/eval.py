@@ -11,11 +11,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
-from rich.table import Table
 
 from cellbench.cli.common import (
     JsonOption,
+    MachineOption,
     OverwriteOption,
     RunsDirOption,
     console,
@@ -25,50 +24,15 @@ from cellbench.cli.common import (
     stderr_progress,
     warn,
 )
+from cellbench.cli.lists import list_options, parse_folds
 from cellbench.errors import BadInputError, UsageError
+from cellbench.runs.layout import RunPaths
 
 app = typer.Typer(
     help="Evaluate a trained run (accuracy, macro-F1, per class, confusion matrix), or score "
     "PanNuke-format nuclei predictions with 'eval pannuke'.",
     invoke_without_command=True,
 )
-
-
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4f}"
-
-
-def render(result: dict) -> None:
-    """Metrics table, per-class table and the files written, for people."""
-    epoch = result.get("epoch")
-    title = (
-        f"{result['run']} · {result['split']} · {result['checkpoint']}"
-        f"{f' (epoch {epoch})' if epoch is not None else ''}{' · EMA' if result.get('ema') else ''}"
-        f" · {result['num_samples']} samples"
-    )
-    console.print(f"[bold]{title}[/]", highlight=False)
-    summary = Table()
-    summary.add_column("metric", style="bold")
-    summary.add_column("value", justify="right")
-    for key, value in result["metrics"].items():
-        summary.add_row(key, _fmt(value))
-    console.print(summary)
-
-    per_class = Table(title="Per class")
-    for column in ("class", "precision", "recall", "f1", "support"):
-        per_class.add_column(column, justify="left" if column == "class" else "right")
-    for row in result["per_class"]:
-        style = "red" if row["support"] and row["f1"] < 0.5 else ""
-        per_class.add_row(
-            row["class"],
-            _fmt(row["precision"]),
-            _fmt(row["recall"]),
-            f"[{style}]{_fmt(row['f1'])}[/]" if style else _fmt(row["f1"]),
-            str(row["support"]),
-        )
-    console.print(per_class)
-    for name, path in result["files"].items():
-        console.print(f"[dim]{name:>11}[/] {path}", highlight=False)
 
 
 @app.callback()
@@ -138,6 +102,7 @@ def eval_run(
             "(the differences are written into the eval output).",
         ),
     ] = False,
+    machine: MachineOption = None,
     runs_dir: RunsDirOption = None,
     json_out: JsonOption = False,
 ) -> None:
@@ -170,6 +135,10 @@ def eval_run(
             f"--split {split} and --fold {fold} contradict each other: --fold evaluates that fold "
             "whatever the split; give one of them"
         )
+    if machine is not None:
+        from cellbench.machines import machine_batch
+
+        batch_size = machine_batch(machine, batch_size, "eval", default=None)
     if checkpoint not in ("best", "last"):
         raise UsageError(f"--checkpoint {checkpoint}: expected best or last")
     store = run_store(runs_dir)
@@ -183,50 +152,49 @@ def eval_run(
     else:
         paths = store.resolve(run)
 
-    from cellbench.cli.predict import _run_task, check_inputs
+    from cellbench.cli.predict import check_inputs
+    from cellbench.tasks import get_task
+    from cellbench.tasks.base import EvalRequest  # torch: only when evaluating
 
     forced = check_inputs(paths, force, "eval")  # before any model or data is read
-    if _run_task(paths) == "nuclei":
-        from cellbench.cli.eval_nuclei import eval_nuclei_run
+    task = get_task(_run_task(paths))
+    request = EvalRequest(
+        split=split,
+        checkpoint=checkpoint,
+        batch_size=batch_size,
+        device=device,
+        tune_postproc=tune_postproc,
+        allow_leak=allow_leak,
+        export=export,
+        workers=workers,
+        fold=fold,
+    )
+    refused = [name for name in request.task_options() if name not in task.eval_options]
+    if refused:
+        flag = "--" + refused[0].replace("_", "-")
+        raise UsageError(f"{flag} is not an option of {task.name} runs; {paths.root.name} is one")
 
-        eval_nuclei_run(
-            paths, split, checkpoint, batch_size, device, tune_postproc, allow_leak, export,
-            workers, json_out, fold, forced,
-        )  # fmt: skip
-        return
-    nuclei_only = {
-        "--tune-postproc": tune_postproc,
-        "--allow-leak": allow_leak,
-        "--export": export,
-        "--fold": fold,
-    }
-    used = [name for name, value in nuclei_only.items() if value]
-    if used:
-        raise UsageError(f"{used[0]} is for nuclei runs; {paths.root.name} is not one")
-
-    from cellbench.tasks.classify.evaluation import evaluate_run  # torch: only when evaluating
-
-    log(f"evaluating {paths.root.name} on {split} with {checkpoint}.pt ...")
+    where = f"fold {fold}" if fold is not None else split
+    log(f"evaluating {paths.root.name} on {where} with {checkpoint}.pt ...")
     # progress on stderr, drawn only on a terminal: --json output and logs stay clean
     with stderr_progress() as progress:
-        task = progress.add_task(f"eval {split}", total=None)
-        result = evaluate_run(
-            paths,
-            split=split,
-            checkpoint=checkpoint,
-            batch_size=batch_size,
-            device=device,
-            on_batch=lambda done, total: progress.update(task, completed=done, total=total),
-        )
-    for message in result["warnings"]:
-        warn(message)
+        bars: dict[str, int] = {}
+
+        def report(stage: str, done: int, total: int) -> None:
+            if stage not in bars:
+                bars[stage] = progress.add_task(stage, total=total or None)
+            progress.update(bars[stage], completed=done, total=total or None)
+
+        result = task.evaluate(paths, request, progress=report)
+    for level, message in task.eval_messages(result):
+        (warn if level == "warn" else log)(message)
     if not result["event_written"]:
         warn(f"{paths.root.name} is being trained: eval files written, no eval event appended")
     record_forced(result, forced)
     if json_out:
         print_json(result)
     else:
-        render(result)
+        task.render_eval(result, console)
 
 
 def _given(ctx: typer.Context, name: str) -> bool:
@@ -258,63 +226,20 @@ def _score(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
-def render_pannuke(summary: dict, title: str) -> None:
-    """Headline metrics, per type and per tissue, for people."""
-    console.print(f"[bold]{escape(title)}[/]", highlight=False)
-    head = Table()
-    head.add_column("metric", style="bold")
-    head.add_column("value", justify="right")
-    head.add_column("averaging")
-    rows = (
-        ("bPQ", "bPQ", "per tissue, then over tissues (PanNuke)"),
-        ("mPQ", "mPQ", "per tissue, then over tissues (PanNuke)"),
-        ("bPQ (image avg)", "bPQ_image_avg", "over images (CellViT's printout)"),
-        ("mPQ (image avg)", "mPQ_image_avg", "over images (CellViT's printout)"),
-        ("mPQ+", "mPQ_plus", "TP/FP/FN pooled over the set per type (CoNIC)"),
-        ("bDQ", "bDQ", "over images"),
-        ("bSQ", "bSQ", "over images"),
-        ("Dice", "dice", "binary, over images"),
-        ("AJI", "aji", "over images"),
-        ("AJI+", "aji_plus", "over images"),
-    )
-    for label, key, how in rows:
-        head.add_row(label, _score(summary.get(key)), f"[dim]{how}[/]")
-    console.print(head)
+def _run_task(paths: RunPaths) -> str:
+    """The run's task from its config.yaml, without loading the checkpoint (or torch)."""
+    import yaml
 
-    per_type = Table(title="Per type")
-    for column in ("type", "PQ", "PQ+", "TP", "FP", "FN", "images"):
-        per_type.add_column(column, justify="left" if column == "type" else "right")
-    for name, row in summary["per_type"].items():
-        per_type.add_row(
-            name,
-            _score(row["PQ"]),
-            _score(row["PQ_plus"]),
-            str(row["tp"]),
-            str(row["fp"]),
-            str(row["fn"]),
-            str(row["images"]),
-        )
-    console.print(per_type)
-
-    per_tissue = Table(title="Per tissue")
-    for column in ("tissue", "tiles", "bPQ", "mPQ"):
-        per_tissue.add_column(column, justify="left" if column == "tissue" else "right")
-    for name, row in summary["per_tissue"].items():
-        per_tissue.add_row(name, str(row["tiles"]), _score(row["bPQ"]), _score(row["mPQ"]))
-    console.print(per_tissue)
-    console.print(
-        f"[dim]{summary['tiles']} tiles · {summary['true_nuclei']} true nuclei · "
-        f"{summary['pred_nuclei']} predicted · match at IoU > {summary['iou_threshold']} · "
-        "'-' = not scored (no nucleus of it in the ground truth)[/]",
-        highlight=False,
-    )
+    try:
+        config = yaml.safe_load(paths.config.read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        config = {}
+    task = config.get("task") if isinstance(config, dict) else None
+    return task if isinstance(task, str) else "classify"
 
 
-@app.command(
-    "pannuke", context_settings={"allow_extra_args": True, "ignore_unknown_options": False}
-)
+@app.command("pannuke", cls=list_options("--folds"))
 def eval_pannuke(
-    ctx: typer.Context,
     true: Annotated[
         Path,
         typer.Option(
@@ -333,7 +258,7 @@ def eval_pannuke(
         list[str] | None,
         typer.Option(
             "--folds",
-            help="Folds to score when --true and --pred are roots, e.g. --folds 3 or 1,2,3 "
+            help="Folds to score when --true and --pred are roots, e.g. --folds 3, 1 2 3 or 1,2,3 "
             "(default: every fold of --true).",
         ),
     ] = None,
@@ -353,12 +278,13 @@ def eval_pannuke(
     """Score PanNuke-format nuclei predictions: bPQ, mPQ, mPQ+, Dice, AJI, per type, per tissue."""
 
     from cellbench import outputs
-    from cellbench.cli.data import _parse_folds
     from cellbench.data.nuclei_labels import check_pair, open_labels
     from cellbench.metrics.nuclei_folds import combine_folds, score_folds
     from cellbench.metrics.nuclei_report import tile_rows, write_tile_csv
+    from cellbench.metrics.tile_pool import TilePool
+    from cellbench.tasks.nuclei.render import render_pannuke
 
-    selected = _parse_folds(folds, ctx.args)
+    selected = parse_folds(folds)
     true_folds = open_labels(true, selected)
     pred_folds = open_labels(pred, selected)
     pairs = _pair_folds(true, pred, true_folds, pred_folds)
@@ -370,7 +296,8 @@ def eval_pannuke(
         outputs.check(csv_path, overwrite=overwrite, option="--csv")
 
     scored = {}
-    with stderr_progress() as progress:
+    # one pool of scoring processes for every fold of the command
+    with stderr_progress() as progress, TilePool(workers) as pool:
         for key, (t, p) in pairs.items():
             task = progress.add_task(f"score fold {key}" if key else "score", total=len(t))
             scored[key] = score_folds(
@@ -379,6 +306,7 @@ def eval_pannuke(
                 workers=workers,
                 chunk=chunk,
                 progress=lambda done, total, task=task: progress.update(task, completed=done),
+                pool=pool,
             )
     summary = combine_folds(scored)
     if csv_path is not None:
@@ -396,7 +324,7 @@ def eval_pannuke(
         )
     for fold in scored.values():
         title = f"{fold.pred.folder} scored against {fold.true.folder}"
-        render_pannuke(fold.result.to_dict(), title)
+        render_pannuke(fold.result.to_dict(), title, console)
 
 
 def _pair_folds(true: Path, pred: Path, true_folds: dict, pred_folds: dict) -> dict:

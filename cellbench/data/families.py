@@ -35,6 +35,8 @@ TISSUES: tuple[str, ...] = (
 
 # Mask channels 0..4 of raw PanNuke, and store type ids 1..5 (0 = background).
 NUCLEUS_TYPES: tuple[str, ...] = ("Neoplastic", "Inflammatory", "Connective", "Dead", "Epithelial")
+# type ids 0 (background, or no type) and 1..5 (NUCLEUS_TYPES): the NT head's channels
+TYPE_CHANNELS = len(NUCLEUS_TYPES) + 1
 BACKGROUND_CHANNEL = 5  # raw channel 5 is background, never a nucleus class
 
 DEFAULT_FAMILIES: dict[str, tuple[str, ...]] = {

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from cellbench.data.families import TISSUES
+from cellbench.data.families import NUCLEUS_TYPES, TISSUES
 from cellbench.data.npyio import open_npy
 from cellbench.errors import BadInputError
 
-N_MASK_CHANNELS = 6
+N_MASK_CHANNELS = len(NUCLEUS_TYPES) + 1  # the types' instance ids, then background
 IMAGE_DTYPES = (np.dtype(np.float64), np.dtype(np.float32), np.dtype(np.uint8))
 
 

@@ -101,3 +101,30 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
     if not isinstance(payload, dict) or "model" not in payload:
         raise BadInputError(f"{path}: not a cellbench checkpoint (no 'model' state)")
     return payload
+
+
+CHECKPOINTS = ("best", "last")
+
+
+def checkpoint_file(run, checkpoint: str) -> Path:
+    """The run's (``RunPaths``) ``best.pt`` or ``last.pt``; refused when it is missing."""
+    from cellbench.errors import UsageError
+
+    if checkpoint not in CHECKPOINTS:
+        raise UsageError(f"--checkpoint {checkpoint}: expected one of {', '.join(CHECKPOINTS)}")
+    path = run.best_checkpoint if checkpoint == "best" else run.last_checkpoint
+    if not path.is_file():
+        raise BadInputError(
+            f"{path}: no {checkpoint} checkpoint in run {run.root.name} "
+            "(has it trained at least one epoch?)"
+        )
+    return path
+
+
+def read_checkpoint(path) -> dict[str, Any]:
+    """A cellbench checkpoint, loaded with ``weights_only=True`` (no code runs from the file)."""
+    state = load_checkpoint(path)
+    missing = [k for k in ("config", "classes") if k not in state]
+    if missing:
+        raise BadInputError(f"{path}: not a cellbench checkpoint (missing {', '.join(missing)})")
+    return state

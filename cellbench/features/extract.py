@@ -290,7 +290,7 @@ def extract_fold(
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 def _per_tissue(tissues: Sequence[str]) -> dict[str, int]:

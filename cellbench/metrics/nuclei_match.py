@@ -22,7 +22,9 @@ from functools import cached_property
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-N_CLASSES = 6  # type ids 0 (background / untyped) and 1..5 (NUCLEUS_TYPES)
+from cellbench.data.families import TYPE_CHANNELS
+
+N_CLASSES = TYPE_CHANNELS  # type ids 0 (background / untyped) and 1..5 (NUCLEUS_TYPES)
 # A look-up table of size max(id) + 1 is cheaper than np.unique's sort, unless ids are huge.
 _LUT_LIMIT = 1 << 22
 

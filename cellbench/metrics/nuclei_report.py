@@ -5,11 +5,13 @@ from __future__ import annotations
 import csv
 import io
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from cellbench.atomic import atomic_write_text
 from cellbench.data.families import NUCLEUS_TYPES
+from cellbench.metrics.nuclei import TileScores
 from cellbench.metrics.nuclei_folds import FoldScores
 from cellbench.strict_json import csv_cell
 
@@ -32,22 +34,31 @@ def tile_rows(folds: dict[int | None, FoldScores]) -> list[dict[str, Any]]:
     """One dict per tile of every fold; None where a score is not defined."""
     rows = []
     for key, fold in folds.items():
-        for i, (scores, tissue) in enumerate(zip(fold.tiles, fold.true.tissues, strict=True)):
-            pq = scores.pq_values()
-            row = {
-                "fold": key,
-                "tile": i,
-                "tissue": tissue,
-                "true_nuclei": scores.n_true,
-                "pred_nuclei": scores.n_pred,
-                "bPQ": _value(pq[0]),
-                "mPQ": _value(scores.mpq()),
-            }
-            row.update({f"PQ_{name}": _value(pq[t]) for t, name in enumerate(NUCLEUS_TYPES, 1)})
-            row.update(
-                dice=_ratio(scores.dice), aji=_ratio(scores.aji), aji_plus=_ratio(scores.aji_plus)
-            )
-            rows.append(row)
+        rows += fold_tile_rows(key, fold.tiles, fold.true.tissues)
+    return rows
+
+
+def fold_tile_rows(
+    key: int | None, tiles: Sequence[TileScores], tissues: Sequence[str]
+) -> list[dict[str, Any]]:
+    """One dict per tile of one fold (``key``), its tiles' scores and tissues in order."""
+    rows = []
+    for i, (scores, tissue) in enumerate(zip(tiles, tissues, strict=True)):
+        pq = scores.pq_values()
+        row = {
+            "fold": key,
+            "tile": i,
+            "tissue": tissue,
+            "true_nuclei": scores.n_true,
+            "pred_nuclei": scores.n_pred,
+            "bPQ": _value(pq[0]),
+            "mPQ": _value(scores.mpq()),
+        }
+        row.update({f"PQ_{name}": _value(pq[t]) for t, name in enumerate(NUCLEUS_TYPES, 1)})
+        row.update(
+            dice=_ratio(scores.dice), aji=_ratio(scores.aji), aji_plus=_ratio(scores.aji_plus)
+        )
+        rows.append(row)
     return rows
 
 

@@ -56,9 +56,10 @@ def visible_gpus() -> list[str]:
         return []
 
 
-def default_workers(n_trials: int, gpus: list[str]) -> int:
+def default_workers(n_trials: int, gpus: list[str], cores_per_trial: int = 1) -> int:
     """One per GPU; on CPU one per two cores (a trial with one thread trains slowly)."""
-    workers = len(gpus) if gpus else max(1, cpu_count() // 2)
+    # a trial of N CPU processes (--nproc N) takes N times the cores of a one-process trial
+    workers = len(gpus) if gpus else max(1, cpu_count() // (2 * cores_per_trial))
     return max(1, min(workers, n_trials))
 
 
@@ -83,9 +84,16 @@ class PoolResult:
 
 
 class LocalPool:
-    def __init__(self, workers: int, gpus: list[str] | None = None, threads: int | None = None):
+    def __init__(
+        self,
+        workers: int,
+        gpus: list[str] | None = None,
+        threads: int | None = None,
+        gpus_per_trial: int = 1,
+    ):
         self.workers = max(1, workers)
         self.gpus = list(gpus or [])
+        self.gpus_per_trial = max(1, gpus_per_trial)
         self.threads = threads or max(1, cpu_count() // self.workers)
         self._procs: dict[str, subprocess.Popen] = {}
         self._lock = threading.Lock()
@@ -99,7 +107,11 @@ class LocalPool:
         env["PYTHONUNBUFFERED"] = "1"
         env[PARENT_ENV] = str(os.getpid())
         if self.gpus:
-            env["CUDA_VISIBLE_DEVICES"] = self.gpus[slot % len(self.gpus)]
+            # slot k of an N-GPU trial pool: GPUs kN .. kN+N-1 (its torchrun's local ranks)
+            n = self.gpus_per_trial
+            groups = max(1, len(self.gpus) // n)
+            start = (slot % groups) * n
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(self.gpus[start : start + n])
         return env
 
     def run(

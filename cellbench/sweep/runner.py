@@ -42,6 +42,9 @@ class SweepOptions:
     gpus_per_trial: float | None = None  # ray
     retry_failed: bool = False
     phase: str | None = None
+    # a trial is itself an N-process training (``train --nproc N``): N GPUs per trial
+    nproc: int = 1
+    machine: str | None = None  # ``train --machine``: each new trial fitted to this machine
 
 
 @dataclass
@@ -95,8 +98,28 @@ def open_sweep(spec: SweepSpec, root: Path, reuse_default: bool) -> SweepFolder:
         spec.name = f"{base}-{n}"
 
 
-def trial_args(trial: Trial, store: RunStore, runs_root: Path) -> tuple[list[str] | None, str]:
-    """What to run for ``trial`` now: ``(args, why)``; ``args`` is None when nothing is to do."""
+def trial_args(
+    trial: Trial,
+    store: RunStore,
+    runs_root: Path,
+    nproc: int = 1,
+    machine: str | None = None,
+) -> tuple[list[str] | None, str]:
+    """What to run for ``trial`` now: ``(args, why)``; ``args`` is None when nothing is to do.
+
+    ``nproc`` > 1 trains every trial (resumes included) with ``--nproc``; ``machine`` fits new
+    and restarted trials (a resume keeps its saved config)."""
+    args, why = _trial_args(trial, store, runs_root)
+    if args is None:
+        return None, why
+    if machine is not None and "--resume" not in args:
+        args += ["--machine", machine]
+    if nproc > 1:
+        args += ["--nproc", str(nproc)]
+    return args, why
+
+
+def _trial_args(trial: Trial, store: RunStore, runs_root: Path) -> tuple[list[str] | None, str]:
     common = ["--run", trial.name, "--runs-dir", str(runs_root)]
     run = store.find(trial.name)
     if run is None:
@@ -224,7 +247,9 @@ class Sweep:
             retry = self.options.retry_failed and status == "failed"
             if status in FINISHED and not retry:
                 continue
-            args, why = trial_args(trial, self.store, self.store.root)
+            args, why = trial_args(
+                trial, self.store, self.store.root, self.options.nproc, self.options.machine
+            )
             if args is None:
                 # a run another process is writing is "skipped": looked at again next time
                 status = "completed" if why == "completed" else "skipped"
@@ -251,8 +276,14 @@ class Sweep:
         from cellbench.sweep.local import LocalPool, default_workers, visible_gpus
 
         gpus = visible_gpus()
-        workers = self.options.workers or default_workers(len(todo), gpus)
-        pool = LocalPool(workers, gpus)
+        per_trial = self.options.nproc
+        if gpus and per_trial > len(gpus):
+            raise UsageError(f"--nproc {per_trial}: {len(gpus)} GPU(s) visible for the trials")
+        slots = len(gpus) // per_trial if gpus else None
+        workers = self.options.workers or default_workers(
+            len(todo), gpus[:slots] if slots else [], cores_per_trial=per_trial
+        )
+        pool = LocalPool(workers, gpus, gpus_per_trial=per_trial)
         by_id = {t.id: t for t, _ in todo}
         self.say(
             f"{len(todo)} trial(s) on {workers} worker(s), {pool.threads} thread(s) each"

@@ -1,8 +1,13 @@
-"""Tasks the training loop can run, found through a registry (timm's ``register_model`` style).
+"""Tasks, found through a registry (timm's ``register_model`` style), also from other packages.
 
-A task module decorates its class with ``@register_task("name")``; ``get_task(config.task)``
-imports the built-in task modules on first use (so ``cellbench --help`` imports none of them) and
-returns a new instance. An unknown name is refused with a did-you-mean.
+A task module decorates its ``Task`` subclass with ``@register_task("name")``. The shipped tasks
+are named here with the module that registers each, and other packages add theirs through the
+entry-point group ``cellbench.tasks`` (``name = "package.module:TaskClass"``, or a module that
+registers on import). ``task_names()`` lists both without importing any of them, so the config
+can check ``task:`` and ``cellbench --help`` stays torch-free; ``get_task(name)`` imports the one
+task asked for and returns a new instance. An unknown name is refused with a did-you-mean.
+
+This module imports nothing heavy (no torch, not ``base``): the config checks task names with it.
 """
 
 from __future__ import annotations
@@ -10,26 +15,23 @@ from __future__ import annotations
 import difflib
 import importlib
 from collections.abc import Callable
+from importlib import metadata
+from typing import TYPE_CHECKING
 
 from cellbench.errors import UsageError
-from cellbench.tasks.base import LossSums, MetricAccumulator, Task, TaskData
 
-__all__ = [
-    "LossSums",
-    "MetricAccumulator",
-    "Task",
-    "TaskData",
-    "get_task",
-    "register_task",
-    "task_names",
-]
+if TYPE_CHECKING:
+    from cellbench.tasks.base import Task
 
-# modules that register the shipped tasks when imported
-_BUILTIN_MODULES = (
-    "cellbench.tasks.classify.task",
-    "cellbench.tasks.nuclei.task",
-    "cellbench.tasks.organ.task",
-)
+__all__ = ["ENTRY_POINT_GROUP", "get_task", "register_task", "task_class", "task_names"]
+
+ENTRY_POINT_GROUP = "cellbench.tasks"
+# the shipped tasks: name -> the module whose import registers it
+_BUILTIN = {
+    "classify": "cellbench.tasks.classify.task",
+    "nuclei": "cellbench.tasks.nuclei.task",
+    "organ": "cellbench.tasks.organ.task",
+}
 _REGISTRY: dict[str, type[Task]] = {}
 
 
@@ -44,21 +46,46 @@ def register_task(name: str) -> Callable[[type[Task]], type[Task]]:
     return decorate
 
 
-def _load_builtins() -> None:
-    for module in _BUILTIN_MODULES:
-        importlib.import_module(module)
+def _entry_points() -> dict[str, metadata.EntryPoint]:
+    """The ``cellbench.tasks`` entry points of the installed packages (a shipped name wins)."""
+    return {ep.name: ep for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)}
 
 
 def task_names() -> list[str]:
-    _load_builtins()
-    return sorted(_REGISTRY)
+    """Every task that ``get_task`` can give: shipped, registered, and from entry points."""
+    return sorted({*_BUILTIN, *_REGISTRY, *_entry_points()})
+
+
+def _load(name: str) -> None:
+    if name in _REGISTRY:
+        return
+    if name in _BUILTIN:
+        importlib.import_module(_BUILTIN[name])
+        return
+    ep = _entry_points().get(name)
+    if ep is None:
+        return
+    try:
+        loaded = ep.load()
+    except Exception as exc:  # a broken plugin is named, never a traceback
+        raise UsageError(f"task '{name}': entry point {ep.value} cannot be loaded ({exc})") from exc
+    if isinstance(loaded, type) and name not in _REGISTRY:
+        register_task(name)(loaded)  # a class named by the entry point, not decorated
+    if name not in _REGISTRY:
+        raise UsageError(f"task '{name}': entry point {ep.value} registers no task of that name")
+
+
+def task_class(name: str) -> type[Task]:
+    _load(name)
+    cls = _REGISTRY.get(name)
+    if cls is None:
+        names = task_names()
+        close = difflib.get_close_matches(name, names, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise UsageError(f"--task {name}: no such task{hint}; tasks: {', '.join(names)}")
+    return cls
 
 
 def get_task(name: str) -> Task:
-    _load_builtins()
-    cls = _REGISTRY.get(name)
-    if cls is None:
-        close = difflib.get_close_matches(name, list(_REGISTRY), n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise UsageError(f"--task {name}: no such task{hint}; tasks: {', '.join(task_names())}")
-    return cls()
+    """A new instance of the task called ``name``."""
+    return task_class(name)()

@@ -35,16 +35,17 @@ import torch.nn.functional as F
 from cellbench import __version__
 from cellbench.atomic import atomic_write_json, atomic_write_text
 from cellbench.config import Config
+from cellbench.engine.checkpoint import checkpoint_file, read_checkpoint
 from cellbench.engine.device import resolve_device
 from cellbench.engine.step import eval_step, to_device
 from cellbench.errors import BadInputError, RunConflict, UsageError
-from cellbench.inference import build_model_from_checkpoint, checkpoint_file, read_checkpoint
 from cellbench.metrics.classification import ClassificationReport, classification_report
 from cellbench.metrics.plots import confusion_figure, save_figure
 from cellbench.runs.events import EventWriter
 from cellbench.runs.layout import RunPaths
 from cellbench.runs.lock import RunLock
 from cellbench.strict_json import csv_cell
+from cellbench.tasks.classify.predictor import build_model_from_checkpoint
 
 SPLITS = ("val", "test")
 TOP_K = (5,)

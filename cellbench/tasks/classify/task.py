@@ -10,6 +10,7 @@ folder split per class, Hugging Face datasets) and models from ``cellbench.model
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -20,8 +21,10 @@ from cellbench.metrics.classification import per_class_scores
 from cellbench.tasks import register_task
 from cellbench.tasks.base import (
     BatchTransform,
+    EvalRequest,
     LossSums,
     MetricAccumulator,
+    Progress,
     Task,
     TaskData,
 )
@@ -43,6 +46,12 @@ class ConfusionAccumulator(MetricAccumulator):
             targets * self.num_classes + predicted, minlength=self.num_classes**2
         )
         self.losses.add(losses, targets.shape[0])  # batch means: weighted by the batch size
+
+    def all_reduce(self) -> None:
+        from cellbench.engine.distributed import all_reduce_sum
+
+        all_reduce_sum(self.confusion)  # integer counts: exact at any world size
+        self.losses.all_reduce()
 
     def compute(self) -> dict[str, float]:
         cm = self.confusion.cpu().numpy().reshape(self.num_classes, self.num_classes)
@@ -127,6 +136,36 @@ class ClassificationTask(Task):
         from cellbench.models import set_backbone_trainable
 
         return set_backbone_trainable(model, trainable)  # everything but get_classifier()
+
+    def evaluate(self, run, request: EvalRequest, progress: Progress | None = None):
+        from cellbench.tasks.classify.evaluation import evaluate_run
+
+        on_batch = None
+        if progress is not None:
+
+            def on_batch(done: int, total: int) -> None:
+                progress(f"eval {request.split}", done, total)
+
+        return evaluate_run(
+            run,
+            split=request.split,
+            checkpoint=request.checkpoint,
+            batch_size=request.batch_size,
+            device=request.device,
+            on_batch=on_batch,
+        )
+
+    def render_eval(self, result, console) -> None:
+        from cellbench.tasks.classify.render import render_classification
+
+        render_classification(result, console)
+
+    def load_predictor(self, checkpoint, device="cpu", *, run=None, use_ema=None, state=None):
+        from cellbench.engine.checkpoint import read_checkpoint
+        from cellbench.tasks.classify.predictor import load_classifier
+
+        state = state if state is not None else read_checkpoint(checkpoint)
+        return load_classifier(state, Path(checkpoint), device, use_ema=use_ema, run=run)
 
     def overfit_config(self, config: Config) -> Config:
         """Same data and model, nothing that fights memorisation."""

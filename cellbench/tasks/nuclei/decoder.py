@@ -33,7 +33,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-BRANCHES = {"np": 2, "hv": 2, "nt": 6}
+from cellbench.data.families import TYPE_CHANNELS
+
+BRANCHES = {"np": 2, "hv": 2, "nt": TYPE_CHANNELS}
 
 
 class Conv2DBlock(nn.Sequential):

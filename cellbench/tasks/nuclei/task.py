@@ -36,7 +36,14 @@ from cellbench.config import Config, config_from_dict
 from cellbench.engine.checks import Finding
 from cellbench.errors import BadInputError, UsageError
 from cellbench.tasks import register_task
-from cellbench.tasks.base import LossSums, MetricAccumulator, Task, TaskData
+from cellbench.tasks.base import (
+    EvalRequest,
+    LossSums,
+    MetricAccumulator,
+    Progress,
+    Task,
+    TaskData,
+)
 
 TYPE_CLASSES = ["Background", "Neoplastic", "Inflammatory", "Connective", "Dead", "Epithelial"]
 INPUT_KEYS = ("tokens", "raw", "image")
@@ -108,6 +115,19 @@ class NucleiAccumulator(MetricAccumulator):
             self.pq_scores.append(score_tile(true_inst[i], None, inst, None))
             self.pq_tissues.append(TISSUES[int(targets["tissue"][i])])
 
+    def all_reduce(self) -> None:
+        """Pixel counts summed over ranks; per-tile PQ counts gathered, in dataset order (each
+        rank validates one contiguous block, in rank order), so bPQ is computed from the same
+        per-tile counts as with one process."""
+        from cellbench.engine.distributed import all_reduce_sum, gather_objects
+
+        all_reduce_sum(self.sums)
+        self.losses.all_reduce()
+        if self.with_pq:
+            parts = gather_objects((self.pq_scores, self.pq_tissues))
+            self.pq_scores = [s for scores, _ in parts for s in scores]
+            self.pq_tissues = [t for _, tissues in parts for t in tissues]
+
     def compute(self) -> dict[str, float]:
         inter, pred, true, hv_sq, right = self.sums.tolist()
         out = {
@@ -139,8 +159,14 @@ class NucleiTask(Task):
     metric_names = ("np_dice", "hv_mse", "nt_accuracy", "bpq")
     metric_directions = {"hv_mse": "min", "np_dice": "max", "nt_accuracy": "max", "bpq": "max"}
     overfit_metric = "np_dice"
+    config_section = "nuclei"
+    per_family = True
+    eval_options = frozenset({"tune_postproc", "allow_leak", "export", "workers", "fold"})
     pq_every = 0  # eval.pq_every and train.epochs, from ``configure``
     last_epoch = 0
+
+    def needs_feature_store(self, config: Config) -> bool:
+        return not config.nuclei.online_features  # the backbone runs on the fly instead
 
     @property
     def loss_names(self) -> tuple[str, ...]:  # type: ignore[override]
@@ -220,20 +246,66 @@ class NucleiTask(Task):
             std=std,
         )
 
-    def backbone(self, config: Config):
-        """The frozen backbone of ``--online-features`` (built once per task instance)."""
-        cached = getattr(self, "_backbone", None)
-        if cached is None:
-            from cellbench.models.backbones import build_backbone
+    def backbone(self, config: Config, device: str | torch.device | None = None):
+        """The frozen backbone of ``--online-features``, built once per task instance on
+        ``device``: the device asked of ``eval``/``predict``, so the tokens land where the
+        decoder runs. ``None``: the backbone built already, else on ``train.device`` (training)."""
+        from cellbench.engine.device import resolve_device
 
-            n = config.nuclei
-            if not n.backbone:
-                raise UsageError("--online-features needs --set nuclei.backbone=NAME")
-            cached = build_backbone(
-                n.backbone, n.backbone_weights, blocks=n.blocks, device=config.train.device
-            )
-            self._backbone = cached
+        cached = getattr(self, "_backbone", None)
+        if cached is not None and (device is None or cached.device == resolve_device(device)):
+            return cached
+        from cellbench.models.backbones import build_backbone
+
+        n = config.nuclei
+        if not n.backbone:
+            raise UsageError("--online-features needs --set nuclei.backbone=NAME")
+        cached = build_backbone(
+            n.backbone,
+            n.backbone_weights,
+            blocks=n.blocks,
+            device=config.train.device if device is None else device,
+        )
+        self._backbone = cached
         return cached
+
+    def run_name(self, config: Config) -> str:
+        return f"nuclei-{config.data.family or 'all'}"  # the decoder is the model: its family
+
+    def evaluate(self, run, request: EvalRequest, progress: Progress | None = None):
+        from cellbench.tasks.nuclei.evaluation import evaluate_nuclei_run
+
+        return evaluate_nuclei_run(
+            run,
+            split=request.split,
+            checkpoint=request.checkpoint,
+            batch_size=request.batch_size,
+            device=request.device,
+            allow_leak=request.allow_leak,
+            tune=request.tune_postproc,
+            export=request.export,
+            workers=request.workers,
+            progress=progress,
+            fold=request.fold,
+        )
+
+    def eval_messages(self, result: dict[str, Any]) -> list[tuple[str, str]]:
+        from cellbench.tasks.nuclei.render import nuclei_eval_messages
+
+        return nuclei_eval_messages(result) + super().eval_messages(result)
+
+    def render_eval(self, result: dict[str, Any], console: Any) -> None:
+        from cellbench.tasks.nuclei.render import render_nuclei_eval
+
+        render_nuclei_eval(result, console)
+
+    def load_predictor(self, checkpoint, device="cpu", *, run=None, use_ema=None, state=None):
+        from cellbench.engine.checkpoint import read_checkpoint
+        from cellbench.tasks.base import run_folder
+        from cellbench.tasks.nuclei.predictor import load_nuclei_model
+
+        state = state if state is not None else read_checkpoint(checkpoint)
+        return load_nuclei_model(state, Path(checkpoint), run_folder(checkpoint, run), device)
 
     def split_batch(self, batch: dict[str, torch.Tensor]) -> tuple[Any, Any]:
         inputs = {k: batch[k] for k in INPUT_KEYS if k in batch}
@@ -242,11 +314,16 @@ class NucleiTask(Task):
     # ------------------------------------------------------------------ model and losses
 
     def build_model(self, config: Config, data: TaskData) -> nn.Module:
+        return self.build_decoder(config, data.token_shape)
+
+    def build_decoder(self, config: Config, token_shape: tuple[int, ...] | None) -> nn.Module:
+        """The decoder for tokens of ``token_shape`` (L, G, G, D; only L and D matter), or with
+        the frozen backbone in front of it (``None``: ``--online-features``)."""
         from cellbench.tasks.nuclei.decoder import NucleiDecoder, OnlineFeatureDecoder
 
         n = config.nuclei
-        if data.token_shape is not None:
-            blocks, _, _, dim = data.token_shape
+        if token_shape is not None:
+            blocks, _, _, dim = token_shape
             backbone = None
         else:
             backbone = self.backbone(config)

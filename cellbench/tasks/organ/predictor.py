@@ -4,13 +4,14 @@ An organ run learned on stored features; to predict an image the same backbone (
 same weights: checked against the feature store's sha256) and the same preprocessing
 (``backbones.preprocess``) make its CLS, the head gives logits, and the temperature fitted on the
 validation fold (``metrics.json`` ``calibration.temperature``; 1.0 when the run has none)
-calibrates them. ``cellbench.load_model`` returns it as an ordinary ``LoadedModel``, so
-``predict`` and ``cellbench predict`` serve organ runs unchanged.
+calibrates them. ``cellbench.load_model`` returns an ``OrganPredictor``: a classification
+``LoadedModel`` (same ``Prediction``) that also says its temperature.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from PIL import Image
 from torch import nn
 
 from cellbench.config import config_from_dict
+from cellbench.tasks.classify.predictor import LoadedModel
 
 
 class OrganPipeline(nn.Module):
@@ -34,6 +36,16 @@ class OrganPipeline(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         cls = self.backbone.forward_features(x)[:, 0]
         return self.head(cls) / self.temperature
+
+
+@dataclass
+class OrganPredictor(LoadedModel):
+    """An organ head behind its backbone; predictions are calibrated by ``temperature``."""
+
+    temperature: float = 1.0
+
+    def notes(self) -> list[str]:
+        return [f"calibrated with the run's temperature {self.temperature:.3g}"]
 
 
 def read_temperature(run_root: Path | None) -> float:
@@ -67,3 +79,20 @@ def load_organ_model(state: dict[str, Any], path: Path, run_root: Path | None, d
         return preprocess(array, backbone.profile)[0]
 
     return pipeline, transform, config, backbone.device
+
+
+def load_organ_predictor(
+    state: dict[str, Any], path: Path, run_root: Path, device, run: Any = None
+) -> OrganPredictor:
+    pipeline, transform, config, dev = load_organ_model(state, path, run_root, device)
+    return OrganPredictor(
+        model=pipeline,
+        transform=transform,
+        classes=list(state["classes"]),
+        config=config,
+        device=dev,
+        checkpoint_path=Path(path),
+        epoch=state.get("epoch"),
+        run=run,
+        temperature=pipeline.temperature,
+    )

@@ -50,10 +50,11 @@ def per_tissue_rows(
 
 @torch.inference_mode()
 def _val_logits(config: Config, data, run_dir: Path, device) -> tuple[np.ndarray, np.ndarray]:
-    from cellbench.tasks.organ.task import OrganTask
+    from cellbench.tasks.organ.head import OrganHead
 
     state = load_checkpoint(run_dir / "checkpoints" / "best.pt")
-    model = OrganTask().build_model(config, data)
+    # the training's architecture; the standardisation buffers come with the state dict
+    model = OrganHead(data.dim, data.num_classes, config.organ.hidden, config.organ.dropout)
     use_ema = config.train.eval_ema and state.get("ema") is not None
     model.load_state_dict(state["ema"] if use_ema else state["model"])
     model.to(device).eval()
@@ -99,7 +100,7 @@ def organ_report(config: Config, data, run_dir: Path, device) -> dict[str, Any]:
         "confusion_matrix": report.confusion.tolist(),
         "classes": list(data.classes),
         "warnings": [],
-        "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "version": __version__,
     }
     out = run_dir / "eval"

@@ -15,89 +15,18 @@ temperature goes into ``metrics.json`` (``calibration.temperature``), where ``pr
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import Dataset, TensorDataset
 
 from cellbench.config import Config, config_from_dict
-from cellbench.data.families import TISSUES, folds_for_split, resolve_families
-from cellbench.errors import BadInputError, UsageError
 from cellbench.metrics.classification import per_class_scores
 from cellbench.tasks import register_task
-from cellbench.tasks.base import MetricAccumulator, Task, TaskData
+from cellbench.tasks.base import EvalRequest, MetricAccumulator, Progress, Task, TaskData
 from cellbench.tasks.classify.task import ConfusionAccumulator
-
-
-@dataclass
-class OrganData:
-    train: Dataset
-    val: Dataset
-    test: Dataset | None
-    classes: list[str]
-    warnings: list[str]
-    class_counts: dict[str, dict[str, int]]
-    dim: int = 0
-    tissues: dict[str, list[str]] = field(default_factory=dict)  # split -> tissue per sample
-    folds: dict[str, int] = field(default_factory=dict)  # split -> fold number
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-
-def target_classes(config: Config) -> tuple[list[str], dict[str, str]]:
-    """The class names, and the class of each tissue that has one."""
-    if config.organ.target == "tissue":
-        return list(TISSUES), {t: t for t in TISSUES}
-    families = resolve_families(config.data.families)
-    return list(families), {t: f for f, tissues in families.items() for t in tissues}
-
-
-def build_organ_data(config: Config) -> OrganData:
-    from cellbench.features.store import open_feature_store
-
-    if not config.data.features:
-        raise UsageError("--task organ needs --features STORE/features/TAG (features extract)")
-    split = folds_for_split(config.data.split)
-    wanted = {"train": split.train[0], "val": split.val[0]}
-    store = open_feature_store(
-        config.data.features, folds=sorted(set(wanted.values())), force=config.data.features_force
-    )
-    classes, class_of = target_classes(config)
-    warnings = [f"features used with --force: {w}" for w in store.warnings]
-    datasets, counts, tissues = {}, {}, {}
-    for name, k in wanted.items():
-        fold = store.fold(k)
-        unknown = sorted({t for t in fold.tissues if t not in TISSUES})
-        if unknown:
-            raise BadInputError(f"{fold.path / 'tissues.json'}: unknown tissues {unknown[:3]}")
-        keep = [i for i, t in enumerate(fold.tissues) if t in class_of]
-        if len(keep) < len(fold.tissues):
-            warnings.append(
-                f"{name} fold {k}: {len(fold.tissues) - len(keep)} tiles of tissues in no "
-                "family left out (data.families)"
-            )
-        cls = np.asarray(fold.cls, dtype=np.float32)[keep]
-        labels = np.array([classes.index(class_of[fold.tissues[i]]) for i in keep], dtype=np.int64)
-        datasets[name] = TensorDataset(torch.from_numpy(cls), torch.from_numpy(labels))
-        counts[name] = {c: int((labels == j).sum()) for j, c in enumerate(classes)}
-        tissues[name] = [fold.tissues[i] for i in keep]
-    return OrganData(
-        train=datasets["train"],
-        val=datasets["val"],
-        test=None,
-        classes=classes,
-        warnings=warnings,
-        class_counts=counts,
-        dim=store.dim,
-        tissues=tissues,
-        folds=wanted,
-    )
+from cellbench.tasks.organ.data import OrganData, build_organ_data  # noqa: F401
 
 
 class OrganAccumulator(ConfusionAccumulator):
@@ -115,9 +44,13 @@ class OrganAccumulator(ConfusionAccumulator):
 @register_task("organ")
 class OrganTask(Task):
     metric_names = ("accuracy", "balanced_accuracy", "macro_f1")
+    config_section = "organ"
 
     def model_label(self, config: Config) -> str:
         return "organ_head"  # model.name (simple_cnn by default) plays no part in this task
+
+    def needs_feature_store(self, config: Config) -> bool:
+        return True
 
     def build_data(self, config: Config) -> TaskData:
         return build_organ_data(config)
@@ -169,3 +102,37 @@ class OrganTask(Task):
         from cellbench.tasks.organ.report import organ_report
 
         return organ_report(config, data, Path(run_dir), device)
+
+    def finalize_event(self, extra: dict[str, Any]) -> dict[str, float]:
+        report = extra.get("organ_report") or {}
+        metrics = {k: v for k, v in report.items() if isinstance(v, int | float)}
+        calibration = extra.get("calibration") or {}
+        metrics.update({k: v for k, v in calibration.items() if isinstance(v, int | float)})
+        return metrics
+
+    def run_name(self, config: Config) -> str:
+        # the organ head is not a model.name model: name its runs after the feature store's tag
+        if config.data.features:
+            name = Path(config.data.features).name.replace("/", "_").replace(":", "_")
+            return f"{name}-{self.name}"
+        return super().run_name(config)
+
+    def evaluate(self, run, request: EvalRequest, progress: Progress | None = None):
+        from cellbench.tasks.organ.evaluation import evaluate_organ_run
+
+        return evaluate_organ_run(run, request, progress)
+
+    def render_eval(self, result, console) -> None:
+        from cellbench.tasks.organ.render import render_organ
+
+        render_organ(result, console)
+
+    def load_predictor(self, checkpoint, device="cpu", *, run=None, use_ema=None, state=None):
+        from cellbench.engine.checkpoint import read_checkpoint
+        from cellbench.tasks.base import run_folder
+        from cellbench.tasks.organ.predictor import load_organ_predictor
+
+        state = state if state is not None else read_checkpoint(checkpoint)
+        return load_organ_predictor(
+            state, Path(checkpoint), run_folder(checkpoint, run), device, run
+        )
