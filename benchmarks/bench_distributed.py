@@ -55,6 +55,8 @@ def _rates(run: Path) -> tuple[float, float]:
 def cpu_section(epochs: int, per_class: int) -> None:
     from cellbench.data.classify.shapes import write_shapes_dataset
 
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         write_shapes_dataset(root / "shapes", n_per_class=per_class, image_size=32, seed=0)
@@ -72,12 +74,13 @@ def cpu_section(epochs: int, per_class: int) -> None:
         one = ["train", "--run", "one", "--runs-dir", str(runs), *flags]
         one += ["--set", "train.grad_accum_steps=2"]
         two = ["train", "--nproc", "2", "--run", "two", "--runs-dir", str(runs), *flags]
-        wall_one = _cellbench(one, {"OMP_NUM_THREADS": "1"})
-        wall_two = _cellbench(two, {"OMP_NUM_THREADS": "1"})
+        # the same cores on both sides: one process with all of them, two with half each
+        wall_one = _cellbench(one, {"OMP_NUM_THREADS": str(cores or 1)})
+        wall_two = _cellbench(two, {"OMP_NUM_THREADS": str(max(1, (cores or 1) // 2))})
         rate_one, steps_one = _rates(next(runs.glob("*-one")))
         rate_two, steps_two = _rates(next(runs.glob("*-two")))
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    print(f"CPU ({cores} cores), simple_cnn, effective batch 16, {epochs} epochs:")
+    split = f"1 process x {cores} threads vs 2 x {max(1, cores // 2)}"
+    print(f"CPU ({cores} cores: {split}), simple_cnn, effective batch 16, {epochs} epochs:")
     print(f"  1 process  x accumulation 2: {rate_one:8.1f} samples/s   wall {wall_one:5.1f} s")
     print(f"  2 processes (gloo)          : {rate_two:8.1f} samples/s   wall {wall_two:5.1f} s")
     print(f"  same optimizer updates: {steps_one} and {steps_two}")

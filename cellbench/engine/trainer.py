@@ -33,6 +33,7 @@ batch/accumulation suggested (``cellbench.engine.memory_guard``), checkpoints un
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import math
@@ -724,7 +725,10 @@ class Trainer:
         self._signal_time = now
         self.stop_requested = True
         self.stop_signal = signum
-        self.reporter.message(
-            f"[yellow]{self._signal}:[/] stopping at the next step "
-            "(again to abort now; the last completed epoch is kept either way)"
-        )
+        # the signal may come mid-print (a reentrant write to stderr raises RuntimeError): the
+        # stop flag is what matters, a message lost is better than a traceback
+        with contextlib.suppress(RuntimeError):
+            self.reporter.message(
+                f"[yellow]{self._signal}:[/] stopping at the next step "
+                "(again to abort now; the last completed epoch is kept either way)"
+            )
