@@ -64,10 +64,11 @@ defaults:
 
 
 def task_names() -> tuple[str, ...]:
-    """Task names a ``defaults.profiles.<task>`` key may use (the registry's, without torch)."""
-    from cellbench.config import TASKS
+    """Task names a ``defaults.profiles.<task>`` key may use (the registry's, without torch:
+    shipped, registered and entry-point tasks)."""
+    from cellbench.tasks import task_names as registered
 
-    return tuple(TASKS)
+    return tuple(registered())
 
 
 def render_template() -> str:
