@@ -31,9 +31,9 @@ def _folders(ws: Workspace | None) -> dict[str, Path]:
     data = ws.folder("data") if ws is not None else Path("data")
     if data_env:
         data = Path(data_env)
-    workflows = ws.folder("workflows") if ws is not None else runs.parent / "workflows"
-    if os.environ.get("CELLBENCH_WORKFLOWS_DIR"):  # cellbench workflow's own variable
-        workflows = Path(os.environ["CELLBENCH_WORKFLOWS_DIR"])
+    from cellbench.workflow.state import default_workflows_root
+
+    workflows = default_workflows_root(runs)  # $CELLBENCH_WORKFLOWS_DIR > workspace > beside runs
     return {"data": data, "runs": runs, "sweeps": default_sweeps_root(runs), "workflows": workflows}
 
 
