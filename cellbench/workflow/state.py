@@ -7,9 +7,10 @@
     outputs/        the JSON each ``json: true`` phase printed (what its gates read)
     lock            held while a process runs the workflow (a second one exits 4)
 
-The root is ``--workflows-dir``, else ``$CELLBENCH_WORKFLOWS_DIR``, else ``workflows`` beside
-the runs root. Ids are sequential like runs'. Every file is written atomically
-(``cellbench.atomic``): a kill leaves the old state or the new one.
+The root is ``--workflows-dir``, else ``$CELLBENCH_WORKFLOWS_DIR``, else the workspace's
+``paths.workflows``, else ``workflows`` beside the runs root. Ids are sequential like runs'.
+Every file is written atomically (``cellbench.atomic``): a kill leaves the old state or the new
+one.
 
 Phase statuses: pending · running · done · failed (the command failed) · gate_failed ·
 interrupted. Workflow statuses: running · completed (every phase done) · incomplete (``--only``
@@ -37,7 +38,12 @@ FOLDER_RE = re.compile(r"(?P<id>\d{4,})-(?P<name>[A-Za-z0-9][A-Za-z0-9_-]*)\Z")
 
 def default_workflows_root(runs_root: Path) -> Path:
     env = os.environ.get(WORKFLOWS_DIR_ENV)
-    return Path(env) if env else Path(runs_root).parent / "workflows"
+    if env:
+        return Path(env)
+    from cellbench.workspace import current  # cellbench.yaml's paths.workflows (#21)
+
+    ws = current()
+    return ws.folder("workflows") if ws is not None else Path(runs_root).parent / "workflows"
 
 
 @dataclass

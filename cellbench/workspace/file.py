@@ -64,8 +64,9 @@ defaults:
 
 
 def task_names() -> tuple[str, ...]:
-    """Task names a ``defaults.profiles.<task>`` key may use (the registry's, without torch)."""
-    from cellbench.tasks import task_names as registered  # names only: imports no task
+    """Task names a ``defaults.profiles.<task>`` key may use (the registry's, without torch:
+    shipped, registered and entry-point tasks)."""
+    from cellbench.tasks import task_names as registered
 
     return tuple(registered())
 

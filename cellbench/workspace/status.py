@@ -31,9 +31,9 @@ def _folders(ws: Workspace | None) -> dict[str, Path]:
     data = ws.folder("data") if ws is not None else Path("data")
     if data_env:
         data = Path(data_env)
-    workflows = ws.folder("workflows") if ws is not None else runs.parent / "workflows"
-    if os.environ.get("CELLBENCH_WORKFLOWS_DIR"):  # cellbench workflow's own variable
-        workflows = Path(os.environ["CELLBENCH_WORKFLOWS_DIR"])
+    from cellbench.workflow.state import default_workflows_root
+
+    workflows = default_workflows_root(runs)  # $CELLBENCH_WORKFLOWS_DIR > workspace > beside runs
     return {"data": data, "runs": runs, "sweeps": default_sweeps_root(runs), "workflows": workflows}
 
 
@@ -67,39 +67,20 @@ def _runs(runs_root: Path) -> tuple[dict[str, Any], int]:
 
 
 def _workflows(root: Path) -> list[dict[str, Any]]:
-    """Workflows not finished. ``cellbench.workflow`` (issue #18) owns the format and its
-    reader ``list_workflows``; without that package this looks at each
-    ``<workflows>/<name>/state.json``'s ``status`` only."""
-    import json
+    """Workflows not finished, through ``cellbench.workflow``'s reader (issue #18)."""
+    from cellbench.workflow import list_workflows
 
-    try:
-        from cellbench.workflow import list_workflows
-    except ImportError:
-        list_workflows = None
-    if list_workflows is not None:
-        return [
-            {
-                "workflow": w["name"],
-                "status": w["status"],
-                "phases_done": w.get("phases_done"),
-                "phases": w.get("phases"),
-                "current": w.get("current"),
-            }
-            for w in list_workflows(root)
-            if w["status"] != "completed"
-        ]
-    out = []
-    if not root.is_dir():
-        return out
-    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-        try:
-            state = json.loads((folder / "state.json").read_text())
-            status = str(state.get("status") or "unknown") if isinstance(state, dict) else "unknown"
-        except (OSError, ValueError):
-            status = "unknown"
-        if status != "completed":
-            out.append({"workflow": folder.name, "status": status})
-    return out
+    return [
+        {
+            "workflow": w["name"],
+            "status": w["status"],
+            "phases_done": w.get("phases_done"),
+            "phases": w.get("phases"),
+            "current": w.get("current"),
+        }
+        for w in list_workflows(root)
+        if w["status"] != "completed"
+    ]
 
 
 def gpus() -> tuple[list[dict[str, Any]], str | None]:

@@ -145,11 +145,14 @@ def test_status_shows_a_running_run_with_its_progress_and_unfinished_workflows(w
     from cellbench.runs.events import EventWriter
     from cellbench.runs.lock import RunLock
     from cellbench.runs.store import RunStore
+    from cellbench.workflow.state import WorkflowState, create_workflow
     from tests.tui.conftest import CONFIG, epoch_event, start_event
 
-    flow = ws / "workflows" / "retrain"
-    flow.mkdir(parents=True)
-    (flow / "state.json").write_text('{"status": "waiting at gate 2"}')
+    # a workflow stopped at its second phase's gate, written by cellbench.workflow's own state
+    state = WorkflowState(create_workflow(ws / "workflows", "retrain"))
+    state.set(status="stopped", phase_order=["extract", "train", "eval"])
+    state.set_phase("extract", status="done")
+    state.set_phase("train", status="gate_failed")
     run = RunStore(ws / "runs").create("live")  # the workspace's runs, from ws/sub
     run.config.write_text(CONFIG)
     with RunLock(run.lock), EventWriter(run.events) as writer:
@@ -161,5 +164,13 @@ def test_status_shows_a_running_run_with_its_progress_and_unfinished_workflows(w
     [live] = report["runs"]["running"]
     assert (live["run"], live["epoch"], live["epochs"]) == ("0001-live", 1, 3)
     assert "running 0001-live: epoch 1/3 · best val_loss 0.8" in text
-    assert report["workflows"] == [{"workflow": "retrain", "status": "waiting at gate 2"}]
-    assert "workflow retrain: waiting at gate 2" in text
+    assert report["workflows"] == [
+        {
+            "workflow": "retrain",
+            "status": "stopped",
+            "phases_done": 1,
+            "phases": 3,
+            "current": "train",
+        }
+    ]
+    assert "workflow retrain: stopped, 1/3 phases, at train" in text
