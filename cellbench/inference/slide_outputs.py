@@ -40,6 +40,7 @@ from cellbench.atomic import atomic_write
 COMMIT_SECONDS = 2.0
 COMMIT_TILES = 32
 COMMIT_ROWS = 50_000
+ROW_GROUP = 65_536  # rows per Parquet row group of the final table
 PART_RE = re.compile(r"part-(\d{9})-(\d{9})\.parquet")
 TABLE_COLUMNS = (
     "id",
@@ -219,9 +220,23 @@ def assemble(
         fh.write(b"\n]}\n")
 
     def parquet(fh) -> None:
+        # row groups of ROW_GROUP rows whatever the journal's parts: a resumed slide (other
+        # part boundaries) gives the same bytes as an uninterrupted one
+        import pyarrow as pa
+
+        pending, rows = [], 0
         with pq.ParquetWriter(fh, table_schema) as writer:
             for table in _part_tables(journal):
-                writer.write_table(table.select(list(TABLE_COLUMNS)))
+                pending.append(table.select(list(TABLE_COLUMNS)))
+                rows += table.num_rows
+                if rows >= ROW_GROUP:
+                    merged = pa.concat_tables(pending)
+                    whole = rows - rows % ROW_GROUP
+                    writer.write_table(merged.slice(0, whole), row_group_size=ROW_GROUP)
+                    pending, rows = [merged.slice(whole)], rows - whole
+            if rows or not pending:
+                merged = pa.concat_tables(pending) if pending else table_schema.empty_table()
+                writer.write_table(merged, row_group_size=ROW_GROUP)
 
     def csv(fh) -> None:
         with pacsv.CSVWriter(fh, table_schema) as writer:
