@@ -12,12 +12,14 @@ _LAZY = {
     "load_model": "cellbench.inference",
     "predict": "cellbench.inference",
     "predict_many": "cellbench.inference",
+    "predict_slide": "cellbench.inference.slide",
 }
 
 __all__ = ["__version__", *_LAZY]
 
 if TYPE_CHECKING:
     from cellbench.inference import load_model, predict, predict_many  # noqa: F401
+    from cellbench.inference.slide import predict_slide  # noqa: F401
 
 
 def __getattr__(name: str) -> Any:

@@ -8,7 +8,6 @@ known to be gone (the run lock's new holder calls it).
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import tempfile
@@ -46,7 +45,10 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 
 def atomic_write_json(path: str | os.PathLike, data: Any) -> Path:
-    return atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+    """Strict JSON (``cellbench.strict_json``): an undefined number is written ``null``."""
+    from cellbench.strict_json import dumps
+
+    return atomic_write_text(path, dumps(data, indent=2, sort_keys=False) + "\n")
 
 
 # mkstemp's names: our prefix and suffix around 8 characters of [a-z0-9_]

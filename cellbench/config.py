@@ -127,6 +127,9 @@ class DataConfig:
     # refused unless features_force (``train --force``)
     features: str | None = None
     features_force: bool = False
+    # µm per pixel of the training images (PanNuke, 40x: about 0.25): ``predict`` reads slides
+    # at this resolution, rescaling those scanned at another
+    mpp: float = field(default=0.25, metadata=POSITIVE)
 
 
 @dataclass
@@ -192,11 +195,20 @@ class TrainConfig:
     # last window steps with what it has
     grad_accum_steps: int = field(default=1, metadata=AT_LEAST_1)
     freeze_backbone_epochs: int = field(default=0, metadata=AT_LEAST_0)
+    # several processes (--nproc, torchrun): BatchNorm statistics over the global batch
+    sync_bn: bool = False
+    # the memory guard: a warning when the first steps' peak CUDA memory passes this fraction of
+    # the device's total (0 turns it off); machine profiles set it
+    memory_guard: float = field(default=0.9, metadata=PROBABILITY)
+    # the machine profile (profiles/machines/NAME.yaml) this config was fitted to, if any
+    machine: str | None = None
     channels_last: bool = False
     compile: bool = False
     # auto: on for CPU, off for CUDA (faster kernels, cuDNN autotuning); true/false force it
     deterministic: bool | str = field(default="auto", metadata=_choices("auto", True, False))
     log_every: int = field(default=10, metadata=AT_LEAST_1)  # steps between ``step`` events
+    # write every history column and the config (hparams) to <run>/tensorboard/ per epoch
+    tensorboard: bool = False
     limit_train_batches: int | None = field(default=None, metadata=AT_LEAST_1)
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     lr_find: LRFindConfig = field(default_factory=LRFindConfig)
@@ -488,20 +500,33 @@ def _field_type(key: str) -> Any:
 # --------------------------------------------------------------------------- sources
 
 
+def profile_dirs() -> list[Path]:
+    """Where a profile name is looked up, first first: the workspace's ``paths.profiles`` (your
+    profiles, over the shipped ones), then the shipped ``cellbench/profiles``."""
+    from cellbench.workspace import current
+
+    ws = current()
+    dirs = [ws.folder("profiles")] if ws is not None else []
+    return [d for d in dirs if d.is_dir() and d.resolve() != PROFILES_DIR.resolve()] + [
+        PROFILES_DIR
+    ]
+
+
 def list_profiles() -> list[str]:
-    return sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
+    return sorted({p.stem for d in profile_dirs() for p in d.glob("*.yaml")})
 
 
 def find_profile(name_or_path: str) -> Path:
-    """A profile by name (shipped with the package) or by path."""
+    """A profile by name (the workspace's, then shipped with the package) or by path."""
     candidate = Path(name_or_path).expanduser()
     if candidate.suffix in (".yaml", ".yml") or candidate.parent != Path("."):
         if not candidate.is_file():
             raise UsageError(f"{candidate}: profile file not found")
         return candidate
-    shipped = PROFILES_DIR / f"{name_or_path}.yaml"
-    if shipped.is_file():
-        return shipped
+    for folder in profile_dirs():
+        found = folder / f"{name_or_path}.yaml"
+        if found.is_file():
+            return found
     names = list_profiles()
     close = difflib.get_close_matches(name_or_path, names, n=1)
     hint = f" (did you mean '{close[0]}'?)" if close else ""
@@ -635,12 +660,17 @@ def load_config(
     config_file: str | Path | None = None,
     overrides: list[str] | tuple[str, ...] = (),
     base: dict[str, Any] | None = None,
+    machine: dict[str, Any] | None = None,
+    machine_source: str = "machine profile",
 ) -> Config:
-    """Resolve a config: defaults < base (a saved run config) < profile/config file < --set."""
+    """Resolve a config: defaults < base (a saved run config) < machine (a machine profile's
+    keys, ``cellbench.machines``) < profile/config file < --set."""
     config = Config()
     origins: Origins = {}
     if base:
         _apply(config, base, "saved run config", BadInputError, origins)
+    if machine:
+        _apply(config, machine, machine_source, BadInputError, origins)
     for source in (profile, config_file):
         if source is None:
             continue

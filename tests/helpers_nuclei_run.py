@@ -28,7 +28,8 @@ class NucleiRun:
         return NucleiRun(self.root, runs, self.features, self.store, RunStore(runs).resolve("dig"))
 
 
-def make_nuclei_run(root: Path, tiles: int = 10, epochs: int = 2) -> NucleiRun:
+def make_nuclei_run(root: Path, tiles: int = 10, epochs: int = 2, *extra: str) -> NucleiRun:
+    """``extra``: more --set overrides (the slide tests train longer at a constant LR)."""
     pytest.importorskip("cellbench.tasks.nuclei.task")  # the nuclei task (issue 11, engine)
     import yaml  # noqa: I001 (tests.helpers_nuclei is first-party once the nuclei task lands)
 
@@ -46,7 +47,7 @@ def make_nuclei_run(root: Path, tiles: int = 10, epochs: int = 2) -> NucleiRun:
     backbone = build_backbone(str(profile), None, device="cpu")
     features, _ = extract_features(root / "store", backbone, tag="tiny", batch_size=8)
     request = TrainRequest(
-        overrides=nuclei_overrides(features, "data.family=null", f"train.epochs={epochs}"),
+        overrides=nuclei_overrides(features, "data.family=null", f"train.epochs={epochs}", *extra),
         run="dig",
         runs_dir=root / "runs",
     )
@@ -58,3 +59,34 @@ def make_nuclei_run(root: Path, tiles: int = 10, epochs: int = 2) -> NucleiRun:
 @pytest.fixture(scope="session")
 def nuclei_run(tmp_path_factory) -> NucleiRun:
     return make_nuclei_run(tmp_path_factory.mktemp("nuclei-run"))
+
+
+def make_online_run(source: NucleiRun, dest: Path, train_device: str = "meta") -> NucleiRun:
+    """An ``--online-features`` run on ``source``'s store (its tiny ViT run on each batch), one
+    epoch on the CPU, whose saved config then says ``train.device=train_device``: the meta
+    device by default, where nothing can compute, so a load that builds the backbone on
+    ``train.device`` instead of the device asked cannot pass unnoticed."""
+    import torch
+
+    from cellbench.engine.session import TrainRequest, train
+    from tests.helpers_nuclei import nuclei_overrides
+
+    extra = (
+        "data.features=null",
+        f"data.path={source.store}",
+        "data.family=null",
+        "nuclei.online_features=true",
+        f"nuclei.backbone={source.root / 'tiny-vit.yaml'}",
+        "train.epochs=1",
+        "train.device=cpu",
+    )
+    request = TrainRequest(
+        overrides=nuclei_overrides(source.features, *extra), run="online", runs_dir=dest / "runs"
+    )
+    paths, result = train(request)
+    assert result.status == "completed", result.reason
+    for checkpoint in (paths.best_checkpoint, paths.last_checkpoint):
+        state = torch.load(checkpoint, weights_only=True)
+        state["config"]["train"]["device"] = train_device
+        torch.save(state, checkpoint)
+    return NucleiRun(source.root, dest / "runs", source.features, source.store, paths)

@@ -17,15 +17,37 @@ from cellbench.cli import data as data_cli
 from cellbench.cli import eval as eval_cli
 from cellbench.cli import features as features_cli
 from cellbench.cli import runs as runs_cli
+from cellbench.cli import workflow as workflow_cli
+from cellbench.cli import workspace as workspace_cli
 from cellbench.cli.clean import clean as clean_command
 from cellbench.cli.common import err_console
 from cellbench.cli.predict import predict_command
 from cellbench.cli.quickstart import quickstart_command
+from cellbench.cli.status import status_command
 from cellbench.cli.sweep import sweep_command
 from cellbench.cli.train import train_command
 from cellbench.cli.tui import tui_command
 from cellbench.errors import CellbenchError, ExitCode
 from cellbench.signals import Terminated, exit_code, graceful_signals
+
+
+def _hide_flag_types() -> None:
+    """Typer >= 0.25 prints ``<bool>`` beside every on/off flag (``--json <bool>``), as if it took
+    a value: the help shows no type for flags. One patch here instead of a ``metavar`` on each."""
+    from typer.core import TyperOption
+
+    show = getattr(TyperOption, "display_type_rich", None)
+    if show is None or getattr(show, "_cellbench", False):
+        return
+
+    def display_type_rich(self, ctx):
+        return None if getattr(self, "is_flag", False) else show(self, ctx)
+
+    display_type_rich._cellbench = True
+    TyperOption.display_type_rich = display_type_rich
+
+
+_hide_flag_types()
 
 
 def _print_error(message: str) -> None:
@@ -47,7 +69,10 @@ class CellbenchGroup(TyperGroup):
             err_console.print(f"[yellow]stopped by {exc.name}[/]")
             raise typer.Exit(exit_code(exc.signum)) from None
         except CellbenchError as exc:
-            _print_error(str(exc))
+            from cellbench.engine.distributed import torchrun_env
+
+            if torchrun_env().is_main:  # under torchrun every rank raises the same error
+                _print_error(str(exc))
             raise typer.Exit(int(exc.exit_code)) from None
         except OSError as exc:
             # a file system refusal we did not foresee (a file where a folder was expected, a full
@@ -68,7 +93,7 @@ app = typer.Typer(
     epilog="Exit codes: 0 ok · 1 a check failed · 2 bad usage · 3 bad input data/file · "
     "4 run conflict (exists, locked) · 130 interrupted (143 SIGTERM, 129 SIGHUP).",
     rich_markup_mode="rich",
-    no_args_is_help=True,
+    invoke_without_command=True,  # a bare `cellbench` shows `cellbench status`
     pretty_exceptions_show_locals=False,
 )
 
@@ -81,6 +106,7 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def root(
+    ctx: typer.Context,
     version: Annotated[
         bool,
         typer.Option(
@@ -88,15 +114,25 @@ def root(
         ),
     ] = False,
 ) -> None:
-    """cellbench: train, check and retrain image models from the terminal."""
+    """cellbench: train, check and retrain image models from the terminal.
+
+    With no command: where am I (cellbench status); cellbench --help lists the commands.
+    """
+    if ctx.invoked_subcommand is None:
+        status_command(json_out=False)
+        err_console.print("[dim]commands: cellbench --help[/]")
 
 
 app.command("quickstart", rich_help_panel="Start here")(quickstart_command)
+app.command("init", rich_help_panel="Start here")(workspace_cli.init_command)
+app.command("status", rich_help_panel="Start here")(status_command)
+app.add_typer(workspace_cli.app, name="config", rich_help_panel="Start here")
 app.add_typer(runs_cli.app, name="runs", rich_help_panel="Runs")
 app.add_typer(data_cli.app, name="data", rich_help_panel="Data")
 app.add_typer(features_cli.app, name="features", rich_help_panel="Data")
 app.command("train", rich_help_panel="Train")(train_command)
 app.command("sweep", rich_help_panel="Train")(sweep_command)
+app.add_typer(workflow_cli.app, name="workflow", rich_help_panel="Train")
 app.add_typer(eval_cli.app, name="eval", rich_help_panel="Models")
 app.command("predict", rich_help_panel="Models")(predict_command)
 app.command("clean", rich_help_panel="Runs")(clean_command)

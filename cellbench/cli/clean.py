@@ -187,13 +187,15 @@ def clean(
         ),
     ] = None,
     data_dir: Annotated[
-        Path,
+        Path | None,
         typer.Option(
             "--data-dir",
             envvar=DATA_DIR_ENV,
-            help="Data root holding caches and features/ (never / or your home folder).",
+            help="Data root holding caches and features/ (never / or your home folder; "
+            "default: the workspace's data folder, else ./data).",
+            show_default=False,
         ),
-    ] = Path("data"),
+    ] = None,
 ) -> None:
     """Remove run checkpoints or outputs, feature stores or prepared caches; release CUDA memory.
 
@@ -223,6 +225,10 @@ def clean(
         roots.append(store.root.resolve())
         removals += _sweep_removals(sweep, store, sweeps_dir, all_outputs)
     if features or cache:
+        if data_dir is None:
+            from cellbench.workspace import workspace_folder
+
+            data_dir = workspace_folder("data", "data")
         check_data_root(data_dir)  # never /, ~ or above it: exit 2
         roots.append(data_dir.resolve())
         if features:

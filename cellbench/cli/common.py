@@ -6,7 +6,6 @@ Machine output (``--json``) goes to stdout; logs, progress and errors go to stde
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -31,6 +30,51 @@ RunsDirOption = Annotated[
 JsonOption = Annotated[
     bool, typer.Option("--json", help="Print machine-readable JSON on stdout (logs on stderr).")
 ]
+OverwriteOption = Annotated[
+    bool,
+    typer.Option(
+        "--overwrite",
+        help="Replace an existing output file that cellbench did not write (docs/outputs.md).",
+    ),
+]
+
+MachineOption = Annotated[
+    str | None,
+    typer.Option(
+        "--machine",
+        help="Machine profile (profiles/machines/: cpu, mig-12gb, a100-80gb, h100-80gb, h200) "
+        "or 'auto' (by the detected device and its memory): batch, accumulation, AMP, "
+        "channels_last, compile, workers, feature batch; the study's effective batch is kept.",
+        show_default=False,
+    ),
+]
+
+
+def command_arguments(ctx, drop: tuple[str, ...] = ()) -> list[str]:
+    """The command line that gives ``ctx``'s command its parsed options again, minus ``drop``
+    (parameter names): what ``--nproc`` hands to each torchrun worker. Built from the parsed
+    values, not ``sys.argv``, so it is the same from the shell, ``python -m`` or a test runner."""
+    argv: list[str] = []
+    node = ctx
+    while node.parent is not None:  # the subcommand names below the root ("train")
+        argv.insert(0, node.info_name)
+        node = node.parent
+    for param in ctx.command.params:
+        if param.name in drop or getattr(param, "param_type_name", "") != "option":
+            continue
+        value = ctx.params.get(param.name)
+        if value is None or value == param.default or (param.multiple and not value):
+            continue
+        flag = max(param.opts, key=len)  # the long form
+        if param.is_flag:
+            if value:
+                argv.append(flag)
+        elif param.multiple:
+            for item in value:
+                argv += [flag, str(item)]
+        else:
+            argv += [flag, str(value)]
+    return argv
 
 
 def run_store(runs_dir: Path | None) -> RunStore:
@@ -38,7 +82,9 @@ def run_store(runs_dir: Path | None) -> RunStore:
 
 
 def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    from cellbench.strict_json import dumps  # NaN/inf as null: stdout is strict JSON too
+
+    sys.stdout.write(dumps(data, indent=2) + "\n")
     sys.stdout.flush()
 
 

@@ -16,7 +16,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from cellbench.cli.common import JsonOption, console, err_console, log, print_json
+from cellbench.cli.common import JsonOption, OverwriteOption, console, err_console, log, print_json
+from cellbench.cli.lists import list_options, parse_folds
 from cellbench.errors import BadInputError, CheckFailed, UsageError
 
 app = typer.Typer(help="Make, convert, check and describe datasets.", no_args_is_help=True)
@@ -47,21 +48,6 @@ def _progress(label: str, enabled: bool = True) -> Iterator:
 
     with bar:
         yield update
-
-
-def _parse_folds(values: list[str] | None, extra: list[str]) -> list[int] | None:
-    """``--folds 1 2 3``, ``--folds 1,2`` or ``--folds 1 --folds 2``."""
-    if not values:
-        if extra:
-            raise UsageError(f"unexpected arguments: {' '.join(extra)}")
-        return None
-    folds = []
-    for text in [*values, *extra]:
-        for part in text.replace(",", " ").split():
-            if not part.isdigit() or int(part) < 1:
-                raise UsageError(f"--folds: '{part}' is not a fold number (1, 2, 3, ...)")
-            folds.append(int(part))
-    return sorted(set(folds))
 
 
 FOLDS_HELP = "Folds to use, e.g. --folds 1 2 3 (or 1,2,3)."
@@ -97,6 +83,9 @@ def synth_command(
     json_out: JsonOption = False,
 ) -> None:
     """Generate a dataset: PanNuke-like tiles (H&E-like, 5 nucleus types, 19 tissues) or shapes."""
+    from cellbench.outputs import check_location
+
+    check_location(out, "--out")  # never inside another store, a run or a sweep
     if kind == "shapes":
         _synth_shapes(out, tiles, size or 32, seed, layout or "flat", force, json_out)
         return
@@ -165,11 +154,8 @@ def _synth_shapes(
     )
 
 
-@app.command(
-    "prepare", context_settings={"allow_extra_args": True, "ignore_unknown_options": False}
-)
+@app.command("prepare", cls=list_options("--folds"))
 def prepare_command(
-    ctx: typer.Context,
     pannuke: Annotated[Path, typer.Option("--pannuke", help="Raw PanNuke folder (either layout).")],
     out: Annotated[Path, typer.Option("--out", help="Canonical store to write.")],
     folds: Annotated[
@@ -182,12 +168,18 @@ def prepare_command(
 ) -> None:
     """Convert raw PanNuke folds into the canonical store (uint8, int32, float32 HV)."""
     from cellbench.data.prepare import prepare
+    from cellbench.outputs import check_location
 
-    selected = _parse_folds(folds, ctx.args)  # None: the folds found
+    check_location(out, "--out")  # never inside another store, a run or a sweep
+
+    selected = parse_folds(folds)  # None: the folds found
     if not pannuke.is_dir():
         raise BadInputError(f"{pannuke}: PanNuke folder not found")
     with _progress("prepare") as progress:
         reports = prepare(pannuke, out, folds=selected, force=force, chunk=chunk, progress=progress)
+    from cellbench.workspace.defaults import record_default
+
+    record_default("data", out, say=log)  # when the workspace has none yet
     if json_out:
         print_json({"out": str(out), "folds": [r.to_dict() for r in reports]})
         return
@@ -304,9 +296,14 @@ def stats_command(
             "--profile", help="Use this profile's data.families (for --family and the table)."
         ),
     ] = None,
+    overwrite: OverwriteOption = False,
     json_out: JsonOption = False,
 ) -> None:
     """Counts per fold, tissue, family and nucleus type; nucleus sizes (or class counts)."""
+    from cellbench import outputs
+
+    if plot is not None:  # before reading the dataset: a refused path costs nothing
+        outputs.check(plot, overwrite=overwrite, option="--plot")
     if not _is_nuclei_dataset(path):
         if family or plot or profile:
             raise UsageError("--family, --profile and --plot apply to nuclei datasets only")
@@ -325,6 +322,7 @@ def stats_command(
     stats = dataset_stats(path, families=families, family=family)
     if plot:
         plot_stats(stats, plot)
+        outputs.record(plot)
         log(f"plot written to {escape(str(plot))}")
     if json_out:
         print_json(stats.to_dict())
@@ -361,3 +359,29 @@ def stats_command(
             f"{row['area_p95']:.0f}",
         )
     console.print(types)
+
+
+@app.command("tiles")
+def tiles_command(
+    store: Annotated[Path, typer.Argument(help="Canonical store (from data prepare/synth).")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for the PNG files.")],
+    fold: Annotated[
+        int, typer.Option("--fold", min=1, help="Fold to read (3: the test fold).")
+    ] = 3,
+    family: Annotated[
+        str | None, typer.Option("--family", help="Only tiles of this organ family's tissues.")
+    ] = None,
+    count: Annotated[int, typer.Option("--count", min=1, help="How many tiles.")] = 3,
+    json_out: JsonOption = False,
+) -> None:
+    """Write a few tiles of a store as PNG files (images to try `cellbench predict` on)."""
+    from cellbench.data.tiles import write_tiles
+
+    paths = write_tiles(store, fold, out, family, count)
+    if not paths:
+        raise BadInputError(f"{store}: fold {fold} has no tile of family {family}")
+    if json_out:
+        print_json({"tiles": [str(p) for p in paths]})
+        return
+    for path in paths:
+        console.print(escape(str(path)), highlight=False)

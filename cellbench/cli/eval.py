@@ -14,6 +14,8 @@ import typer
 
 from cellbench.cli.common import (
     JsonOption,
+    MachineOption,
+    OverwriteOption,
     RunsDirOption,
     console,
     log,
@@ -22,6 +24,7 @@ from cellbench.cli.common import (
     stderr_progress,
     warn,
 )
+from cellbench.cli.lists import list_options, parse_folds
 from cellbench.errors import BadInputError, UsageError
 from cellbench.runs.layout import RunPaths
 
@@ -91,6 +94,15 @@ def eval_run(
             "training fold needs --allow-leak).",
         ),
     ] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Evaluate although the run's feature store or data changed since it trained "
+            "(the differences are written into the eval output).",
+        ),
+    ] = False,
+    machine: MachineOption = None,
     runs_dir: RunsDirOption = None,
     json_out: JsonOption = False,
 ) -> None:
@@ -117,6 +129,16 @@ def eval_run(
         return
     if split not in ("val", "test"):
         raise UsageError(f"--split {split}: expected val or test")
+    if fold is not None and _given(ctx, "split"):
+        # `--split test --fold 2` used to evaluate fold 2 as val without a word
+        raise UsageError(
+            f"--split {split} and --fold {fold} contradict each other: --fold evaluates that fold "
+            "whatever the split; give one of them"
+        )
+    if machine is not None:
+        from cellbench.machines import machine_batch
+
+        batch_size = machine_batch(machine, batch_size, "eval", default=None)
     if checkpoint not in ("best", "last"):
         raise UsageError(f"--checkpoint {checkpoint}: expected best or last")
     store = run_store(runs_dir)
@@ -130,9 +152,11 @@ def eval_run(
     else:
         paths = store.resolve(run)
 
+    from cellbench.cli.predict import check_inputs
     from cellbench.tasks import get_task
     from cellbench.tasks.base import EvalRequest  # torch: only when evaluating
 
+    forced = check_inputs(paths, force, "eval")  # before any model or data is read
     task = get_task(_run_task(paths))
     request = EvalRequest(
         split=split,
@@ -166,10 +190,36 @@ def eval_run(
         (warn if level == "warn" else log)(message)
     if not result["event_written"]:
         warn(f"{paths.root.name} is being trained: eval files written, no eval event appended")
+    record_forced(result, forced)
     if json_out:
         print_json(result)
     else:
         task.render_eval(result, console)
+
+
+def _given(ctx: typer.Context, name: str) -> bool:
+    # by name: typer ships its own copy of click, whose ParameterSource is another enum
+    return getattr(ctx.get_parameter_source(name), "name", "") == "COMMANDLINE"
+
+
+def record_forced(result: dict, forced: list[str]) -> None:
+    """``eval --force`` on changed inputs: the differences go into the result and into each
+    JSON file the evaluation wrote (``forced_inputs``), so the numbers carry their caveat."""
+    if not forced:
+        return
+    import json
+
+    from cellbench.atomic import atomic_write_json
+
+    result["forced_inputs"] = forced
+    for path in result.get("files", {}).values():
+        if str(path).endswith(".json"):
+            try:
+                data = json.loads(Path(path).read_text())
+            except (OSError, ValueError):
+                continue
+            if isinstance(data, dict):
+                atomic_write_json(path, {**data, "forced_inputs": forced})
 
 
 def _score(value: float | None) -> str:
@@ -188,11 +238,8 @@ def _run_task(paths: RunPaths) -> str:
     return task if isinstance(task, str) else "classify"
 
 
-@app.command(
-    "pannuke", context_settings={"allow_extra_args": True, "ignore_unknown_options": False}
-)
+@app.command("pannuke", cls=list_options("--folds"))
 def eval_pannuke(
-    ctx: typer.Context,
     true: Annotated[
         Path,
         typer.Option(
@@ -211,7 +258,7 @@ def eval_pannuke(
         list[str] | None,
         typer.Option(
             "--folds",
-            help="Folds to score when --true and --pred are roots, e.g. --folds 3 or 1,2,3 "
+            help="Folds to score when --true and --pred are roots, e.g. --folds 3, 1 2 3 or 1,2,3 "
             "(default: every fold of --true).",
         ),
     ] = None,
@@ -225,17 +272,19 @@ def eval_pannuke(
     chunk: Annotated[
         int, typer.Option("--chunk", min=1, help="Tiles per chunk (bounds memory).")
     ] = 32,
+    overwrite: OverwriteOption = False,
     json_out: JsonOption = False,
 ) -> None:
     """Score PanNuke-format nuclei predictions: bPQ, mPQ, mPQ+, Dice, AJI, per type, per tissue."""
 
-    from cellbench.cli.data import _parse_folds
+    from cellbench import outputs
     from cellbench.data.nuclei_labels import check_pair, open_labels
     from cellbench.metrics.nuclei_folds import combine_folds, score_folds
     from cellbench.metrics.nuclei_report import tile_rows, write_tile_csv
+    from cellbench.metrics.tile_pool import TilePool
     from cellbench.tasks.nuclei.render import render_pannuke
 
-    selected = _parse_folds(folds, ctx.args)
+    selected = parse_folds(folds)
     true_folds = open_labels(true, selected)
     pred_folds = open_labels(pred, selected)
     pairs = _pair_folds(true, pred, true_folds, pred_folds)
@@ -243,9 +292,12 @@ def eval_pannuke(
         check_pair(t, p)
     if csv_path is not None and csv_path.is_dir():
         raise UsageError(f"--csv {csv_path}: is a folder; name a file")
+    if csv_path is not None:  # before scoring: a refused path costs nothing
+        outputs.check(csv_path, overwrite=overwrite, option="--csv")
 
     scored = {}
-    with stderr_progress() as progress:
+    # one pool of scoring processes for every fold of the command
+    with stderr_progress() as progress, TilePool(workers) as pool:
         for key, (t, p) in pairs.items():
             task = progress.add_task(f"score fold {key}" if key else "score", total=len(t))
             scored[key] = score_folds(
@@ -254,10 +306,12 @@ def eval_pannuke(
                 workers=workers,
                 chunk=chunk,
                 progress=lambda done, total, task=task: progress.update(task, completed=done),
+                pool=pool,
             )
     summary = combine_folds(scored)
     if csv_path is not None:
         write_tile_csv(csv_path, tile_rows(scored))
+        outputs.record(csv_path)
         log(f"per-tile scores written to {csv_path}")
     if json_out:
         print_json({"true": str(true), "pred": str(pred), **summary})

@@ -22,7 +22,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from cellbench.cli.common import JsonOption, console, err_console, log, print_json
+from cellbench.cli.common import JsonOption, MachineOption, console, err_console, log, print_json
+from cellbench.cli.lists import list_options, parse_folds, split_values
 from cellbench.errors import CheckFailed, UsageError
 
 app = typer.Typer(
@@ -66,21 +67,8 @@ def _progress(enabled: bool) -> Iterator:
         yield update
 
 
-def _parse_folds(values: list[str] | None) -> list[int] | None:
-    if not values:
-        return None
-    folds = []
-    for text in values:
-        for part in text.replace(",", " ").split():
-            if not part.isdigit() or int(part) < 1:
-                raise UsageError(f"--folds: '{part}' is not a fold number (1, 2, 3, ...)")
-            folds.append(int(part))
-    return sorted(set(folds))
-
-
-@app.command("extract")
+@app.command("extract", cls=list_options("--folds", "--blocks"))
 def extract_command(
-    data: Annotated[Path, typer.Option("--data", help="Nuclei store (from data prepare/synth).")],
     backbone: Annotated[
         str,
         typer.Option(
@@ -88,6 +76,14 @@ def extract_command(
             help="Shipped profile (h-optimus-0, vit-demo), a YAML profile, or a timm ViT name.",
         ),
     ],
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            "--data",
+            help="Nuclei store (from data prepare; default: the workspace's defaults.data).",
+            show_default=False,
+        ),
+    ] = None,
     weights: Annotated[
         Path | None, typer.Option("--weights", help="Local .pth/.safetensors backbone weights.")
     ] = None,
@@ -96,17 +92,23 @@ def extract_command(
         typer.Option("--pretrained", help="Load weights through timm from the hub (or its cache)."),
     ] = False,
     folds: Annotated[
-        list[str] | None, typer.Option("--folds", help="Folds, e.g. --folds 1,2 (default: all).")
+        list[str] | None,
+        typer.Option("--folds", help="Folds, e.g. --folds 1 2 or 1,2 (default: all)."),
     ] = None,
     blocks: Annotated[
-        str | None,
-        typer.Option("--blocks", help="1-based blocks whose tokens to keep, e.g. 10,20,30,40."),
+        list[str] | None,
+        typer.Option(
+            "--blocks", help="1-based blocks whose tokens to keep, e.g. 10 20 30 40 or 10,20,30,40."
+        ),
     ] = None,
     tag: Annotated[
         str | None,
         typer.Option("--tag", help="Store name under DATA/features/ (default: backbone)."),
     ] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Tiles per forward.")] = 8,
+    batch_size: Annotated[
+        int | None,
+        typer.Option("--batch-size", min=1, help="Tiles per forward (default 8, or --machine's)."),
+    ] = None,
     chunk_size: Annotated[
         int, typer.Option("--chunk-size", min=1, help="Tiles per write (bounds memory).")
     ] = 300,
@@ -114,6 +116,7 @@ def extract_command(
     force: Annotated[
         bool, typer.Option("--force", help="Extract again even if up to date or made otherwise.")
     ] = False,
+    machine: MachineOption = None,
     json_out: JsonOption = False,
 ) -> None:
     """Extract CLS and block tokens of every tile into DATA/features/TAG (float16, memory-mapped).
@@ -122,10 +125,13 @@ def extract_command(
     Exit codes: 0 ok · 2 bad usage · 3 bad data/weights · 4 tag made otherwise or locked ·
     130 interrupted.
     """
+    data = _data_store(data)
     from cellbench.features.extract import extract_features
+    from cellbench.machines import machine_batch
     from cellbench.models.backbones import build_backbone, load_backbone_profile, parse_blocks
 
-    chosen_blocks = parse_blocks(blocks) if blocks else None
+    batch_size = machine_batch(machine, batch_size, "features", default=8)
+    chosen_blocks = parse_blocks(" ".join(split_values(blocks)), "--blocks") if blocks else None
     profile = load_backbone_profile(backbone)
     model = build_backbone(
         profile, weights, pretrained=pretrained, blocks=chosen_blocks, device=device
@@ -138,13 +144,16 @@ def extract_command(
         root, results = extract_features(
             data,
             model,
-            folds=_parse_folds(folds),
+            folds=parse_folds(folds),
             tag=tag,
             batch_size=batch_size,
             chunk_size=chunk_size,
             force=force,
             progress=progress,
         )
+    from cellbench.workspace.defaults import record_default
+
+    record_default("features", root, say=log)  # when the workspace has none yet
     if json_out:
         print_json({"store": str(root), "folds": [r.to_dict() for r in results]})
         return
@@ -156,6 +165,23 @@ def extract_command(
         table.add_row(str(r.fold), r.status, str(r.tiles), std)
     console.print(table)
     console.print(f"[dim]next: cellbench features check {escape(str(root))}[/]")
+
+
+def _data_store(data: Path | None) -> Path:
+    """--data, else the workspace's default data store (said on stderr)."""
+    if data is not None:
+        return data
+    from cellbench.workspace import current
+
+    ws = current()
+    default = ws.default_path("data") if ws is not None else None
+    if default is None:
+        raise UsageError(
+            "features extract: give --data STORE (a store from cellbench data prepare); a "
+            "workspace remembers one as defaults.data (docs/workspace.md)"
+        )
+    log(f"data: {escape(ws.default('data') or '')} (workspace default)")
+    return default
 
 
 @app.command("check")

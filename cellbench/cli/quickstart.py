@@ -1,12 +1,14 @@
 """``cellbench quickstart``: the whole workflow on data it generates itself.
 
-By default the nuclei workflow of seeds/001 (``quickstart_nuclei``: synth, prepare, check,
-features, organ head, a family decoder, post-processing tuning, evaluation, export, predict and a
-summary table); ``--classify`` runs the disciplined classification study instead.
+By default the nuclei workflow of seeds/001: ``cellbench workflow run demo --fresh`` (the shipped
+``demo`` workflow: synth, prepare, check, features, organ head, a family decoder, post-processing
+tuning, evaluation, export, predict, each phase gated) and a summary table
+(``quickstart_nuclei``); ``--classify`` runs the disciplined classification study instead (its
+steps run in this process, one after the other).
 
-Each step is a real cellbench command run in this process, printed first as the line a user
-would type, so the quickstart doubles as a tour: what it shows is exactly what the commands do.
-A step that fails stops the quickstart with that step's exit code.
+Each step is a real cellbench command, printed first as the line a user would type, so the
+quickstart doubles as a tour: what it shows is exactly what the commands do. A step that fails
+stops the quickstart with that step's exit code (a failed gate: exit 1).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Annotated
 import typer
 from rich.rule import Rule
 
-from cellbench.cli.common import RunsDirOption, console, err_console
+from cellbench.cli.common import RunsDirOption, console, err_console, log, run_store
 
 QUICKSTART_RUN = "quickstart"  # the classification study's run
 UNSEEN_SEED = 10_007  # the generated training data uses seed 0
@@ -42,8 +44,14 @@ def _run_step(number: int, title: str, args: list[str]) -> None:
 
 def quickstart_command(
     data_dir: Annotated[
-        Path, typer.Option("--data-dir", help="Where the generated datasets go.")
-    ] = Path("data/quickstart"),
+        Path | None,
+        typer.Option(
+            "--data-dir",
+            help="Where the generated datasets go (default: quickstart/ in the workspace's data "
+            "folder, else data/quickstart).",
+            show_default=False,
+        ),
+    ] = None,
     runs_dir: RunsDirOption = None,
     classify: Annotated[
         bool,
@@ -82,6 +90,10 @@ def quickstart_command(
     Running it again first cleans the quickstart runs (`clean --all`), so retrains start from
     nothing.
     """
+    if data_dir is None:
+        from cellbench.workspace import workspace_folder
+
+        data_dir = workspace_folder("data", "data") / "quickstart"
     if classify:
         _classify(data_dir, runs_dir, tiles or 16, tile_size or 256, images, epochs)
     else:
@@ -96,33 +108,36 @@ def _nuclei(
     epochs: int | None,
     workers: int,
 ) -> None:
-    from cellbench.cli.quickstart_nuclei import (
-        NUCLEI_RUN,
-        ORGAN_RUN,
-        NucleiPlan,
-        example_tiles,
-        nuclei_steps,
-        predict_step,
-        summary,
-    )
-    from cellbench.runs.store import RunStore
+    """``cellbench workflow run demo --fresh`` with the quickstart's sizes, then its summary."""
+    from cellbench.cli.quickstart_nuclei import NucleiPlan, demo_sets, summary
+    from cellbench.sweep.store import default_sweeps_root
+    from cellbench.workflow.runner import WorkflowOptions, run_workflow
+    from cellbench.workflow.spec import load_workflow
+    from cellbench.workflow.state import default_workflows_root
 
-    runs = ["--runs-dir", str(runs_dir)] if runs_dir else []
-    plan = NucleiPlan(data_dir, runs, tiles, tile_size, epochs, workers)
-    store_runs = RunStore(runs_dir)
-    existing = {name for name in (ORGAN_RUN, NUCLEI_RUN) if store_runs.find(name) is not None}
+    plan = NucleiPlan(data_dir, [], tiles, tile_size, epochs, workers)
+    spec = load_workflow("demo", demo_sets(plan))
+    store = run_store(runs_dir)
     started = time.perf_counter()
-    steps = nuclei_steps(plan, existing)
-    for number, (title, args) in enumerate(steps, start=1):
-        _run_step(number, title, args)
-    title, args = predict_step(plan, example_tiles(plan))
-    _run_step(len(steps) + 1, title, args)
+    # --fresh: a second quickstart retrains from nothing (its trainings clean their runs first)
+    run_workflow(
+        spec,
+        default_workflows_root(store.root),
+        store,
+        default_sweeps_root(store.root),
+        WorkflowOptions(fresh=True),
+        console,
+        say=log,
+    )
     console.print(Rule("[bold green]quickstart done", align="left"))
+    remember_profiles(["organ-demo", "nuclei-demo"])
     summary(plan, runs_dir, time.perf_counter() - started)
     console.print(
-        "Next: [bold]cellbench runs list[/], [bold]cellbench tui[/] (curves, memory, warnings), "
-        f"open {plan.predictions}/*.geojson in QuPath, or train on real PanNuke with "
-        "[bold]--profile cellvit-optimus[/] (docs/nuclei.md)."
+        "Next: [bold]cellbench workflow show[/] (phases, gates, times), [bold]cellbench runs "
+        "list[/], [bold]cellbench tui[/] (curves, memory, warnings), "
+        f"open {plan.predictions}/*.geojson in QuPath, or run the real study with "
+        "[bold]cellbench workflow run cellvit-optimus --set pannuke=... --set weights=...[/] "
+        "(docs/workflow.md)."
     )
 
 
@@ -208,12 +223,26 @@ def _classify(
         ["predict", "--run", QUICKSTART_RUN, *runs, *examples],
     )
     console.print(Rule("[bold green]quickstart done", align="left"))
+    remember_profiles(["demo"])
     console.print(
         f"Finished in {time.perf_counter() - started:.0f} s. Next: [bold]cellbench runs list[/], "
         f"[bold]cellbench tui --run {QUICKSTART_RUN}[/] (curves, memory, warnings), or train on "
         "your own data with "
         f"[bold]cellbench train --data DIR --model NAME[/]."
     )
+
+
+def remember_profiles(profiles: list[str]) -> None:
+    """Make the profiles the quickstart trained with the workspace's defaults for their tasks
+    (where none is set): `cellbench train --family digestive` then needs no --profile. They
+    are the CPU demo ones whatever the machine: they fit the quickstart's vit-demo features."""
+    from cellbench.cli.common import log
+    from cellbench.config import load_config
+    from cellbench.workspace.defaults import record_default
+
+    for name in profiles:
+        task = load_config(profile=name).task
+        record_default(f"profiles.{task}", name, say=log, is_path=False)
 
 
 def _unseen_examples(folder: Path) -> list[str]:

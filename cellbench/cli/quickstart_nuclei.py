@@ -1,11 +1,13 @@
-"""The nuclei workflow of ``cellbench quickstart`` (seeds/001 on generated data), and its summary.
+"""The nuclei quickstart: the shipped ``demo`` workflow (seeds/001 on generated data), and its
+summary table.
 
 synth -> prepare -> check -> features extract (vit-demo) -> features check -> organ head ->
 train --family digestive -> tune post-processing (val fold) -> eval (test fold, PanNuke export)
--> eval pannuke of the export -> predict -> a table of the numbers and sanity checks.
+-> eval pannuke of the export -> test tiles as PNG -> predict -> cleanup, each phase gated
+(``cellbench/profiles/workflows/demo.yaml``), then a table of the numbers and sanity checks.
 
-Each step is a real command (``quickstart._run_step``), so the summary reads what those commands
-wrote into the runs and the data folder; nothing here computes a metric of its own.
+Each phase is a real command run by the workflow runner, so the summary reads what those
+commands wrote into the runs and the data folder; nothing here computes a metric of its own.
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ FAMILY = "digestive"
 BACKBONE = "vit-demo"
 # the issue's bar for the generated test fold
 TARGETS = {"np_dice": 0.8, "bPQ": 0.5}
-EXAMPLES = 3  # test tiles written as PNGs for the predict step
 
 
 @dataclass
@@ -36,10 +37,6 @@ class NucleiPlan:
     tile_size: int
     epochs: int | None
     workers: int
-
-    @property
-    def raw(self) -> Path:
-        return self.data_dir / "pannuke-raw"
 
     @property
     def store(self) -> Path:
@@ -58,92 +55,22 @@ class NucleiPlan:
         return self.data_dir / "predictions"
 
 
-def nuclei_steps(plan: NucleiPlan, existing: set[str]) -> list[tuple[str, list[str]]]:
-    """(title, argv) of every step before predict; ``existing``: quickstart runs already there
-    (cleaned first, so a second quickstart retrains from nothing)."""
-    runs = plan.runs
-    features = str(plan.features)
-    steps: list[tuple[str, list[str]]] = [
-        (
-            "Generate PanNuke-like raw folds",
-            ["data", "synth", "--out", str(plan.raw), "--tiles", str(plan.tiles)]
-            + ["--size", str(plan.tile_size), "--force"],
-        ),
-        (
-            "Convert to the canonical store",
-            ["data", "prepare", "--pannuke", str(plan.raw), "--out", str(plan.store)],
-        ),
-        ("Validate the store", ["data", "check", str(plan.store)]),
-        (
-            "Extract frozen-backbone features (a small random ViT)",
-            ["features", "extract", "--data", str(plan.store), "--backbone", BACKBONE]
-            + ["--device", "cpu", "--force"],
-        ),
-        (
-            "Check the features (CLS std, NaN, duplicates, staleness)",
-            ["features", "check", features],
-        ),
+def demo_sets(plan: NucleiPlan) -> list[str]:
+    """The ``--set`` parameters of the shipped ``demo`` workflow for this quickstart."""
+    sets = [
+        f"data={plan.data_dir}",
+        f"tiles={plan.tiles}",
+        f"tile_size={plan.tile_size}",
+        f"workers={plan.workers}",
+        f"backbone={BACKBONE}",
+        f"tag={BACKBONE}",
+        f"family={FAMILY}",
+        f"organ_run={ORGAN_RUN}",
+        f"decoder_run={NUCLEI_RUN}",
     ]
-    for run in (ORGAN_RUN, NUCLEI_RUN):
-        if run in existing:
-            steps.append(
-                (f"Clean the previous {run} run", ["clean", "--run", run, "--all", "--yes", *runs])
-            )
-    steps.append(
-        (
-            "Train the organ head on the CLS tokens",
-            ["train", "--profile", "organ-demo", "--features", features, "--run", ORGAN_RUN, *runs],
-        )
-    )
-    train = ["train", "--profile", "nuclei-demo", "--family", FAMILY, "--features", features]
-    train += ["--run", NUCLEI_RUN, *runs]
     if plan.epochs is not None:
-        train += ["--epochs", str(plan.epochs)]
-    workers = ["--workers", str(plan.workers)]
-    steps += [
-        (f"Train the {FAMILY} nuclei decoder (NP, HV, NT heads)", train),
-        (
-            "Tune post-processing on the validation fold",
-            ["eval", "--run", NUCLEI_RUN, "--split", "val", "--tune-postproc", *workers, *runs],
-        ),
-        (
-            "Evaluate on the test fold (PanNuke rules) and export PanNuke masks",
-            ["eval", "--run", NUCLEI_RUN, "--split", "test", "--export", str(plan.export)]
-            + [*workers, *runs],
-        ),
-        (
-            "Re-score the export with eval pannuke",
-            ["eval", "pannuke", "--true", str(plan.export / "true")]
-            + ["--pred", str(plan.export / "pred")],
-        ),
-    ]
-    return steps
-
-
-def example_tiles(plan: NucleiPlan) -> list[str]:
-    """A few test-fold tiles of the family as PNG files (what a user would bring to predict)."""
-    import numpy as np
-    from PIL import Image
-
-    from cellbench.data.families import tiles_for_family
-    from cellbench.data.store import open_fold
-
-    fold = open_fold(plan.store, 3)
-    folder = plan.data_dir / "examples"
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for tile in tiles_for_family(fold.tissues, FAMILY)[:EXAMPLES]:
-        path = folder / f"test-tile{tile}-{fold.tissues[tile]}.png"
-        Image.fromarray(np.asarray(fold.images[tile])).save(path)
-        paths.append(str(path))
-    return paths
-
-
-def predict_step(plan: NucleiPlan, images: list[str]) -> tuple[str, list[str]]:
-    return (
-        "Predict nuclei of new images (overlay PNG + QuPath GeoJSON)",
-        ["predict", "--run", NUCLEI_RUN, "--out", str(plan.predictions), *plan.runs, *images],
-    )
+        sets.append(f"epochs={plan.epochs}")
+    return sets
 
 
 def _read(path: Path) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from cellbench.cli.common import (
     JsonOption,
+    OverwriteOption,
     RunsDirOption,
     console,
     err_console,
@@ -22,6 +23,7 @@ from cellbench.cli.common import (
     print_json,
     run_store,
 )
+from cellbench.cli.lists import list_options, split_values
 from cellbench.errors import BadInputError, UsageError
 from cellbench.runs.events import read_events
 from cellbench.runs.summary import RunSummary, summarize
@@ -86,6 +88,7 @@ def list_runs(runs_dir: RunsDirOption = None, json_out: JsonOption = False) -> N
     if not summaries:
         console.print(f"No runs in {store.root}/ yet. Start one with [bold]cellbench train[/].")
         return
+    cells = _list_cells(summaries)
     table = Table(
         title=f"Runs in {store.root}/",
         box=box.SIMPLE_HEAD,
@@ -93,8 +96,9 @@ def list_runs(runs_dir: RunsDirOption = None, json_out: JsonOption = False) -> N
         collapse_padding=True,
         show_edge=False,
     )
-    for column in ("id", "name", "task", "status", "epochs", "best", "started", "duration"):
-        # a narrow terminal folds the name only; numbers are never split across lines
+    columns = _fitting_columns(cells, console.width)
+    for column in columns:
+        # names are never folded while dropping a column can make room; numbers never split
         foldable = column == "name"
         table.add_column(
             column,
@@ -103,18 +107,49 @@ def list_runs(runs_dir: RunsDirOption = None, json_out: JsonOption = False) -> N
             overflow="fold",
             min_width=8 if foldable else len(column),
         )
-    for s in summaries:
-        table.add_row(
-            str(s.id),
-            s.name,
-            escape(s.task or "-"),
-            _status(s),
-            str(s.epochs),
-            _best(s),
-            _started(s.started),
-            format_duration(s.duration_s),
-        )
+    for row in cells[1:]:
+        table.add_row(*(row[cells[0].index(column)] for column in columns))
     console.print(table)
+
+
+LIST_COLUMNS = ("id", "name", "task", "status", "epochs", "best", "started", "duration")
+# what goes first when the terminal is too narrow for every column with whole names
+DROPPED_FIRST = ("duration", "started", "task")
+
+
+def _list_cells(summaries: list[RunSummary]) -> list[list[str]]:
+    """The header then one row per run. One monitored metric for all: it goes in the header."""
+    metrics = {s.best_metric for s in summaries if s.best_value is not None}
+    shared = metrics.pop() if len(metrics) == 1 else None
+    header = [*LIST_COLUMNS]
+    if shared:
+        header[LIST_COLUMNS.index("best")] = f"best {escape(shared)}"
+    rows = [header]
+    for s in summaries:
+        best = f"{s.best_value:.4g}" if shared and s.best_value is not None else _best(s)
+        rows.append([
+            str(s.id), s.name, escape(s.task or "-"), _status(s), str(s.epochs), best,
+            _started(s.started), format_duration(s.duration_s),
+        ])  # fmt: skip
+    return rows
+
+
+def _fitting_columns(cells: list[list[str]], width: int) -> list[str]:
+    """The columns to show: all, unless the longest name would fold; then the least useful go."""
+    from rich.text import Text
+
+    def need(columns: list[str]) -> int:
+        widths = [
+            max(Text.from_markup(row[cells[0].index(c)]).cell_len for row in cells) for c in columns
+        ]
+        return sum(widths) + 2 * (len(columns) - 1)
+
+    columns = list(cells[0])
+    for drop in DROPPED_FIRST:
+        if need(columns) <= width:
+            break
+        columns = [c for c in columns if c != drop and not c.startswith(f"{drop} ")]
+    return columns
 
 
 @app.command("show")
@@ -189,30 +224,38 @@ def _fmt(value) -> str:
     return "-" if value is None else str(value)
 
 
-@app.command("compare")
+@app.command("compare", cls=list_options("--metric", "-m"))
 def compare_runs(
     runs: Annotated[list[str], typer.Argument(help="Two or more runs (id, name, folder or path).")],
     metric: Annotated[
         list[str] | None,
         typer.Option(
-            "--metric", "-m", help="History column to compare (repeatable; default: all)."
+            "--metric",
+            "-m",
+            help="History columns to compare, e.g. -m val_loss val_accuracy or "
+            "val_loss,val_accuracy, after the runs (default: all).",
         ),
     ] = None,
     plot: Annotated[
         Path | None, typer.Option("--plot", help="Write the runs' curves to this PNG.")
     ] = None,
+    overwrite: OverwriteOption = False,
     runs_dir: RunsDirOption = None,
     json_out: JsonOption = False,
 ) -> None:
     """Compare runs side by side: final and best value of each metric; curves with --plot."""
+    from cellbench import outputs
     from cellbench.runs.compare import compare, load_curves, metric_names, plot_curves
+
+    if plot is not None:
+        outputs.check(plot, overwrite=overwrite, option="--plot")
 
     store = run_store(runs_dir)
     resolved = [store.resolve(ref) for ref in runs]
     curves = load_curves(resolved)
     report_damage([c.summary for c in curves])
     available = metric_names(curves)
-    metrics = list(metric) if metric else available
+    metrics = split_values(metric) or available
     unknown = [m for m in metrics if m not in available]
     if unknown:
         close = difflib.get_close_matches(unknown[0], available, n=1)
@@ -226,6 +269,7 @@ def compare_runs(
     records = compare(curves, metrics)
     if plot is not None:
         plot_curves(curves, metrics, plot)
+        outputs.record(plot)
         log(f"curves written to {plot}")
     if json_out:
         print_json(records)
@@ -252,3 +296,83 @@ def _cell(value: dict | None, which: str) -> str:
     if which == "final":
         return f"{value['final']:.4g}"
     return f"{value['best']:.4g} ({value['best_epoch']})"
+
+
+@app.command("stop")
+def stop_run(
+    run: Annotated[str, typer.Argument(help="Run id (2), name, folder or path to one.")],
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Wait until the training has checkpointed and exited.")
+    ] = False,
+    timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--timeout", min=0, metavar="SECONDS", help="With --wait: give up after this long."
+        ),
+    ] = None,
+    runs_dir: RunsDirOption = None,
+) -> None:
+    """Stop a running training: it finishes its step, keeps its last completed epoch in
+    last.pt and ends `interrupted`; then prints the command that resumes it.
+
+    Sends SIGINT to the process holding the run's lock, after checking it is that run's writer
+    on this host. A run that is not running is left alone (exit 0). Exit codes: 0 stopped or not
+    running · 1 --timeout passed before it exited · 3 no such run · 4 its writer runs on another
+    host or belongs to another user.
+    """
+    from cellbench.runs.stop import NotRunning, request_stop, wait_stopped
+
+    store = run_store(runs_dir)
+    paths = store.resolve(run)
+    try:
+        holder = request_stop(paths)
+    except NotRunning as exc:
+        log(f"{escape(str(exc))}; status {summarize(paths).status}")
+        _print_commands(paths)
+        return
+    log(
+        f"{paths.root.name}: {holder.signal_name} sent to pid {holder.pid}; "
+        "it stops after the current step"
+    )
+    if not wait:
+        return
+    if not wait_stopped(paths, holder, timeout):
+        err_console.print(f"[yellow]{paths.root.name}: still running after {timeout:g} s[/]")
+        raise typer.Exit(1)
+    log(f"{paths.root.name}: {summarize(paths).status}")
+    _print_commands(paths)
+
+
+def _print_commands(paths) -> None:
+    from cellbench.runs.stop import resume_commands
+
+    if summarize(paths).status in ("completed", "running"):
+        return
+    for what, command in resume_commands(paths).items():
+        console.print(f"{what:<8} {escape(command)}", highlight=False, soft_wrap=True)
+
+
+@app.command("export")
+def export_runs(
+    runs: Annotated[list[str], typer.Argument(help="Runs to export (id, name, folder or path).")],
+    tensorboard: Annotated[
+        Path,
+        typer.Option(
+            "--tensorboard",
+            metavar="DIR",
+            help="Write TensorBoard event files here, one folder per run.",
+        ),
+    ],
+    runs_dir: RunsDirOption = None,
+) -> None:
+    """Export runs for other tools: `--tensorboard DIR` writes every history column (losses, loss
+    terms, metrics, lr) per epoch and the config as hparams; open with `tensorboard --logdir DIR`.
+    Needs the tensorboard package (pip install cellbench[tensorboard])."""
+    from cellbench.engine.tensorboard import export_run, require_tensorboard
+
+    store = run_store(runs_dir)
+    resolved = [store.resolve(ref) for ref in runs]  # every name checked before writing any
+    require_tensorboard()
+    for paths in resolved:
+        target, rows = export_run(paths, tensorboard)
+        log(f"{paths.root.name}: {rows} epochs -> {target}")

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from cellbench.cli.common import (
     JsonOption,
+    MachineOption,
     RunsDirOption,
     console,
     err_console,
@@ -46,6 +47,9 @@ SWEEP_HELP = (
     "tiny_imagenet_grid, flowers_phases, demo_phases) with a base profile, a search space, seeds "
     "and phases smoke → grid → seeds → final.\n\n"
     "cellbench sweep show NAME: the leaderboard again.\n\n"
+    "cellbench sweep (nothing else): the workspace's default sweep (defaults.sweep) if set, "
+    "else a list of the sweep files and of the sweeps with their status and the command that "
+    "starts or resumes each (exit 0).\n\n"
     "Running a sweep again skips its finished trials and resumes interrupted ones. The sweep "
     "folder (sweeps/NAME/) holds spec.yaml, trials.json, state.json, leaderboard.csv/.json and "
     "one log per trial. Exit codes: 0 done · 1 no trial completed, or the smoke phase failed · "
@@ -112,10 +116,38 @@ def sweep_command(
     retry_failed: Annotated[
         bool, typer.Option("--retry-failed", help="Train failed trials again (from new weights).")
     ] = False,
+    max_trials: Annotated[
+        int,
+        typer.Option(
+            "--max-trials", min=1, help="Refuse a sweep of more trials than this (counted first)."
+        ),
+    ] = 1000,
+    nproc: Annotated[
+        int,
+        typer.Option(
+            "--nproc",
+            min=1,
+            help="Each trial trains with N processes (train --nproc N): N GPUs per trial on the "
+            "local pool, N GPUs of Ray resources per trial.",
+        ),
+    ] = 1,
+    machine: MachineOption = None,
     runs_dir: RunsDirOption = None,
     sweeps_dir: SweepsDirOption = None,
     json_output: JsonOption = False,
 ) -> None:
+    bare = target is None and not (
+        grids or profile or overrides or task or data or seeds or epochs or name or phase
+    )
+    if bare:
+        from cellbench.workspace import current
+
+        ws = current()
+        target = ws.default("sweep") if ws is not None else None
+        if target is None:
+            _list(runs_dir, sweeps_dir, json_output)
+            return
+        log(f"sweep: {escape(target)} (workspace default)")
     if target == "show":
         if not show_name:
             raise UsageError("sweep show: give the sweep's name, e.g. cellbench sweep show demo")
@@ -132,6 +164,10 @@ def sweep_command(
 
         import_ray()  # a missing extra is said now, before any trial starts (exit 2)
 
+    if machine is not None:
+        from cellbench.machines import resolve
+
+        resolve(machine)  # an unknown name is said now (exit 2), not by every trial
     from cellbench.sweep import spec as specs
     from cellbench.sweep.runner import Sweep, SweepOptions, open_sweep
     from cellbench.sweep.store import default_sweeps_root
@@ -144,11 +180,17 @@ def sweep_command(
         if grids or profile or seeds:
             raise UsageError("sweep FILE: --grid, --profile and --seeds belong in the file")
         spec = specs.load_sweep_file(target, sets, epochs, name)
+        _default_features(spec)
     else:
         if phase:
             raise UsageError("--phase needs a sweep FILE")
         default = f"{Path(profile).stem if profile else 'sweep'}-grid"
         spec = specs.from_command_line(profile, sets, grids or [], seeds, epochs, name or default)
+    from cellbench.sweep import limits
+
+    # counted, then every grid value checked, before any folder or trial exists
+    limits.check_size(spec, max_trials)
+    limits.check_values(spec)
     store = run_store(runs_dir)
     root = sweeps_dir or default_sweeps_root(store.root)
     reuse = target is None and name is None
@@ -161,6 +203,8 @@ def sweep_command(
         gpus_per_trial=gpus_per_trial,
         retry_failed=retry_failed,
         phase=phase,
+        nproc=nproc,
+        machine=machine,
     )
     log(f"sweep [bold]{spec.name}[/] · {folder.root}")
     outcome = Sweep(spec, folder, store, options, say=log).run()
@@ -171,6 +215,10 @@ def sweep_command(
     counts = " · ".join(f"{n} {s}" for s, n in sorted(outcome.counts.items()))
     log(f"{counts} · {folder.leaderboard_csv}")
     if outcome.interrupted:
+        from cellbench.signals import TERMINATION_SIGNALS, Terminated
+
+        if outcome.signum in TERMINATION_SIGNALS:
+            raise Terminated(outcome.signum)  # the root exits 128 + it: 143 after SIGTERM
         raise KeyboardInterrupt  # the root prints "interrupted" and exits 130
     if outcome.stopped_by:
         raise CheckFailed(
@@ -185,6 +233,74 @@ def sweep_command(
 
 
 sweep_command.__doc__ = SWEEP_HELP
+
+
+def _default_features(spec) -> None:
+    """A sweep file whose trials need a feature store and name none trains on the workspace's
+    default one (train's rule, docs/workspace.md), said on stderr."""
+    from cellbench.workspace import current
+
+    ws = current()
+    given = any(s.startswith("data.features=") for s in spec.sets) or "data.features" in (
+        spec.space or {}
+    )
+    if ws is None or given:
+        return
+    from cellbench.config import load_config
+
+    resolved = load_config(spec.profile, None, spec.sets)
+    if resolved.data.features is not None:
+        return
+    from cellbench.tasks import get_task  # torch: only for a sweep that may need it
+    from cellbench.workspace.defaults import choose_feature_store
+
+    if get_task(resolved.task).needs_feature_store(resolved):
+        store = choose_feature_store(ws, allow_stale=resolved.data.features_force)
+        if store is not None:
+            spec.sets.append(f"data.features={store.path.resolve()}")
+            log(f"features: {escape(store.shown)} ({store.why})")
+
+
+def _list(runs_dir: Path | None, sweeps_dir: Path | None, json_output: bool) -> None:
+    """No argument and no workspace default: what can be started or resumed (exit 0)."""
+    from cellbench.sweep.catalog import sweep_entries, sweep_files
+    from cellbench.sweep.store import default_sweeps_root
+
+    root = sweeps_dir or default_sweeps_root(run_store(runs_dir).root)
+    files, entries = sweep_files(), sweep_entries(root)
+    if json_output:
+        print_json(
+            {
+                "files": [f.to_dict() for f in files],
+                "sweeps_dir": str(root),
+                "sweeps": [e.to_dict() for e in entries],
+            }
+        )
+        return
+    table = Table(title="Sweep files · cellbench sweep NAME")
+    for column in ("name", "from", "about"):
+        table.add_column(column, overflow="fold")
+    for f in files:
+        table.add_row(f.name, f.origin, escape(f.about))
+    console.print(table)
+    if entries:
+        table = Table(title=escape(f"Sweeps in {root}"))
+        for column in ("sweep", "status", "trials done", "to go on"):
+            table.add_column(column, overflow="fold")
+        for e in entries:
+            colour = {"completed": "green", "running": "cyan", "failed": "red"}.get(
+                e.status, "yellow"
+            )
+            table.add_row(
+                e.name, f"[{colour}]{e.status}[/]", f"{e.done}/{e.total}", escape(e.command)
+            )
+        console.print(table)
+    else:
+        console.print(f"No sweep in {escape(str(root))} yet.")
+    console.print(
+        "[dim]A grid: cellbench sweep --profile demo --grid train.lr=1e-3,3e-3 · a default for "
+        "a bare `cellbench sweep`: cellbench config set defaults.sweep NAME[/]"
+    )
 
 
 def _show(name: str, runs_dir: Path | None, sweeps_dir: Path | None, json_output: bool) -> None:

@@ -10,7 +10,15 @@ from typing import Annotated
 
 import typer
 
-from cellbench.cli.common import JsonOption, RunsDirOption, err_console, log, print_json
+from cellbench.cli.common import (
+    JsonOption,
+    MachineOption,
+    RunsDirOption,
+    command_arguments,
+    err_console,
+    log,
+    print_json,
+)
 from cellbench.errors import CheckFailed, ExitCode, UsageError
 
 
@@ -22,6 +30,7 @@ def _trains_per_family(task: str) -> bool:
 
 
 def train_command(
+    ctx: typer.Context,
     profile: Annotated[
         str | None, typer.Option("--profile", "-p", help="Profile name or YAML file.")
     ] = None,
@@ -72,7 +81,9 @@ def train_command(
     force: Annotated[
         bool,
         typer.Option(
-            "--force", help="Train on a stale or failed feature store anyway (data.features_force)."
+            "--force",
+            help="Train on a stale or failed feature store anyway (data.features_force); with "
+            "--resume, go on although the run's feature store or data changed since it started.",
         ),
     ] = False,
     epochs: Annotated[
@@ -109,12 +120,31 @@ def train_command(
             help="Check that N examples can be memorised (exit 0 pass, 1 fail).",
         ),
     ] = None,
+    nproc: Annotated[
+        int,
+        typer.Option(
+            "--nproc",
+            min=1,
+            help="Train with N processes on this machine under torchrun (one per GPU; gloo "
+            "processes on CPU). Several machines: torchrun ... -m cellbench train (docs/scale.md).",
+        ),
+    ] = 1,
+    machine: MachineOption = None,
     runs_dir: RunsDirOption = None,
     json_output: JsonOption = False,
 ) -> None:
     # help text: TRAIN_HELP below (one line per paragraph renders best in Rich help)
     if lr_find and overfit_small is not None:
         raise UsageError("--lr-find and --overfit-small are separate checks: use one at a time")
+    if nproc > 1:
+        if lr_find or overfit_small is not None:
+            raise UsageError("--nproc trains; --lr-find and --overfit-small run in one process")
+        from cellbench.engine.launch import launch
+
+        code = launch(nproc, command_arguments(ctx, drop=("nproc",)))
+        if code:
+            raise typer.Exit(code)
+        return
     sets = list(overrides or [])
     if family is not None:
         if task is not None and not _trains_per_family(task):
@@ -130,10 +160,14 @@ def train_command(
         ("train.epochs", epochs),
         ("model.weights", weights),
         ("data.features", features),
-        ("data.features_force", True if force else None),
+        # with --resume, --force lets the run go on although its inputs changed (runs.inputs)
+        ("data.features_force", True if force and not resume else None),
     ):
         if value is not None:
             sets.append(f"{key}={value}")
+
+    if not (resume or fresh):  # a run's saved config already names its profile and store
+        profile = workspace_defaults(profile, config, sets)
 
     from cellbench.engine.report import RichReporter
     from cellbench.engine.session import TrainRequest
@@ -146,7 +180,9 @@ def train_command(
         resume=resume,
         fresh=fresh,
         init_from=init_from,
+        force_inputs=force,
         runs_dir=runs_dir,
+        machine=machine,
     )
     reporter = RichReporter(err_console, show_progress=err_console.is_terminal and not json_output)
     if lr_find:
@@ -172,10 +208,47 @@ TRAIN_HELP = (
 train_command.__doc__ = TRAIN_HELP
 
 
+def workspace_defaults(profile: str | None, config_file: Path | None, sets: list[str]):
+    """Fill what the command line left out from the workspace (docs/workspace.md): the task's
+    default profile when neither --profile nor --config is given, and the default feature
+    store (appended to ``sets``) when the task needs one and none was given. Each is said on
+    stderr. Returns the profile."""
+    from cellbench.workspace import current
+
+    ws = current()
+    if ws is None:
+        return profile
+    from cellbench.config import load_config
+    from cellbench.workspace.defaults import choose_feature_store, default_profile
+
+    if profile is None and config_file is None:
+        task = load_config(overrides=sets).task
+        chosen = default_profile(ws, task)
+        if chosen is not None:
+            profile = chosen
+            log(f"profile: {chosen} (workspace default for {task})")
+    resolved = load_config(profile, config_file, sets)
+    if resolved.data.features is None:
+        from cellbench.tasks import get_task
+
+        if get_task(resolved.task).needs_feature_store(resolved):
+            store = choose_feature_store(ws, allow_stale=resolved.data.features_force)
+            if store is not None:
+                # absolute: the run's saved config must hold from any folder (eval, predict)
+                sets.append(f"data.features={store.path.resolve()}")
+                log(f"features: {store.shown} ({store.why})")
+    return profile
+
+
 def _train(request, reporter, json_output: bool) -> None:
     from cellbench.engine.session import train
 
     paths, result = train(request, reporter)
+    from cellbench.engine.distributed import torchrun_env
+
+    if not torchrun_env().is_main:  # rank 0 speaks for the run; the others only end with it
+        _exit_like(result)
+        return
     best = result.best or {}
     if best.get("value") is not None:
         best_text = f"best {best['metric']} {best['value']:.4g} (epoch {best['epoch']})"
@@ -186,6 +259,13 @@ def _train(request, reporter, json_output: bool) -> None:
         print_json(result.metrics)
     if result.status == "failed":
         raise CheckFailed(f"{paths.root}: {result.reason}")
+    _exit_like(result)
+
+
+def _exit_like(result) -> None:
+    """The exit status of a run that ended: 1 failed, 130/143/129 interrupted, else 0."""
+    if result.status == "failed":
+        raise typer.Exit(int(ExitCode.CHECK_FAILED))
     if result.status == "interrupted":
         from cellbench.signals import exit_code
 

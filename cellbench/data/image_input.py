@@ -48,8 +48,11 @@ def to_pil(image: ImageInput, name: str | None = None) -> Image.Image:
     else:
         raise BadInputError(f"{name}: expected a path, a PIL image or a numpy array")
     # RGB like the training splits (FileSplit.load); the eval transform itself makes a 1-channel
-    # input when data.in_chans is 1, so both paths see the same pixels
-    return pil.convert("RGB")
+    # input when data.in_chans is 1, so both paths see the same pixels. 16-bit and float images
+    # by cellbench.images' explicit rules, never Pillow's silent clip
+    from cellbench.images import decode_rgb
+
+    return decode_rgb(pil, name)
 
 
 def read_images(paths: Sequence[str | os.PathLike]) -> list[Image.Image]:

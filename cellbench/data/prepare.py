@@ -189,7 +189,7 @@ def prepare_fold(
             "fold": raw.fold,
             # microseconds: two preparations within one second still differ, so a feature
             # store extracted from the first is seen stale (its source manifest's sha256 moved)
-            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds"),
+            "created": dt.datetime.now(dt.UTC).isoformat(timespec="microseconds"),
             "layout": raw.files.layout,
             "options": OPTIONS,
             "sources": sources,

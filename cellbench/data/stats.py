@@ -168,8 +168,10 @@ def plot_stats(stats: DatasetStats, path: Path) -> Path:
     axes[1, 1].legend()
     fig.suptitle(f"{stats.root} ({stats.kind})")
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    from cellbench.atomic import atomic_write
+
+    try:  # atomically: an interrupted plot never leaves a torn PNG
+        atomic_write(Path(path), lambda fh: fig.savefig(fh, format="png", dpi=90))
+    finally:
+        plt.close(fig)
+    return Path(path)

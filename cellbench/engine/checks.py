@@ -135,6 +135,21 @@ def train_val_gap(train_loss: float, val_loss: float, checks: ChecksConfig) -> F
     return None
 
 
+def undefined_metrics(row: dict[str, Any], reason: str) -> list[Finding]:
+    """Validation metrics that came out undefined (NaN): written null in JSON and blank in
+    history.csv, ignored by best.pt and early stopping; one warning per metric says why."""
+    return [
+        Finding(
+            f"undefined_{name}",
+            "warning",
+            f"{name} undefined at epoch {row['epoch']}: {reason}; written as null (blank in "
+            "history.csv) and ignored by best.pt and early stopping",
+        )
+        for name, value in row.items()
+        if name.startswith("val_") and isinstance(value, float) and not math.isfinite(value)
+    ]
+
+
 def gpu_memory(reading: dict[str, Any], checks: ChecksConfig) -> Finding | None:
     peak, total = reading.get("peak"), reading.get("total")
     if not peak or not total:

@@ -6,6 +6,7 @@ Both read ``train.early_stopping.monitor`` (a history column such as ``val_loss`
 ``min`` for losses, errors, MSE, ECE..., ``max`` for any other).
 ``best.pt`` follows any strict improvement; early stopping counts epochs without an improvement
 larger than ``min_delta`` and stops after ``patience`` of them (``patience: null`` = never).
+An undefined value (NaN, e.g. no nucleus of the family in the val fold) is ignored by both.
 Their state is plain numbers, saved in every checkpoint so a resumed run stops at the same epoch.
 """
 
@@ -81,9 +82,13 @@ class Monitor:
         mode = resolve_mode(config.mode, metric, declared)
         self.state = MonitorState(metric=metric, mode=mode)
 
-    def update(self, epoch: int, value: float) -> bool:
+    def update(self, epoch: int, value: float | None) -> bool:
         """Record an epoch's value; True when it is the best so far (write ``best.pt``)."""
         s = self.state
+        if value is None or not math.isfinite(value):
+            # undefined (a val fold without a nucleus of the family): neither a best nor a bad
+            # epoch — comparing NaN would say "worse" and stop a run for lack of data
+            return False
         improved = _better(value, s.best_value, s.mode)
         if improved:
             s.best_value, s.best_epoch = value, epoch

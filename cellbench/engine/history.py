@@ -3,13 +3,14 @@
 Columns: ``epoch``, ``train_loss``, ``val_loss``, the task's validation metrics (``val_<name>``),
 ``lr``. Only numbers that are a pure function of the config go in (no wall times), so two runs
 of the same config on CPU, or a run and its resumed twin, give byte-identical files. Floats are
-written with ``repr`` (shortest exact round-trip).
+written with ``repr`` (shortest exact round-trip); an undefined value (NaN, inf) is a blank cell.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import math
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,8 @@ def _format(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, float):
-        return repr(value)
+        # an undefined metric (NaN, e.g. a val fold without nuclei) is a blank cell, never "nan"
+        return repr(value) if math.isfinite(value) else ""
     return str(value)
 
 

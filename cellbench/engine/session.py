@@ -18,6 +18,7 @@ Rules (DESIGN.md "Run directory"):
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ from typing import Any
 
 from cellbench.config import Config, config_from_dict, load_config, read_yaml
 from cellbench.errors import BadInputError, RunConflict, UsageError
+from cellbench.runs import inputs
 from cellbench.runs.events import EventWriter, read_events
 from cellbench.runs.layout import NAME_RE, RUN_DIR_RE, RunPaths
 from cellbench.runs.lock import RunLock
@@ -41,10 +43,13 @@ class TrainRequest:
     fresh: bool = False
     init_from: str | None = None
     runs_dir: str | Path | None = None
+    force_inputs: bool = False  # --resume although the run's inputs changed (runs.inputs)
+    machine: str | None = None  # a machine profile name, or "auto" (cellbench.machines)
+    notes: list[str] = field(default_factory=list)  # how the config was fitted, said at start
 
     @property
     def has_config_options(self) -> bool:
-        return bool(self.profile or self.config_file or self.overrides)
+        return bool(self.profile or self.config_file or self.overrides or self.machine)
 
 
 def has_trained(run: RunPaths) -> bool:
@@ -87,7 +92,47 @@ def resolve_config(request: TrainRequest, existing: RunPaths | None) -> Config:
             raise BadInputError(f"{existing.config}: no saved config to resume with")
         return config_from_dict(base, source=str(existing.config))
     config = load_config(request.profile, request.config_file, request.overrides, base=base)
+    if request.machine:
+        config = fit_machine(request, base, config)
     anchor_local_paths(config)
+    return config
+
+
+def fit_machine(request: TrainRequest, base: dict[str, Any] | None, plain: Config) -> Config:
+    """The config with the machine profile layered under the task profile, and the study's
+    effective batch (``plain``'s batch x accumulation) split into the machine's micro-batch x
+    accumulation x processes (``cellbench.machines``)."""
+    from cellbench import machines
+    from cellbench.engine.distributed import torchrun_env
+
+    machine = machines.resolve(request.machine)
+    config = load_config(
+        request.profile,
+        request.config_file,
+        request.overrides,
+        base=base,
+        machine=machine.config_layer(),
+        machine_source=f"machine profile {machine.name}",
+    )
+    config.train.machine = machine.name
+    world = torchrun_env().world_size
+    t = plain.train
+    effective = t.batch_size * t.grad_accum_steps
+    if machines.explicit_batch(request.overrides):
+        request.notes.append(f"machine {machine.name}: batch and accumulation as --set gives them")
+        return config
+    fitted = machines.fit_batch(effective, world, machine.batch_size)
+    if fitted is None:
+        request.notes.append(
+            f"machine {machine.name}: the effective batch {effective} does not split over {world} "
+            f"processes; batch {t.batch_size} x accumulation {t.grad_accum_steps} per process"
+        )
+        return config
+    config.train.batch_size, config.train.grad_accum_steps = fitted
+    request.notes.append(
+        f"machine {machine.name}: batch {fitted[0]} x accumulation {fitted[1]} x {world} "
+        f"process(es) keeps the effective batch {effective}"
+    )
     return config
 
 
@@ -189,10 +234,13 @@ def read_lr_find(run: RunPaths) -> dict[str, Any] | None:
 
 
 def train(request: TrainRequest, reporter=None, callbacks: Sequence[Any] = ()):
-    """Run one training as ``request`` says; returns ``(RunPaths, TrainResult)``."""
-    from cellbench.engine.checkpoint import load_checkpoint
-    from cellbench.engine.components import build_components
-    from cellbench.runs.summary import summarize
+    """Run one training as ``request`` says; returns ``(RunPaths, TrainResult)``.
+
+    Under torchrun (several processes) every rank builds the same data and model; what touches
+    the run folder (create it, take its lock, reset it, decide that a resume has nothing left to
+    do) happens on rank 0 and its outcome, or its refusal, reaches every rank
+    (``distributed.on_main``). The other ranks get a silent event writer and reporter."""
+    from cellbench.engine import distributed
     from cellbench.tasks import get_task
 
     store = RunStore(request.runs_dir)
@@ -203,51 +251,152 @@ def train(request: TrainRequest, reporter=None, callbacks: Sequence[Any] = ()):
         check_conflict(existing, request)
     config = resolve_config(request, existing)
     task = get_task(config.task)
+    if config.train.tensorboard:  # refused before any folder or file is touched
+        from cellbench.engine.tensorboard import require_tensorboard
+
+        require_tensorboard()
     init_from, init_state = None, None
     if request.init_from:
         init_from, init_state = load_init_weights(store, request.init_from)
+    with distributed.process_group(config.train.device) as env:
+        if not env.is_main:
+            reporter = None  # rank 0 speaks for the run
+        for note in request.notes if reporter is not None else ():
+            reporter.message(note)
+        return _train(
+            store, request, existing, config, task, init_from, init_state, reporter, callbacks
+        )
+
+
+def _train(store, request, existing, config, task, init_from, init_state, reporter, callbacks):
+    from contextlib import ExitStack
+
+    from cellbench.engine import distributed
+    from cellbench.engine.checkpoint import load_checkpoint
+    from cellbench.engine.components import build_components
+    from cellbench.runs.summary import summarize
 
     def build():
         source = f"--init-from {init_from}"
         return build_components(config, task, init_state=init_state, init_source=source)
 
-    if existing is None:
-        components = build()  # before the folder exists: bad data or model leave no empty run
-        paths = create_run(store, request, default_name(config))
-        with RunLock(paths.lock):
+    env = distributed.current()
+    with ExitStack() as stack:
+
+        def claim(paths: RunPaths) -> RunPaths:
+            if env.is_main:  # the one writer holds the lock until run_end
+                stack.enter_context(RunLock(paths.lock))
+            return paths
+
+        if existing is None:
+            components = build()  # before the folder exists: bad data or model leave no empty run
+            paths = distributed.on_main(
+                lambda: claim(create_run(store, request, default_name(config)))
+            )
             return paths, _fit(paths, config, components, reporter, callbacks, init_from=init_from)
 
-    with RunLock(existing.lock):
+        distributed.on_main(lambda: claim(existing))
         if request.resume:
-            if summarize(existing).status == "completed":
+            done = distributed.on_main(lambda: summarize(existing).status == "completed")
+            if done:
                 return existing, _completed_result(existing)
+            # the features/data it trained on, before anything: a re-extracted store is refused
+            forced = inputs.check(existing.root, config.to_dict(), request.force_inputs, "--resume")
+            if forced:
+                inputs.note_forced(existing.root, "train --resume --force", forced)
             state = load_checkpoint(existing.last_checkpoint)
+            note = fit_world_size(config, state, env.world_size)
+            if note and reporter is not None:
+                reporter.message(note)
             return existing, _fit(
                 existing, config, build(), reporter, callbacks, resume_state=state
             )
         # the new data and model first: a typo in --set must not cost the old checkpoints
         components = build()
-        reset = fresh_reset(store, existing) if request.fresh else None
+        reset = None
+        if request.fresh:
+            reset = distributed.on_main(lambda: fresh_reset(store, existing))
         return existing, _fit(
             existing, config, components, reporter, callbacks, init_from=init_from, reset=reset
         )
 
 
+def fit_world_size(config: Config, state: dict[str, Any], world: int) -> str | None:
+    """A run resumed with another number of processes continues with the same effective batch:
+    the accumulation is set so that batch x accumulation x processes is what the checkpoint
+    trained with (the training order is the same permutation at any world size, so the updates
+    see the same samples). When no whole accumulation does that, the resume is refused (exit 2).
+    Returns the line that says what changed, or None."""
+    saved_world = int(state.get("world_size") or 1)
+    train = (state.get("config") or {}).get("train") or {}
+    saved_accum = int(train.get("grad_accum_steps", config.train.grad_accum_steps))
+    config.train.grad_accum_steps = saved_accum  # the checkpoint's: an earlier resume may set it
+    if saved_world == world:
+        return None
+    micro = saved_world * saved_accum  # micro-batches of batch_size per optimizer update
+    if micro % world:
+        effective = micro * config.train.batch_size
+        raise UsageError(
+            f"this run trained with {saved_world} process(es) x accumulation {saved_accum} "
+            f"(effective batch {effective}); {world} process(es) cannot keep that effective "
+            f"batch: resume it with --nproc N where N divides {micro}"
+        )
+    config.train.grad_accum_steps = micro // world
+    return (
+        f"resumed with {world} process(es) instead of {saved_world}: train.grad_accum_steps "
+        f"{saved_accum} -> {micro // world} keeps the effective batch "
+        f"{micro * config.train.batch_size}"
+    )
+
+
 def _fit(paths: RunPaths, config: Config, components, reporter, callbacks, **kwargs):
+    from cellbench.engine import distributed
     from cellbench.engine.trainer import Trainer
 
-    if kwargs.get("resume_state") is None:
+    main = distributed.current().is_main
+    if kwargs.get("resume_state") is None and main:
         config.save(paths.config)
+        inputs.record(paths.root, config.to_dict())  # what it trains on, for eval/predict/resume
     lr_find = read_lr_find(paths)
     extra = {"lr_find": lr_find} if lr_find else {}
-    with EventWriter(paths.events) as events:
+    callbacks = list(callbacks)
+    board = None
+    if config.train.tensorboard and main:  # rank 0 alone writes the run folder
+        from cellbench.engine.tensorboard import TensorBoardWriter
+
+        board = TensorBoardWriter(paths.root)
+        callbacks.append(board)
+    writer = EventWriter(paths.events) if main else SilentEvents()
+    with writer as events:
         trainer = Trainer(
             components, paths, events, reporter, callbacks, extra_metrics=extra, **kwargs
         )
-        result = trainer.fit()
-        if result.status == "completed":
+        try:
+            result = trainer.fit()
+        finally:
+            if board is not None:
+                board.close()
+        if result.status == "completed" and main:
             _finalize(paths, components, events, result, reporter)
+        # the other ranks wait for rank 0's last writes; a peer already gone cannot join, and
+        # everything is written by now
+        with contextlib.suppress(Exception):  # a lost peer at the very end changes nothing
+            distributed.barrier()
         return result
+
+
+class SilentEvents:
+    """The event writer of ranks other than 0: rank 0 alone writes ``events.jsonl``."""
+
+    def emit(self, kind: str, **fields: Any) -> dict[str, Any]:
+        return {"kind": kind, **fields}
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> SilentEvents:
+        return self
+
+    def __exit__(self, *exc) -> None: ...
 
 
 def _finalize(paths: RunPaths, components, events: EventWriter, result, reporter) -> None:
@@ -270,6 +419,13 @@ def _finalize(paths: RunPaths, components, events: EventWriter, result, reporter
             f"calibration on the validation fold: temperature {calibration['temperature']:.3g}, "
             f"ECE {calibration['ece_before']:.4f} -> {calibration['ece_after']:.4f}"
         )
+
+
+def _one_process_only(what: str) -> None:
+    from cellbench.engine.distributed import launched_by_torchrun
+
+    if launched_by_torchrun():
+        raise UsageError(f"{what} runs in one process: start it without torchrun")
 
 
 def _completed_result(paths: RunPaths):
@@ -310,10 +466,15 @@ def lr_find(request: TrainRequest, reporter=None):
 
     if request.resume or request.fresh:
         raise UsageError("--lr-find runs before a training: it takes neither --resume nor --fresh")
+    _one_process_only("--lr-find")
     store = RunStore(request.runs_dir)
     existing = find_existing(store, request)
     config = resolve_config(request, existing)
     task = get_task(config.task)
+    if config.train.tensorboard:  # refused before any folder or file is touched
+        from cellbench.engine.tensorboard import require_tensorboard
+
+        require_tensorboard()
     init_from, init_state = None, None
     if request.init_from:
         init_from, init_state = load_init_weights(store, request.init_from)
@@ -363,6 +524,7 @@ def overfit(request: TrainRequest, n: int, reporter=None):
 
     if request.resume or request.fresh or request.init_from:
         raise UsageError("--overfit-small starts from new weights in a new run")
+    _one_process_only("--overfit-small")
     store = RunStore(request.runs_dir)
     if request.run is not None and store.find(request.run) is not None:
         raise RunConflict(f"--run {request.run}: exists; --overfit-small writes a new run")
@@ -378,7 +540,7 @@ def overfit(request: TrainRequest, n: int, reporter=None):
             events.emit(
                 "run_start",
                 task=config.task,
-                model=config.model.name,
+                model=task.model_label(config),
                 config_hash=plain.hash(),
                 device=describe_device(c.device),
                 params=c.num_params,

@@ -135,6 +135,7 @@ class TrainStep:
         batch_transform: Callable[[Any, Any], tuple[Any, Any]] | None = None,
         channels_last: bool = False,
         params: list[nn.Parameter] | None = None,
+        sync_model: nn.Module | None = None,
     ):
         if accumulate < 1:
             raise ValueError(f"gradient accumulation needs >= 1 micro-batches, got {accumulate}")
@@ -150,6 +151,9 @@ class TrainStep:
         self.channels_last = channels_last
         self.params = params if params is not None else list(model.parameters())
         self._pending = 0  # micro-batches whose gradients wait for an optimizer step
+        # the DDP wrapper under several processes: its gradient all-reduce is skipped on the
+        # micro-batches that do not step (``no_sync``), as timm's train.py does
+        self.sync_model = sync_model
 
     def prepare(self, inputs: Any, targets: Any) -> tuple[Any, Any]:
         """Move a split batch to the device (and channels_last, and the batch transform)."""
@@ -166,17 +170,21 @@ class TrainStep:
         window early (the end of an epoch), so no gradient crosses an epoch."""
         if self._pending == 0:
             self.optimizer.zero_grad(set_to_none=True)
-        with self.autocast():
-            outputs = call_model(self.model, inputs)
-            terms = loss_terms(self.criterion(outputs, targets))
-        loss = terms[TOTAL]
-        scaled = loss / self.accumulate if self.accumulate > 1 else loss
-        if self.scaler is not None:
-            self.scaler.scale(scaled).backward()
-        else:
-            scaled.backward()
+        stepped = last or self._pending + 1 >= self.accumulate
+        local = nullcontext()
+        if not stepped and self.sync_model is not None:
+            local = self.sync_model.no_sync()  # reduced once, with the window's last backward
+        with local:
+            with self.autocast():
+                outputs = call_model(self.model, inputs)
+                terms = loss_terms(self.criterion(outputs, targets))
+            loss = terms[TOTAL]
+            scaled = loss / self.accumulate if self.accumulate > 1 else loss
+            if self.scaler is not None:
+                self.scaler.scale(scaled).backward()
+            else:
+                scaled.backward()
         self._pending += 1
-        stepped = last or self._pending >= self.accumulate
         grad_norm = self._optimizer_step() if stepped else None
         return StepResult(
             inputs=inputs,

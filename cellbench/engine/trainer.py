@@ -20,6 +20,15 @@ next step boundary, the partial epoch is discarded (``last.pt`` keeps the last c
 a resume redoes that epoch and stays on the uninterrupted curve; interrupted in the first epoch,
 ``last.pt`` is written with the initial state as epoch 0), ``run_end`` says ``interrupted`` and
 names the signal. A second signal aborts at once, with the same checkpoint guarantee.
+
+Under several processes (``cellbench.engine.distributed``) every rank runs this loop on its own
+share of each batch; rank 0 alone writes (events, history, checkpoints, metrics.json: the others
+get a silent event writer from the session). Every decision is taken on reduced values so all
+ranks take it together: the loss and gradient-norm sums, the sample count and the stop flag are
+summed in one collective at each logging step and at the end of the epoch (a signal stops the
+ranks at the same step: the next logging step), validation metrics are the task accumulator's
+raw sums reduced across ranks. A CUDA out-of-memory error ends the run ``failed`` with a smaller
+batch/accumulation suggested (``cellbench.engine.memory_guard``), checkpoints untouched.
 """
 
 from __future__ import annotations
@@ -37,7 +46,7 @@ from typing import Any
 import torch
 
 from cellbench import __version__
-from cellbench.engine import checks
+from cellbench.engine import checks, distributed, memory_guard
 from cellbench.engine.checkpoint import (
     repair_best,
     serialize,
@@ -57,6 +66,10 @@ from cellbench.errors import one_line
 from cellbench.runs.events import EventWriter
 from cellbench.runs.layout import RunPaths
 from cellbench.signals import STOP_SIGNALS, graceful_signals, signal_name
+
+# under torchrun a Ctrl-C reaches each worker twice (from the terminal's process group and
+# forwarded by torchrun): a repeat this close to the first signal is not a second Ctrl-C
+REPEAT_WINDOW_S = 2.0
 
 
 class NonFiniteError(Exception):
@@ -135,6 +148,12 @@ class Trainer:
         self.stop_signal: int | None = None
         self.baselines = components.task.baselines(components.data)
         self.resumed = resume_state is not None
+        self.dist = distributed.current()
+        self.main = self.dist.is_main  # the one writer of the run folder
+        self._agreed_stop = False  # the stop flag as all ranks agreed on it (several processes)
+        self._signal_time = 0.0
+        self._guard_done = False
+        self._keep_initial = False  # a failure that still leaves an epoch-0 last.pt to resume
         # a resumed run keeps the fingerprint of its first start (hashing the weights is skipped)
         saved_fingerprint = (resume_state or {}).get("init_fingerprint")
         self.init_fingerprint = saved_fingerprint or weights_fingerprint(components.model)
@@ -160,11 +179,12 @@ class Trainer:
         self.start_epoch = int(state["epoch"])
         self.global_step = int(state["global_step"])
         self.history = History(self.paths.history, state.get("history") or [])
-        self.history.write()  # drop rows written after this checkpoint (a kill between the two)
+        if self.main:
+            self.history.write()  # drop rows written after this checkpoint (a kill between them)
         if state.get("early_stopping"):
             self.monitor.load_state_dict(state["early_stopping"])
         self._resume_rng = state["rng"]
-        if repair_best(state, self.paths.last_checkpoint, self.paths.best_checkpoint):
+        if self.main and repair_best(state, self.paths.last_checkpoint, self.paths.best_checkpoint):
             self.reporter.message(f"best.pt rewritten from last.pt (epoch {state['epoch']})")
 
     def checkpoint_payload(self, epoch: int) -> dict[str, Any]:
@@ -186,6 +206,8 @@ class Trainer:
             "init_fingerprint": self.init_fingerprint,
             "history": [dict(r) for r in self.history.rows],
             "early_stopping": self.monitor.state.state_dict(),
+            # processes that trained it: a resume with another count keeps the effective batch
+            "world_size": self.dist.world_size,
         }
 
     # ------------------------------------------------------------------ events
@@ -212,7 +234,7 @@ class Trainer:
         c = self.c
         info = {
             "task": c.task.name,
-            "model": self.config.model.name,
+            "model": c.task.model_label(self.config),
             "config_hash": self.config.hash(),
             "device": describe_device(c.device),
             "params": c.num_params,
@@ -228,6 +250,11 @@ class Trainer:
             "val_size": len(c.data.val),
             "monitor": self.monitor.state.metric,
             "baselines": self.baselines,
+            "world_size": self.dist.world_size,
+            "batch_size": self.config.train.batch_size,
+            "grad_accum_steps": self.config.train.grad_accum_steps,
+            "effective_batch": c.effective_batch,
+            "machine": self.config.train.machine,
         }
         if c.init_report is not None:
             info["init_report"] = dataclasses.asdict(c.init_report)
@@ -240,6 +267,12 @@ class Trainer:
                 "params": f"{info['params']:,}",
                 "amp": info["amp"],
                 "train/val": f"{info['train_size']}/{info['val_size']}",
+                "effective batch": (
+                    f"{c.effective_batch} = batch {info['batch_size']} x accumulation "
+                    f"{info['grad_accum_steps']} x {info['world_size']} process"
+                    + ("es" if info["world_size"] > 1 else "")
+                ),
+                "machine": info["machine"],
                 "from epoch": self.start_epoch + 1 if self.resumed else None,
             }
         )
@@ -251,7 +284,7 @@ class Trainer:
         c, t = self.c, self.config.train
         found = [checks.Finding("data", "warning", str(m)) for m in c.data.warnings]
         if c.device.type != "cuda":
-            ignored = [name for name in ("compile", "channels_last") if getattr(t, name)]
+            ignored = [name for name in ("compile", "channels_last", "sync_bn") if getattr(t, name)]
             if ignored:
                 names = ", ".join(f"train.{n}" for n in ignored)
                 found.append(
@@ -280,12 +313,31 @@ class Trainer:
                 callback.on_train_start(self)
             if self._resume_rng is not None:
                 restore_rng(self._resume_rng)  # last: nothing after this may draw random numbers
-            if self.start_epoch == 0:
+            if self.start_epoch == 0 and self.main:
                 # captured after the RNG is final, so a resume from it replays epoch 1 exactly
                 self._initial_blob = serialize(self.checkpoint_payload(0))
             status, reason = self._loop()
         except NonFiniteError as exc:
             status, reason = "failed", str(exc)
+        except torch.cuda.OutOfMemoryError as exc:
+            # no traceback: what did not fit, and a batch/accumulation that keeps the study's
+            # effective batch; the checkpoints are the last completed epoch's
+            status, reason = "failed", self._out_of_memory(exc)
+        except RuntimeError as exc:
+            if not self.dist.enabled:
+                self._finish("failed", f"{type(exc).__name__}: {one_line(exc)}")
+                raise
+            # a peer died or was killed (its connection closed in a collective): this rank ends
+            # the run as failed, with the last completed epoch's checkpoints
+            saved = self.history.rows[-1]["epoch"] if self.history.rows else 0
+            self._keep_initial = True
+            status, reason = (
+                "failed",
+                (
+                    f"a process of this {self.dist.world_size}-process run failed or was lost "
+                    f"({one_line(exc)}); {_kept(saved)}"
+                ),
+            )
         except KeyboardInterrupt:
             saved = self.history.rows[-1]["epoch"] if self.history.rows else 0
             self.stop_signal = self.stop_signal or signal.SIGINT
@@ -295,7 +347,7 @@ class Trainer:
             raise
         finally:
             self.reporter.close()
-        if status == "interrupted" and self._initial_blob is not None:
+        if self._initial_blob is not None and (status == "interrupted" or self._keep_initial):
             # stopped inside epoch 1: the initial state, so ``--resume`` has a start to go from
             write_checkpoint(self.paths.last_checkpoint, self._initial_blob)
             self._initial_blob = None
@@ -325,10 +377,11 @@ class Trainer:
             before = self.monitor.state.state_dict()
             improved = self.monitor.update(number, row[self.monitor.state.metric])
             self.history.rows.append(row)  # in the checkpoint first, then in history.csv
-            blob = serialize(self.checkpoint_payload(number))  # once, for both files
-            self._write_checkpoints(blob, improved, before)
+            if self.main:  # the one writer; the other ranks hold the same state
+                blob = serialize(self.checkpoint_payload(number))  # once, for both files
+                self._write_checkpoints(blob, improved, before)
+                self.history.write()
             self._initial_blob = None
-            self.history.write()
             elapsed = time.perf_counter() - started
             best = self.monitor.state.best()
             self.events.emit(
@@ -355,7 +408,7 @@ class Trainer:
                     f"early stopping at epoch {number}: no {s.metric} improvement > "
                     f"{self.config.train.early_stopping.min_delta:g} for {s.bad_epochs} epochs"
                 )
-            if self.stop_requested:
+            if self._stopping():
                 return "interrupted", f"{self._signal} after epoch {number}; {_kept(number)}"
         return "completed", f"{self.epochs} epochs"
 
@@ -389,7 +442,10 @@ class Trainer:
         t = self.config.train
         step = c.train_step
         step.model.train()
-        c.train_generator.manual_seed(epoch_seed(t.seed, epoch))  # this epoch's order, always
+        # this epoch's order, always: the sampler's permutation, the workers' seeds (rank 0's are
+        # the single-process ones; other ranks' workers draw their own augmentations)
+        c.train_sampler.set_epoch(epoch)
+        c.train_generator.manual_seed(epoch_seed(t.seed, epoch) + self.dist.rank)
         limit = t.limit_train_batches
         steps = len(c.train_loader) if limit is None else min(limit, len(c.train_loader))
         self.reporter.epoch_start(epoch + 1, self.epochs, steps)
@@ -435,11 +491,16 @@ class Trainer:
             if c.ema is not None:
                 c.ema.update(c.model, step=self.global_step + 1)
             self.global_step += 1
+            if not self._guard_done and self.global_step >= memory_guard.GUARD_STEPS:
+                self._memory_guard()
             if self.global_step % self.log_every == 0:
-                total = self._read_sums(loss_sum, norm_sum, epoch + 1)  # the sync point
+                # the sync point (and, under several processes, the agreement point)
+                total, seen, window = self._read_sums(
+                    loss_sum, norm_sum, samples, window_samples, epoch + 1
+                )
                 now = time.perf_counter()
-                window_loss = (total - synced_loss) / max(samples - synced_samples, 1)
-                rate = window_samples / max(now - window_start, 1e-9)
+                window_loss = (total - synced_loss) / max(seen - synced_samples, 1)
+                rate = window / max(now - window_start, 1e-9)
                 lr = current_lr(c.optimizer)
                 self.events.emit(
                     "step",
@@ -450,24 +511,90 @@ class Trainer:
                     samples_per_s=rate,
                 )
                 self.reporter.step_stats(window_loss, lr, rate)
-                synced_loss, synced_samples = total, samples
+                synced_loss, synced_samples = total, seen
                 window_samples, window_start = 0, now
-            if self.stop_requested:
+                if self._stopping():
+                    return None
+            elif not self.dist.enabled and self.stop_requested:
                 return None
-        out = {"loss": self._read_sums(loss_sum, norm_sum, epoch + 1) / max(samples, 1)}
+        total, seen, _ = self._read_sums(loss_sum, norm_sum, samples, 0, epoch + 1)
+        if self._stopping():
+            return None
+        out = {"loss": total / max(seen, 1)}
         if sums:
             names = list(sums)
-            values = torch.stack([sums[k] for k in names]).tolist()
+            values = distributed.all_reduce_sum(torch.stack([sums[k] for k in names])).tolist()
             for name, value in zip(names, values, strict=True):
-                out[f"loss_{name}"] = value / max(samples, 1)
+                out[f"loss_{name}"] = value / max(seen, 1)
         return out
 
-    def _read_sums(self, loss_sum: torch.Tensor, norm_sum: torch.Tensor, epoch: int) -> float:
-        """One device sync for both sums; the loss sum, after the non-finite checks."""
-        total, norms = torch.stack([loss_sum, norm_sum]).tolist()
+    def _read_sums(
+        self,
+        loss_sum: torch.Tensor,
+        norm_sum: torch.Tensor,
+        samples: int,
+        window: int,
+        epoch: int,
+    ) -> tuple[float, int, int]:
+        """One device sync for the sums: (loss sum, samples, window samples) after the non-finite
+        checks. Under several processes they are summed over the ranks, with the stop flag, in
+        one collective: every rank sees the same totals and stops at the same step."""
+        if not self.dist.enabled:
+            total, norms = torch.stack([loss_sum, norm_sum]).tolist()
+        else:
+            flags = [float(samples), float(window), float(self.stop_requested)]
+            extra = torch.tensor(flags, dtype=torch.float64, device=loss_sum.device)
+            reduced = distributed.all_reduce_sum(
+                torch.cat([torch.stack([loss_sum, norm_sum]), extra])
+            )
+            total, norms, seen, window_seen, stops = reduced.tolist()
+            samples, window = int(seen), int(window_seen)
+            self._agreed_stop = stops > 0
+            if self._agreed_stop:
+                self._adopt_signal()
         self._raise_if_non_finite(norms, "gradient norm", epoch)
         self._raise_if_non_finite(total, "loss", epoch)
-        return total
+        return total, samples, window
+
+    def _stopping(self) -> bool:
+        """Whether the loop stops here: this process's flag alone, or under several processes the
+        flag as the ranks last agreed on it (a rank stopping alone would leave the others waiting
+        in a collective)."""
+        return self._agreed_stop if self.dist.enabled else self.stop_requested
+
+    def _agree_stop(self) -> None:
+        if self.dist.enabled:
+            flag = torch.tensor([float(self.stop_requested)], dtype=torch.float64)
+            self._agreed_stop = bool(distributed.all_reduce_sum(flag.to(self.c.device)).item())
+            if self._agreed_stop:
+                self._adopt_signal()
+
+    def _adopt_signal(self) -> None:
+        """The signal that stopped the run, known on every rank (one rank may be the only one
+        signalled): the reason and the exit status name it the same everywhere."""
+        import torch.distributed as dist
+
+        signum = torch.tensor([self.stop_signal or 0], dtype=torch.int64, device=self.c.device)
+        dist.all_reduce(signum, op=dist.ReduceOp.MAX)
+        if self.stop_signal is None and int(signum.item()):
+            self.stop_signal = int(signum.item())
+
+    # ------------------------------------------------------------------ memory
+
+    def _memory_guard(self) -> None:
+        """Once, after the first steps: their peak CUDA memory against the device's total."""
+        self._guard_done = True
+        finding = memory_guard.check(
+            self.c.device, self.config.train, self.c.world_size, self.config.train.memory_guard
+        )
+        if finding is not None:
+            self.check_log.report(finding)
+
+    def _out_of_memory(self, exc: BaseException) -> str:
+        self._keep_initial = True
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        return memory_guard.oom_reason(self.config.train, self.c.world_size)
 
     def _raise_if_non_finite(self, value: float, what: str, epoch: int) -> None:
         if math.isfinite(value):
@@ -487,8 +614,17 @@ class Trainer:
     @torch.no_grad()
     def _validate(self, epoch: int) -> dict[str, float] | None:
         c = self.c
+        if self.dist.enabled:
+            # each rank updated its BatchNorm running statistics with its own batches since the
+            # last forward's broadcast: validate (and checkpoint) rank 0's, as timm's
+            # ``distribute_bn`` does before its evaluation
+            from timm.utils import distribute_bn
+
+            distribute_bn(c.model, self.dist.world_size, reduce=False)
+            if c.ema is not None:
+                distribute_bn(c.ema.module, self.dist.world_size, reduce=False)
         use_ema = self.config.train.eval_ema and c.ema is not None
-        model = c.ema.module if use_ema else c.forward_model
+        model = c.ema.module if use_ema else (c.eval_model or c.forward_model)
         model.eval()
         metrics = c.task.metrics(c.data, c.device, epoch=epoch)
         for batch in c.val_loader:
@@ -497,7 +633,12 @@ class Trainer:
                 model, c.eval_criterion, inputs, targets, autocast=c.precision.autocast
             )
             metrics.update(outputs, targets, terms)
-            if self.stop_requested:
+            if self.stop_requested and not self.dist.enabled:
+                return None
+        if self.dist.enabled:
+            metrics.all_reduce()  # each rank's raw sums: the metrics of the whole split
+            self._agree_stop()
+            if self._agreed_stop:
                 return None
         return metrics.compute()
 
@@ -510,6 +651,9 @@ class Trainer:
         reading = self._emit_memory()
         self.check_log.report(checks.gpu_memory(reading, cfg), once=True)
         for finding in self.c.task.epoch_findings(row, self.config):
+            self.check_log.report(finding, once=True)
+        reason = self.c.task.undefined_metric_reason(self.config)
+        for finding in checks.undefined_metrics(row, reason):  # once per metric and run
             self.check_log.report(finding, once=True)
 
     # ------------------------------------------------------------------ end
@@ -525,7 +669,7 @@ class Trainer:
         metrics = {
             "run": self.paths.root.name,
             "task": self.c.task.name,
-            "model": self.config.model.name,
+            "model": self.c.task.model_label(self.config),
             "status": status,
             "reason": reason,
             "epochs": final.get("epoch", 0),
@@ -548,7 +692,8 @@ class Trainer:
         if signum is not None:
             metrics["signal"] = signal_name(signum)
         try:
-            atomic_write_json(self.paths.metrics, metrics)
+            if self.main:
+                atomic_write_json(self.paths.metrics, metrics)
         except OSError as exc:  # a full disk: still say how the run ended in the event stream
             reason = f"{reason}; metrics.json not written ({exc.filename}: {exc.strerror})"
         self.events.emit(
@@ -571,8 +716,12 @@ class Trainer:
 
     def _on_signal(self, signum: int) -> None:
         # SIGINT, SIGTERM and SIGHUP alike: stop at the next step, then abort on a second one
+        now = time.monotonic()
         if self.stop_requested:
+            if self.dist.enabled and now - self._signal_time < REPEAT_WINDOW_S:
+                return  # the same stop delivered twice: by the terminal and by torchrun
             raise KeyboardInterrupt
+        self._signal_time = now
         self.stop_requested = True
         self.stop_signal = signum
         self.reporter.message(

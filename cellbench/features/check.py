@@ -190,13 +190,31 @@ def _check_counts(report: FeatureCheckReport, folder: Path, fm: dict, k: int, n:
         report.add("error", k, "counts", f"{folder}: tissues differ from {source.parent}")
 
 
+def _not_a_feature_store(root: Path) -> str:
+    """Why ``root`` is no feature store, saying what it is when cellbench knows (a canonical
+    data store has a manifest.json too: "no manifest.json" sent users looking for a lost file)."""
+    from cellbench.ownership import read_manifest as read_cellbench_manifest
+
+    if not (root / "manifest.json").is_file():
+        return f"{root}: not a feature store (no manifest.json)"
+    if read_cellbench_manifest(root / "manifest.json")[0] is not None:
+        tags = sorted(p.name for p in (root / "features").glob("*") if p.is_dir())
+        hint = (
+            f"; its feature stores: {', '.join(f'{root}/features/{t}' for t in tags)}"
+            if tags
+            else "; make one with cellbench features extract --data " + str(root)
+        )
+        return f"{root}: a data store, not a feature store{hint}"
+    return f"{root}: not a feature store (its manifest.json is not a feature store's)"
+
+
 def check_feature_store(path: str | Path) -> FeatureCheckReport:
     """Every check of the table above, on every fold of ``<store>/features/<tag>``."""
     root = Path(path).expanduser()
     report = FeatureCheckReport(root)
     manifest = read_manifest(root / "manifest.json")
     if manifest is None:
-        report.add("error", None, "format", f"{root}: not a feature store (no manifest.json)")
+        report.add("error", None, "format", _not_a_feature_store(root))
         return report
     folds = fold_numbers(root)
     if not folds:

@@ -290,7 +290,7 @@ def extract_fold(
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 def _per_tissue(tissues: Sequence[str]) -> dict[str, int]:
@@ -335,7 +335,7 @@ def extract_features(
     expect = {"cls_std": list(backbone.profile.cls_std)} if backbone.profile.cls_std else {}
     results = []
     # SIGTERM/SIGHUP stop it like Ctrl-C: between two writes, resumable (cellbench.signals)
-    with RunLock(root / LOCK_NAME), graceful_signals():
+    with RunLock(root / LOCK_NAME, what="feature store"), graceful_signals():
         for k in chosen:
             results.append(
                 extract_fold(

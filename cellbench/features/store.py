@@ -224,6 +224,7 @@ def open_feature_store(
             if check_values:
                 problems += value_problems(fm, cls_range)
                 problems += cls_row_problems(folder / "cls.npy", k)
+                problems += token_row_problems(folder / "tokens.npy", k)
         if problems and not force:
             raise BadInputError(f"{path}: {problems[0]} (--force uses it anyway)")
         store.warnings += problems
@@ -237,10 +238,40 @@ def cls_row_problems(path: Path, fold: int) -> list[str]:
     """Non-finite values and constant rows of a CLS file (small: N x D, read at once)."""
     cls = np.asarray(open_npy(path), dtype=np.float32)
     problems = []
-    bad = int((~np.isfinite(cls)).sum())
-    if bad:
-        problems.append(f"fold {fold}: {bad} non-finite CLS values in {path}")
+    rows = np.flatnonzero(~np.isfinite(cls).all(axis=1)) if cls.ndim == 2 else []
+    if len(rows):
+        problems.append(
+            f"fold {fold}: non-finite CLS values in row {int(rows[0])} of {path} ({len(rows)} "
+            "rows); cellbench features check lists them, features extract --force redoes it"
+        )
     constant = int((cls.max(axis=1) == cls.min(axis=1)).sum()) if cls.size else 0
     if constant:
         problems.append(f"fold {fold}: {constant} constant CLS rows in {path} (never written?)")
     return problems
+
+
+TOKEN_SCAN_BYTES = 64 * 2**20  # rows per chunk: bounded memory, whatever the store's size
+
+
+def token_row_problems(path: Path, fold: int) -> list[str]:
+    """The first row (tile) of a tokens file holding NaN/Inf, and how many do: read chunk by
+    chunk (a real fold is GBs). A NaN here used to surface as "non-finite loss" mid-training;
+    it is a data error, refused before a run exists."""
+    tokens = open_npy(path)
+    if tokens.ndim == 0 or len(tokens) == 0:
+        return []
+    row_bytes = max(1, tokens[0].nbytes)
+    step = max(1, TOKEN_SCAN_BYTES // row_bytes)
+    first, count = None, 0
+    for start in range(0, len(tokens), step):
+        chunk = np.asarray(tokens[start : start + step])
+        bad = np.flatnonzero(~np.isfinite(chunk.reshape(len(chunk), -1)).all(axis=1))
+        if len(bad):
+            first = start + int(bad[0]) if first is None else first
+            count += len(bad)
+    if first is None:
+        return []
+    return [
+        f"fold {fold}: non-finite token values in row {first} of {path} ({count} rows); "
+        "cellbench features check lists them, features extract --force redoes it"
+    ]

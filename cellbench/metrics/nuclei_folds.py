@@ -13,7 +13,7 @@ from typing import Any
 
 from cellbench.data.nuclei_labels import LabelFold, check_pair
 from cellbench.metrics.nuclei import NucleiResult, TileScores, json_safe, score_tiles, summarise
-from cellbench.metrics.tile_pool import chunk_bounds, map_chunks
+from cellbench.metrics.tile_pool import TilePool, chunk_bounds, map_chunks
 
 
 def _score_chunk(task: tuple[LabelFold, LabelFold, int, int]) -> list[TileScores]:
@@ -37,12 +37,14 @@ def score_folds(
     workers: int = 1,
     chunk: int = 32,
     progress: Callable[[int, int], None] | None = None,
+    pool: TilePool | None = None,
 ) -> FoldScores:
-    """Every tile of ``pred`` scored against ``true`` (checked to pair up first)."""
+    """Every tile of ``pred`` scored against ``true`` (checked to pair up first), on ``pool``
+    (one for all the folds of a command) or on a pool of ``workers`` made for this fold."""
     check_pair(true, pred)
     tiles: list[TileScores] = []
     tasks = ((true, pred, start, stop) for start, stop in chunk_bounds(len(true), chunk))
-    for scores in map_chunks(_score_chunk, tasks, workers):
+    for scores in map_chunks(_score_chunk, tasks, workers, pool=pool):
         tiles.extend(scores)
         if progress:
             progress(len(tiles), len(true))

@@ -13,6 +13,7 @@ from cellbench.atomic import atomic_write_text
 from cellbench.data.families import NUCLEUS_TYPES
 from cellbench.metrics.nuclei import TileScores
 from cellbench.metrics.nuclei_folds import FoldScores
+from cellbench.strict_json import csv_cell
 
 COLUMNS = (
     "fold tile tissue true_nuclei pred_nuclei bPQ mPQ "
@@ -67,5 +68,5 @@ def write_tile_csv(path: Path, rows: list[dict[str, Any]]) -> Path:
     writer = csv.DictWriter(buffer, fieldnames=COLUMNS)
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: "" if v is None else v for k, v in row.items()})
+        writer.writerow({k: csv_cell(v) for k, v in row.items()})  # NaN: blank
     return atomic_write_text(path, buffer.getvalue())

@@ -23,6 +23,7 @@ import dataclasses
 import difflib
 import hashlib
 import importlib
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -262,11 +263,14 @@ def state_sha256(model: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def load_backbone_weights(model: nn.Module, path: str | Path, name: str) -> None:
+def load_backbone_weights(
+    model: nn.Module, path: str | Path, name: str, assign: bool = False
+) -> None:
     """A local ``.pth``/``.safetensors`` into ``model``, every backbone tensor required.
 
     timm's ViT ``checkpoint_filter_fn`` maps original checkpoints (DINOv2, DeiT...) to timm's
     names and resamples the position embedding to the profile's input size (224 -> 252).
+    ``assign``: the model's tensors become the file's (a model built on the meta device).
     """
     from timm.models.vision_transformer import checkpoint_filter_fn
 
@@ -275,12 +279,26 @@ def load_backbone_weights(model: nn.Module, path: str | Path, name: str) -> None
     state = read_state_dict(path)
     with contextlib.suppress(Exception):  # not every ViT-like model's keys need (or take) it
         state = checkpoint_filter_fn(state, model)
-    report = load_state(model, state, str(path), model_name=name)
+    report = load_state(model, state, str(path), model_name=name, assign=assign)
     if report.missing:
         raise BadInputError(
             f"{path}: {len(report.missing)} backbone tensors missing for {name} "
             f"(e.g. {', '.join(report.missing[:3])}): weights of another architecture?"
         )
+
+
+def _model_from_file(profile: BackboneProfile, weights: Path) -> nn.Module:
+    """The profile's ViT holding the file's tensors. Built on the meta device and given the
+    file's tensors (``assign``): H-optimus-0's 1.1 B parameters are never randomly initialised
+    on the CPU only to be overwritten. A tensor the file cannot give (a buffer outside the
+    state dict) falls back to the ordinary build-then-copy."""
+    model = create_vit(profile, device="meta")
+    load_backbone_weights(model, weights, profile.name, assign=True)
+    tensors = itertools.chain(model.named_parameters(), model.named_buffers())
+    if any(t.is_meta for _, t in tensors):
+        model = create_vit(profile)
+        load_backbone_weights(model, weights, profile.name)
+    return model
 
 
 def _hub_error(profile: BackboneProfile, exc: BaseException, online: bool) -> BadInputError:
@@ -379,15 +397,16 @@ def build_backbone(
             except Exception as exc:  # hub, HTTP and file errors: all "cannot get the weights"
                 raise _hub_error(profile, exc, online) from exc
         identity = {"source": "hub", "name": profile.hub or profile.model}
+    elif weights is not None:
+        from cellbench.digest_cache import file_sha256
+
+        model = _model_from_file(profile, weights)
+        # hashed once per file version (path, size, mtime), not at every load of a run
+        identity = {"source": "file", "path": str(weights.resolve())}
+        identity["sha256"] = file_sha256(weights)
     else:
         model = create_vit(profile)
         identity = {"source": "random", "seed": profile.seed}
-        if weights is not None:
-            from cellbench.data.npyio import sha256_file
-
-            load_backbone_weights(model, weights, profile.name)
-            identity = {"source": "file", "path": str(weights.resolve())}
-            identity["sha256"] = sha256_file(weights)
     if "sha256" not in identity:
         identity["sha256"] = state_sha256(model)
     chosen = resolved_blocks(profile, model, blocks)

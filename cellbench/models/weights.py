@@ -145,10 +145,16 @@ def load_weights(model: nn.Module, path: str | Path, model_name: str = "model") 
 
 
 def load_state(
-    model: nn.Module, state: dict[str, torch.Tensor], source: str, model_name: str = "model"
+    model: nn.Module,
+    state: dict[str, torch.Tensor],
+    source: str,
+    model_name: str = "model",
+    assign: bool = False,
 ) -> WeightsReport:
     """Load the tensors of ``state`` into ``model`` by the module's rule; ``source`` names where
-    they come from in messages (a file, ``--init-from RUN``)."""
+    they come from in messages (a file, ``--init-from RUN``). ``assign``: the model takes the
+    tensors themselves, cast to its dtypes (``load_state_dict(assign=True)``: a model built on
+    the meta device)."""
     state = strip_prefixes(state)
     own = model.state_dict()
     head = classifier_keys(model)
@@ -166,13 +172,14 @@ def load_state(
                     f"{tuple(own[key].shape)} (weights for another architecture or in_chans?)"
                 )
         else:
-            usable[key] = value
+            dtype = own[key].dtype
+            usable[key] = value.to(dtype) if assign and value.dtype != dtype else value
     if not usable:
         raise BadInputError(
             f"{source}: none of its {len(state)} tensors match {model_name} "
             f"(first keys: {_preview(sorted(state), 3)})"
         )
-    result = model.load_state_dict(usable, strict=False)
+    result = model.load_state_dict(usable, strict=False, assign=assign)
     dropped = set(report.dropped_head)
     report.missing = [k for k in result.missing_keys if k not in dropped]
     report.loaded = len(usable)

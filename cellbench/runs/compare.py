@@ -6,6 +6,7 @@ plot). Everything comes from the run folders (``history.csv`` and events); nothi
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,13 @@ class RunCurves:
     rows: list[dict[str, Any]]
 
     def series(self, metric: str) -> tuple[list[int], list[float]]:
-        points = [(r["epoch"], r[metric]) for r in self.rows if r.get(metric) is not None]
+        # an undefined value (blank, or "nan" in files written before 0.x) is no point at all:
+        # it is never a final or a best ("best nan")
+        points = [
+            (r["epoch"], r[metric])
+            for r in self.rows
+            if isinstance(r.get(metric), int | float) and math.isfinite(r[metric])
+        ]
         return [p[0] for p in points], [p[1] for p in points]
 
 

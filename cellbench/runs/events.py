@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cellbench import strict_json
 from cellbench.runs.schema import event_problem
 
 EVENT_KINDS = ("run_start", "step", "epoch", "eval", "warning", "memory", "run_end")
@@ -74,9 +75,13 @@ class EventWriter:
     def emit(self, kind: str, **fields: Any) -> dict[str, Any]:
         if kind not in EVENT_KINDS:
             raise ValueError(f"unknown event kind {kind!r}")
+        if isinstance(fields.get("metrics"), dict):
+            # an undefined metric (a val fold without nuclei) is null, as in metrics.json; a
+            # loss keeps "nan"/"inf" below: there it says the training diverged
+            fields["metrics"] = strict_json.finite(fields["metrics"])
         event = {"kind": kind, "time": time.time(), **_clean(fields)}
         try:
-            self._fh.write(json.dumps(event, default=str) + "\n")
+            self._fh.write(strict_json.dumps(event) + "\n")  # NaN/inf as null
             self._fh.flush()
         except OSError as exc:  # a full disk: name the file (a failed write names none)
             raise OSError(exc.errno, exc.strerror or str(exc), str(self.path)) from exc
@@ -191,15 +196,27 @@ class EventTail:
         self._pending = b""
         self._head = b""
         self._identity: tuple[int, int] | None = None
+        self.size = 0  # the file's size at the last read
         self.log = EventLog()  # every line read so far, sorted: what a damaged run reports
+
+    @property
+    def offset(self) -> int:
+        return self._offset
+
+    @property
+    def behind(self) -> bool:
+        """Bytes were left unread by the last ``read(max_bytes)``."""
+        return self.size > self._offset
 
     def _restart(self) -> None:
         self._offset, self._pending, self._head, self._identity = 0, b"", b"", None
+        self.size = 0
         self.log = EventLog()
 
-    def read(self) -> tuple[list[dict[str, Any]], bool]:
+    def read(self, max_bytes: int | None = None) -> tuple[list[dict[str, Any]], bool]:
         """``(new events, reset)``; ``reset`` says the file was replaced, truncated or removed
-        and the events are the new file's from its start."""
+        and the events are the new file's from its start. ``max_bytes`` caps one read (a 200 MB
+        file is then read over several calls; ``behind`` says whether bytes are left)."""
         try:
             stat = os.stat(self.path)
         except FileNotFoundError:
@@ -214,17 +231,19 @@ class EventTail:
             self._restart()
             reset = True
         self._identity = identity
+        self.size = stat.st_size
         if stat.st_size == self._offset:
             return [], reset
         try:
             with open(self.path, "rb") as fh:
                 fh.seek(self._offset)
-                data = fh.read()
+                data = fh.read() if max_bytes is None else fh.read(max_bytes)
         except OSError as exc:  # a folder in its place, no permission: damaged, said once
             if not any(b.line == 0 for b in self.log.bad):
                 self.log.bad.append(BadLine(0, f"cannot read ({exc.strerror or exc})"))
             return [], reset
         self._offset += len(data)
+        self.size = stat.st_size
         if len(self._head) < HEAD_BYTES:
             self._head = (self._head + data)[:HEAD_BYTES]
         *lines, self._pending = (self._pending + data).split(b"\n")

@@ -67,9 +67,10 @@ def lock_holder_alive(path: Path) -> bool:
 
 
 class RunLock:
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, what: str = "run"):
         self.path = Path(path)
         self.acquired = False
+        self.what = what  # what the lock guards, for the message: run, feature store, sweep
 
     def _try_create(self) -> bool:
         # Write the payload to a private file, then hard-link it into place: the lock appears
@@ -113,10 +114,11 @@ class RunLock:
                 if holder_alive(info):
                     raise RunConflict(
                         f"{self.path.parent}: locked by pid {info.get('pid')} on "
-                        f"{info.get('host')} (another cellbench process is writing this run)"
+                        f"{info.get('host')} (another cellbench process is writing this "
+                        f"{self.what})"
                     )
                 self.path.unlink(missing_ok=True)  # stale: its process is gone
-        raise RunConflict(f"{self.path}: could not take the run lock")
+        raise RunConflict(f"{self.path}: could not take the {self.what} lock")
 
     def _remove_stale_temps(self) -> None:
         """Temp files of writers killed mid-write (``checkpoints/.last.pt.*.tmp``, ``.lock.<pid>

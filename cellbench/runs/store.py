@@ -1,6 +1,7 @@
 """Run folders ``<root>/<id>-<name>/``: sequential ids, creation, resolution by id/name/folder.
 
-The root is ``--runs-dir``, else ``$CELLBENCH_RUNS_DIR``, else ``./runs``.
+The root is ``--runs-dir``, else ``$CELLBENCH_RUNS_DIR``, else the workspace's ``paths.runs``
+(``cellbench.yaml``, found from the current folder up), else ``./runs``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,12 @@ RUNS_DIR_ENV = "CELLBENCH_RUNS_DIR"
 
 
 def default_runs_root() -> Path:
-    return Path(os.environ.get(RUNS_DIR_ENV) or "runs")
+    env = os.environ.get(RUNS_DIR_ENV)
+    if env:
+        return Path(env)
+    from cellbench.workspace import workspace_folder
+
+    return workspace_folder("runs", "runs")
 
 
 class RunStore:

@@ -24,6 +24,7 @@ from cellbench.atomic import atomic_write, atomic_write_json
 from cellbench.engine.early_stopping import resolve_mode
 from cellbench.runs.store import RunStore
 from cellbench.runs.summary import summarize
+from cellbench.strict_json import csv_cell
 from cellbench.sweep.store import SweepFolder, SweepState
 from cellbench.sweep.trials import Trial, label
 
@@ -182,5 +183,5 @@ def write(folder: SweepFolder, board: dict[str, Any]) -> None:
     writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, extrasaction="ignore")
     writer.writeheader()
     for row in board["rows"]:
-        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in CSV_COLUMNS})
+        writer.writerow({k: csv_cell(row.get(k)) for k in CSV_COLUMNS})
     atomic_write(folder.leaderboard_csv, lambda fh: fh.write(buffer.getvalue()), mode="w")

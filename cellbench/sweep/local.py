@@ -56,9 +56,10 @@ def visible_gpus() -> list[str]:
         return []
 
 
-def default_workers(n_trials: int, gpus: list[str]) -> int:
+def default_workers(n_trials: int, gpus: list[str], cores_per_trial: int = 1) -> int:
     """One per GPU; on CPU one per two cores (a trial with one thread trains slowly)."""
-    workers = len(gpus) if gpus else max(1, cpu_count() // 2)
+    # a trial of N CPU processes (--nproc N) takes N times the cores of a one-process trial
+    workers = len(gpus) if gpus else max(1, cpu_count() // (2 * cores_per_trial))
     return max(1, min(workers, n_trials))
 
 
@@ -79,17 +80,26 @@ class Job:
 class PoolResult:
     exit_codes: dict[str, int] = field(default_factory=dict)
     interrupted: bool = False
+    signum: int | None = None  # the first stop signal: the sweep exits 128 + it (143 SIGTERM)
 
 
 class LocalPool:
-    def __init__(self, workers: int, gpus: list[str] | None = None, threads: int | None = None):
+    def __init__(
+        self,
+        workers: int,
+        gpus: list[str] | None = None,
+        threads: int | None = None,
+        gpus_per_trial: int = 1,
+    ):
         self.workers = max(1, workers)
         self.gpus = list(gpus or [])
+        self.gpus_per_trial = max(1, gpus_per_trial)
         self.threads = threads or max(1, cpu_count() // self.workers)
         self._procs: dict[str, subprocess.Popen] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._signals = 0
+        self.signum: int | None = None
 
     def env_for(self, slot: int) -> dict[str, str]:
         env = dict(os.environ)
@@ -97,7 +107,11 @@ class LocalPool:
         env["PYTHONUNBUFFERED"] = "1"
         env[PARENT_ENV] = str(os.getpid())
         if self.gpus:
-            env["CUDA_VISIBLE_DEVICES"] = self.gpus[slot % len(self.gpus)]
+            # slot k of an N-GPU trial pool: GPUs kN .. kN+N-1 (its torchrun's local ranks)
+            n = self.gpus_per_trial
+            groups = max(1, len(self.gpus) // n)
+            start = (slot % groups) * n
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(self.gpus[start : start + n])
         return env
 
     def run(
@@ -121,13 +135,14 @@ class LocalPool:
             for t in threads:
                 while t.is_alive():
                     t.join(timeout=0.2)  # short joins: the main thread stays free for signals
-        except KeyboardInterrupt:  # no handler could be installed (not the main thread)
-            self._interrupt()
+        except KeyboardInterrupt as exc:  # not the main thread, or SIGHUP (the CLI root's)
+            self._interrupt(getattr(exc, "signum", signal.SIGINT))
             for t in threads:
                 t.join()
         finally:
             restore()
         result.interrupted = self._stop.is_set()
+        result.signum = self.signum
         return result
 
     def _worker(self, slot, todo: queue.Queue, on_start, on_end, result: PoolResult) -> None:
@@ -158,7 +173,9 @@ class LocalPool:
 
     # ------------------------------------------------------------------ signals
 
-    def _interrupt(self, *_: object) -> None:
+    def _interrupt(self, signum: object = None, *_: object) -> None:
+        if self.signum is None and isinstance(signum, int):
+            self.signum = int(signum)
         self._stop.set()
         self._signals += 1
         with self._lock:

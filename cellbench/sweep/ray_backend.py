@@ -158,12 +158,15 @@ def run_on_ray(sweep, todo: list[tuple[Any, Job]]) -> bool:
     try:
         cluster_cpus = int(ray.cluster_resources().get("CPU", 1))
         cluster_gpus = int(ray.cluster_resources().get("GPU", 0))
-        workers = options.workers or max(1, min(len(todo), cluster_gpus or cluster_cpus // 2))
+        per_trial = max(1, options.nproc)
+        workers = options.workers or max(
+            1, min(len(todo), cluster_gpus // per_trial or cluster_cpus // (2 * per_trial))
+        )
         threads = max(1, cluster_cpus // workers)
         gpus = (
             options.gpus_per_trial
             if options.gpus_per_trial is not None
-            else (1 if cluster_gpus else 0)
+            else (options.nproc if cluster_gpus else 0)  # an N-process trial: N GPUs
         )
         trainable = tune.with_resources(tune_trial, {"cpu": threads, "gpu": gpus})
         by_id = {trial.id: (trial, job) for trial, job in todo}

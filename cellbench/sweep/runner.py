@@ -42,6 +42,9 @@ class SweepOptions:
     gpus_per_trial: float | None = None  # ray
     retry_failed: bool = False
     phase: str | None = None
+    # a trial is itself an N-process training (``train --nproc N``): N GPUs per trial
+    nproc: int = 1
+    machine: str | None = None  # ``train --machine``: each new trial fitted to this machine
 
 
 @dataclass
@@ -50,6 +53,24 @@ class SweepOutcome:
     interrupted: bool = False
     stopped_by: str | None = None  # a failed smoke phase
     counts: dict[str, int] = field(default_factory=dict)
+    signum: int | None = None  # the signal that interrupted it (exit 128 + signum)
+
+
+def _is_foreign(root: Path) -> bool:
+    try:
+        return root.exists() and (not root.is_dir() or any(root.iterdir()))
+    except OSError:
+        return True
+
+
+def _refuse_foreign_folder(root: Path) -> None:
+    """A sweep writes spec.yaml, trials.json, leaderboard.csv... into its folder: a folder of
+    that name that is not a sweep's and holds anything is the user's, never written into."""
+    if _is_foreign(root):
+        raise RunConflict(
+            f"{root}: exists and is not a sweep folder (no spec.yaml); cellbench will not write "
+            "its sweep files there — give another --name or --sweeps-dir"
+        )
 
 
 def open_sweep(spec: SweepSpec, root: Path, reuse_default: bool) -> SweepFolder:
@@ -61,10 +82,12 @@ def open_sweep(spec: SweepSpec, root: Path, reuse_default: bool) -> SweepFolder:
     while True:
         folder = SweepFolder(root / spec.name)
         if not folder.exists():
-            folder.root.mkdir(parents=True, exist_ok=True)
-            folder.write_spec(spec.to_dict())
-            return folder
-        if spec.same_study(folder.read_spec()):
+            if not (reuse_default and _is_foreign(folder.root)):
+                _refuse_foreign_folder(folder.root)
+                folder.root.mkdir(parents=True, exist_ok=True)
+                folder.write_spec(spec.to_dict())
+                return folder
+        elif spec.same_study(folder.read_spec()):
             return folder
         if not reuse_default:
             raise RunConflict(
@@ -75,8 +98,28 @@ def open_sweep(spec: SweepSpec, root: Path, reuse_default: bool) -> SweepFolder:
         spec.name = f"{base}-{n}"
 
 
-def trial_args(trial: Trial, store: RunStore, runs_root: Path) -> tuple[list[str] | None, str]:
-    """What to run for ``trial`` now: ``(args, why)``; ``args`` is None when nothing is to do."""
+def trial_args(
+    trial: Trial,
+    store: RunStore,
+    runs_root: Path,
+    nproc: int = 1,
+    machine: str | None = None,
+) -> tuple[list[str] | None, str]:
+    """What to run for ``trial`` now: ``(args, why)``; ``args`` is None when nothing is to do.
+
+    ``nproc`` > 1 trains every trial (resumes included) with ``--nproc``; ``machine`` fits new
+    and restarted trials (a resume keeps its saved config)."""
+    args, why = _trial_args(trial, store, runs_root)
+    if args is None:
+        return None, why
+    if machine is not None and "--resume" not in args:
+        args += ["--machine", machine]
+    if nproc > 1:
+        args += ["--nproc", str(nproc)]
+    return args, why
+
+
+def _trial_args(trial: Trial, store: RunStore, runs_root: Path) -> tuple[list[str] | None, str]:
     common = ["--run", trial.name, "--runs-dir", str(runs_root)]
     run = store.find(trial.name)
     if run is None:
@@ -146,8 +189,10 @@ class Sweep:
 
     # ------------------------------------------------------------------ run
 
+    stop_signum: int | None = None
+
     def run(self) -> SweepOutcome:
-        with RunLock(self.folder.lock):
+        with RunLock(self.folder.lock, what="sweep"):
             return self._run()
 
     def _run(self) -> SweepOutcome:
@@ -168,7 +213,7 @@ class Sweep:
         for t in self.trials:
             s = self.state.trial(t.id)["status"]
             counts[s] = counts.get(s, 0) + 1
-        return SweepOutcome(board, interrupted, stopped_by, counts)
+        return SweepOutcome(board, interrupted, stopped_by, counts, self.stop_signum)
 
     def _run_phases(self, phases) -> tuple[bool, str | None]:
         interrupted, stopped_by = False, None
@@ -202,7 +247,9 @@ class Sweep:
             retry = self.options.retry_failed and status == "failed"
             if status in FINISHED and not retry:
                 continue
-            args, why = trial_args(trial, self.store, self.store.root)
+            args, why = trial_args(
+                trial, self.store, self.store.root, self.options.nproc, self.options.machine
+            )
             if args is None:
                 # a run another process is writing is "skipped": looked at again next time
                 status = "completed" if why == "completed" else "skipped"
@@ -229,8 +276,14 @@ class Sweep:
         from cellbench.sweep.local import LocalPool, default_workers, visible_gpus
 
         gpus = visible_gpus()
-        workers = self.options.workers or default_workers(len(todo), gpus)
-        pool = LocalPool(workers, gpus)
+        per_trial = self.options.nproc
+        if gpus and per_trial > len(gpus):
+            raise UsageError(f"--nproc {per_trial}: {len(gpus)} GPU(s) visible for the trials")
+        slots = len(gpus) // per_trial if gpus else None
+        workers = self.options.workers or default_workers(
+            len(todo), gpus[:slots] if slots else [], cores_per_trial=per_trial
+        )
+        pool = LocalPool(workers, gpus, gpus_per_trial=per_trial)
         by_id = {t.id: t for t, _ in todo}
         self.say(
             f"{len(todo)} trial(s) on {workers} worker(s), {pool.threads} thread(s) each"
@@ -244,6 +297,7 @@ class Sweep:
             self.trial_ended(by_id[job.key], code, interrupted=pool._stop.is_set())
 
         result = pool.run([job for _, job in todo], on_start, on_end)
+        self.stop_signum = self.stop_signum or result.signum
         return result.interrupted
 
     def trial_started(self, trial: Trial, job: Job) -> None:

@@ -79,6 +79,11 @@ def expand_values(key: str, spec: Any, source: str) -> list[Any]:
     """The values of one space entry of a sweep file (see the module doc)."""
     if isinstance(spec, dict) and key != "model":
         values = _range_values(key, spec, source)
+        # distinct by construction, and an interval: its two ends checked are all checked
+        # (checking each of a million values would take minutes)
+        first, last = _checked(key, values[0], source), _checked(key, values[-1], source)
+        kind = type(first) if type(first) is type(last) and type(first) in (int, float) else None
+        return [kind(v) for v in values] if kind else values
     elif isinstance(spec, list):
         values = spec
     else:
@@ -97,6 +102,7 @@ def _range_values(key: str, spec: dict, source: str) -> list[float]:
         if step <= 0 or stop < start:
             raise UsageError(f"{source}: space.{key}.range needs start <= stop and step > 0")
         count = int(math.floor((stop - start) / step + 1e-9)) + 1
+        _check_count(key, count, source)
         values = [start + i * step for i in range(count)]
         if all(float(x).is_integer() for x in spec["range"]):
             return [int(v) for v in values]
@@ -106,6 +112,7 @@ def _range_values(key: str, spec: dict, source: str) -> list[float]:
         num = int(spec["num"])
         if low <= 0 or high <= low or num < 1:
             raise UsageError(f"{source}: space.{key}.log needs 0 < low < high and num >= 1")
+        _check_count(key, num, source)
         if num == 1:
             return [low]
         ratio = math.log(high / low) / (num - 1)
@@ -115,6 +122,17 @@ def _range_values(key: str, spec: dict, source: str) -> list[float]:
         f"{source}: space.{key}: expected a list, {{range: [start, stop, step]}} or "
         f"{{log: [low, high], num: N}}, got {spec!r}"
     )
+
+
+MAX_KEY_VALUES = 100_000  # one key's values; the trial limit (sweep.limits) comes after
+
+
+def _check_count(key: str, count: int, source: str) -> None:
+    """A range is counted before it is built: 10⁹ values are refused, not allocated."""
+    if count > MAX_KEY_VALUES:
+        raise UsageError(
+            f"{source}: space.{key} gives {count:,} values (at most {MAX_KEY_VALUES:,} per key)"
+        )
 
 
 def _checked(key: str, value: Any, source: str) -> Any:

@@ -134,17 +134,27 @@ def find_sweep_file(ref: str) -> Path:
     path = Path(ref).expanduser()
     if path.is_file():
         return path
-    shipped = SWEEPS_PROFILE_DIR / f"{ref}.yaml"
-    if path.suffix not in (".yaml", ".yml") and shipped.is_file():
-        return shipped
-    names = shipped_sweeps()
+    if path.suffix not in (".yaml", ".yml"):
+        for folder in sweep_file_dirs():
+            found = folder / f"{ref}.yaml"
+            if found.is_file():
+                return found
+    names = sorted({p.stem for d in sweep_file_dirs() for p in d.glob("*.yaml")})
     close = difflib.get_close_matches(ref, names, n=1)
     hint = f" (did you mean '{close[0]}'?)" if close else ""
-    raise BadInputError(f"{ref}: no such sweep file{hint}; shipped: {', '.join(names)}")
+    raise BadInputError(f"{ref}: no such sweep file{hint}; known: {', '.join(names)}")
 
 
 def shipped_sweeps() -> list[str]:
     return sorted(p.stem for p in SWEEPS_PROFILE_DIR.glob("*.yaml"))
+
+
+def sweep_file_dirs() -> list[Path]:
+    """Where a sweep file name is looked up: the workspace's ``<profiles>/sweeps`` first, then
+    the shipped ones."""
+    from cellbench.config import profile_dirs
+
+    return [d / "sweeps" for d in profile_dirs() if (d / "sweeps").is_dir()]
 
 
 def load_sweep_file(

@@ -1,8 +1,9 @@
 """The sweep folder ``<sweeps root>/<name>/``: spec, resolved trials, state, leaderboard, logs.
 
-The root is ``--sweeps-dir``, else ``$CELLBENCH_SWEEPS_DIR``, else ``sweeps`` beside the runs
-root (``runs/`` -> ``sweeps/``). Every JSON/YAML file is written atomically
-(``cellbench.atomic``): a kill at any moment leaves the previous version or the new one.
+The root is ``--sweeps-dir``, else ``$CELLBENCH_SWEEPS_DIR``, else the workspace's
+``paths.sweeps``, else ``sweeps`` beside the runs root (``runs/`` -> ``sweeps/``). Every JSON/YAML
+file is written atomically (``cellbench.atomic``): a kill at any moment leaves the previous
+version or the new one.
 
 ``state.json`` says how the sweep and each trial stand::
 
@@ -38,7 +39,10 @@ def default_sweeps_root(runs_root: Path) -> Path:
     env = os.environ.get(SWEEPS_DIR_ENV)
     if env:
         return Path(env)
-    return runs_root.parent / "sweeps"
+    from cellbench.workspace import current
+
+    ws = current()
+    return ws.folder("sweeps") if ws is not None else runs_root.parent / "sweeps"
 
 
 def _read_json(path: Path, default: Any) -> Any:

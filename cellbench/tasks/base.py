@@ -64,6 +64,7 @@ class Predictor:
     run: Any  # the run's RunPaths or folder, None for a bare checkpoint file
     # True when ``save_outputs`` writes files per image (``predict --out``)
     writes_files: bool = False
+    predicts_slides: bool = False  # whole-slide images (cellbench.inference.slide)
 
     def predict(self, image: Any) -> Prediction:
         """One image: a path, a PIL image or a uint8 (H, W, 3) array."""
@@ -78,6 +79,15 @@ class Predictor:
 
     def notes(self) -> list[str]:
         """Lines the user should read before the results (e.g. which post-processing)."""
+        return []
+
+    def slide_summary(self, row: dict[str, Any]) -> dict[str, str]:
+        """The table row of a finished slide (``predicts_slides`` predictors)."""
+        raise NotImplementedError
+
+    def output_names(self, stem: str) -> list[str]:
+        """The file names ``save_outputs`` writes for an image named ``stem`` (checked against
+        the user's files before anything is written: ``cellbench.outputs``)."""
         return []
 
     def save_outputs(
@@ -150,6 +160,24 @@ class LossSums:
             total += value.detach().double() * n
         self.count += n
 
+    def all_reduce(self) -> None:
+        """Sum the per-rank sums and counts over the processes (nothing with one process).
+
+        Every rank has seen the same terms, so the stacked sums line up."""
+        from cellbench.engine import distributed
+
+        if not distributed.current().enabled:
+            return
+        names = list(self.sums)
+        device = self.device
+        stacked = [self.sums[k] for k in names] + [
+            torch.tensor(float(self.count), dtype=torch.float64, device=device)
+        ]
+        reduced = distributed.all_reduce_sum(torch.stack(stacked))
+        for i, name in enumerate(names):
+            self.sums[name] = reduced[i]
+        self.count = int(reduced[-1].item())
+
     def compute(self) -> dict[str, float]:
         if not self.sums:
             return {"loss": float("nan")}
@@ -172,6 +200,15 @@ class MetricAccumulator:
     def compute(self) -> dict[str, float]:
         """``{"loss": ..., "loss_<term>": ..., <metric>: ...}`` over everything seen."""
         raise NotImplementedError
+
+    def all_reduce(self) -> None:
+        """Under several processes, before ``compute``: make this accumulator hold the whole
+        split's raw sums (counts summed over ranks with ``distributed.all_reduce_sum``, per-item
+        results gathered with ``distributed.gather_objects``), never an average of per-rank
+        metrics. Every rank calls it, in the same order."""
+        raise NotImplementedError(
+            f"{type(self).__name__}: no all_reduce, so it cannot validate under several processes"
+        )
 
 
 class Task:
@@ -206,6 +243,11 @@ class Task:
         Only these are moved to the device; anything else in the batch stays on the host."""
         inputs, targets = batch
         return inputs, targets
+
+    def needs_feature_store(self, config: Config) -> bool:
+        """True when this config trains on a feature store (``data.features``): a command given
+        none may then offer the workspace's default store (``cellbench.workspace.defaults``)."""
+        return False
 
     def configure(self, config: Config) -> None:
         """Called once with the run's config before anything is built (settings the task's
@@ -244,6 +286,14 @@ class Task:
         """Task-specific sanity checks of an epoch's history row (``checks.Finding`` list);
         each check name fires once per run."""
         return []
+
+    def model_label(self, config: Config) -> str:
+        """The model's name in the banner, ``run_start``, ``runs list`` and metrics.json."""
+        return config.model.name
+
+    def undefined_metric_reason(self, config: Config) -> str:
+        """Why a validation metric can be undefined (NaN) for this task, for the warning."""
+        return "no validation sample it can be computed on"
 
     def expect_ranges(self, config: Config) -> dict[str, list[float]]:
         """The ``expect:`` ranges that apply to this run's final metrics."""

@@ -66,6 +66,7 @@ class MemoryReading:
     reserved: int | None
     peak: int | None
     rss: int | None
+    total: int | None = None  # the device's memory (CUDA runs)
 
     @property
     def cuda(self) -> bool:
@@ -117,6 +118,7 @@ class RunState:
                     reserved=event.get("reserved"),
                     peak=event.get("peak"),
                     rss=event.get("rss"),
+                    total=event.get("total"),
                 )
             )
         elif kind == "warning":
@@ -174,9 +176,9 @@ class RunWatcher:
         self._config_mtime: float | None = None
         self._config_problem: str | None = None
 
-    def poll(self) -> bool:
+    def poll(self, max_bytes: int | None = None) -> bool:
         skipped = len(self._tail.log.bad)
-        events, reset = self._tail.read()
+        events, reset = self._tail.read(max_bytes)
         if reset:
             self.state = RunState()
         for event in events:
@@ -211,6 +213,17 @@ class RunWatcher:
         # the same check as `runs list`: a config that does not load is {} and marks the run
         self.config, self._config_problem = read_run_config(self.run)
         return True
+
+    @property
+    def behind(self) -> bool:
+        """Part of events.jsonl is still unread (a big file is read over several polls)."""
+        return self._tail.behind
+
+    @property
+    def loaded(self) -> float:
+        """How much of events.jsonl has been read, 0 to 1."""
+        size = self._tail.size
+        return 1.0 if not size else min(1.0, self._tail.offset / size)
 
     @property
     def damaged(self) -> list[str]:
@@ -256,12 +269,52 @@ class RunWatcher:
         """``train_loss``, ``val_loss`` or a metric per completed epoch (finite values only)."""
         points = []
         for row in self.state.epochs:
-            value = getattr(row, name) if name in ("train_loss", "val_loss") else None
+            value = getattr(row, name) if name in ("train_loss", "val_loss", "lr") else None
             if value is None:
                 value = row.metrics.get(name)
             if is_finite(value):
                 points.append((float(row.epoch), value))
         return [p[0] for p in points], [p[1] for p in points]
+
+    # ------------------------------------------------------------------ curves
+
+    def curve_names(self) -> list[str]:
+        """What the curves panel can draw, from what the run logged (its history's columns,
+        which the trainer names after its task's ``loss_names`` and ``metric_names``): ``loss``
+        (train_loss, val_loss and the step losses), ``loss_<term>`` per loss term (train and
+        val), each validation metric, ``lr``. No list of task names here: a new task's metrics
+        show up by themselves."""
+        columns: dict[str, None] = {}
+        for row in self.state.epochs:
+            columns.update(dict.fromkeys(row.metrics))
+        terms: dict[str, None] = {}
+        metrics = []
+        for column in columns:
+            for split in ("train_loss_", "val_loss_"):
+                if column.startswith(split):
+                    terms[column[len(split) :]] = None
+                    break
+            else:
+                metrics.append(column)
+        names = ["loss", *(f"loss_{t}" for t in terms), *metrics]
+        if any(row.lr is not None for row in self.state.epochs):
+            names.append("lr")
+        return names
+
+    def curve(self, name: str) -> list[tuple[str, list[float], list[float]]]:
+        """The ``(label, epochs, values)`` series of one ``curve_names`` entry."""
+        if name == "loss":
+            columns = ["train_loss", "val_loss"]
+        elif name.startswith("loss_"):
+            columns = [f"train_{name}", f"val_{name}"]
+        else:
+            columns = [name]
+        return [(c, *self.epoch_curve(c)) for c in columns]
+
+    @property
+    def monitored(self) -> str | None:
+        """The metric early stopping and best.pt follow (from the ``best`` the run reports)."""
+        return (self.state.best or {}).get("metric")
 
 
 @dataclass
@@ -285,7 +338,13 @@ class RunStoreWatcher:
     def root(self) -> Path:
         return self.store.root
 
-    def poll(self) -> StoreChanges:
+    @property
+    def behind(self) -> bool:
+        return any(w.behind for w in self.watchers.values())
+
+    def poll(self, max_bytes: int | None = None) -> StoreChanges:
+        """Read what every run appended; ``max_bytes`` caps each run's read (call again while
+        ``behind``), so a huge events file is shown while it is being read."""
         changes = StoreChanges()
         runs = self.store.runs()
         current = {run.root.name for run in runs}
@@ -299,7 +358,7 @@ class RunStoreWatcher:
             if watcher is None:
                 watcher = RunWatcher(run)
                 changes.added.append(folder)
-            if watcher.poll() and folder not in changes.added:
+            if watcher.poll(max_bytes) and folder not in changes.added:
                 changes.changed.append(folder)
             watchers[folder] = watcher
         self.watchers = watchers  # rebuilt so iteration follows the store's id order

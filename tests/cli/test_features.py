@@ -145,3 +145,21 @@ def test_extraction_killed_mid_fold_resumes_to_the_identical_store(fx_store, tmp
     for volatile in ("created", "finished"):
         a.pop(volatile), b.pop(volatile)
     assert a == b
+
+
+def test_check_on_a_data_store_says_it_is_one(fx_store):
+    """Issue 15, point 8: it said "no manifest.json" of a store that has one."""
+    result = runner.invoke(app, ["features", "check", str(fx_store)])
+    assert result.exit_code == 1
+    assert "a data store, not a feature store" in result.output
+    assert "no manifest.json" not in result.output
+
+
+def test_extract_into_a_busy_tag_names_the_feature_store(fx_store, tiny_vit):
+    """Issue 15, point 8: the lock message said "writing this run" for a feature store."""
+    from cellbench.runs.lock import RunLock
+
+    with RunLock(fx_store / "features" / "busy" / "lock"):
+        result = _extract(fx_store, tiny_vit, "--tag", "busy")
+    assert result.exit_code == 4
+    assert "writing this feature store" in result.stderr and "this run" not in result.stderr

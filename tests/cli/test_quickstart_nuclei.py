@@ -1,5 +1,6 @@
-"""`cellbench quickstart` (the nuclei workflow), reduced: every step runs and prints its command,
-the summary reads what the steps wrote, and a second quickstart retrains both runs from nothing.
+"""`cellbench quickstart` (the shipped demo workflow), reduced: every step runs and prints its
+command, every gate is recorded in the workflow folder, the summary reads what the steps wrote,
+and a second quickstart retrains both runs from nothing in the same workflow folder.
 The full-size run (160 tiles per fold, 20 epochs: NP Dice and bPQ on the test fold against the
 issue's bar) is measured by hand and reported in docs/nuclei.md, not here."""
 
@@ -47,6 +48,11 @@ def test_nuclei_quickstart_runs_every_step_and_retrains_on_a_second_run(tmp_path
     assert tuned["split"] == "val" and tuned["folds"] == [2]
     test = json.loads((digestive.eval_dir / "test-best.json").read_text())
     assert test["postproc"]["source"] == "tuned" and test["fold"] == 3
+    from cellbench.workflow import list_workflows
+
+    [workflow] = list_workflows(tmp_path / "workflows")
+    assert (workflow["name"], workflow["status"]) == ("demo", "completed")
+    assert workflow["phases_done"] == workflow["phases"] and not workflow["gates_failed"]
     predictions = tmp_path / "data/quickstart/predictions"
     assert len(list(predictions.glob("*.geojson"))) == len(list(predictions.glob("*.overlay.png")))
     assert list(predictions.glob("*.geojson"))
@@ -58,3 +64,5 @@ def test_nuclei_quickstart_runs_every_step_and_retrains_on_a_second_run(tmp_path
     again = runs.resolve("quickstart-digestive")
     assert again.root == digestive.root
     assert len(read_events(again.events, kind="run_start")) == 1  # retrained from nothing
+    [rerun] = list_workflows(tmp_path / "workflows")  # the same workflow folder, run again
+    assert rerun["folder"] == workflow["folder"] and rerun["status"] == "completed"

@@ -224,3 +224,34 @@ def test_damage_lines_are_one_line_per_run(tmp_path_factory):
     result = invoke(root, "list")
     (line,) = damage_lines(result)
     assert re.fullmatch(r"warning: 0002-victim damaged: events\.jsonl: 1 bad line skipped .*", line)
+
+
+def test_runs_list_fits_80_columns_without_folding_names(tmp_path, monkeypatch):
+    """Long trial names stay whole at 80 columns: started/duration/task go first; one shared
+    monitored metric is named once, in the header."""
+    from tests.tui.screens import write_run
+
+    store = RunStore(tmp_path)
+    names = ["baseline", "demo-grid-t003-lr3e-3-bs32-s1", "nuclei-vit-small-fold1"]
+    for name in names:
+        write_run(store, name, epochs=4, planned=20)
+    from cellbench.cli.common import console
+
+    monkeypatch.setattr(console, "width", 80)  # the tests' console is created 200 wide
+    result = runner.invoke(app, ["runs", "list", "--runs-dir", str(tmp_path)])
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()[1:]  # under the title (the runs folder's path)
+    assert max(len(line.rstrip()) for line in lines) <= 80, result.stdout
+    for name in names:
+        assert any(f" {name} " in line for line in lines), name
+    assert "best val_loss" in result.stdout
+    monkeypatch.setattr(console, "width", 160)
+    wide = runner.invoke(app, ["runs", "list", "--runs-dir", str(tmp_path)])
+    assert "started" in wide.stdout and "duration" in wide.stdout
+
+
+def test_help_shows_no_bool_metavar_for_flags():
+    for command in (["runs", "stop"], ["train"], ["tui"], ["runs", "list"]):
+        result = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "120"})
+        assert result.exit_code == 0
+        assert "--help" in result.stdout and "<bool>" not in result.stdout, command

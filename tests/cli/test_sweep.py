@@ -62,7 +62,7 @@ def test_a_running_sweep_or_another_study_under_the_name_exits_4(tmp_path):
         folder.write_spec(from_command_line("demo", [], ["train.lr=0.1,0.2"], None, None, "s")
                           .to_dict())  # fmt: skip
         result = _invoke(tmp_path, *args)
-    assert result.exit_code == 4 and "lock" in result.stderr
+    assert result.exit_code == 4 and "writing this sweep" in result.stderr  # not "this run"
     other = _invoke(tmp_path, "sweep", "--profile", "demo", "--grid", "train.lr=0.3", "--name", "s")
     assert other.exit_code == 4 and "exists with other settings" in other.stderr
 

@@ -253,6 +253,11 @@ def test_train_task_organ_from_the_command_line(tmp_path, organ_features):
     metrics = json.loads(result.stdout)
     assert metrics["task"] == "organ" and metrics["calibration"]["temperature"] > 0
     assert RunStore(tmp_path).resolve("vit-demo-organ").best_checkpoint.is_file()
+    # issue 15, point 8: the head is named as what it is (it was "simple_cnn", model.name's
+    # default, in the banner, run_start and runs list)
+    assert metrics["model"] == "organ_head" and "organ_head" in result.stderr
+    listed = runner.invoke(app, ["runs", "list", "--runs-dir", str(tmp_path), "--json"])
+    assert [run["model"] for run in json.loads(listed.stdout)] == ["organ_head"]
 
 
 def test_family_typo_is_bad_usage_with_a_did_you_mean(tmp_path):

@@ -37,3 +37,19 @@ def test_chunk_bounds_cover_every_tile():
     assert chunk_bounds(0, 4) == []
     with pytest.raises(ValueError):
         chunk_bounds(3, 0)
+
+
+def test_one_pool_serves_several_maps_with_the_same_processes():
+    import os
+
+    from cellbench.metrics.tile_pool import TilePool
+
+    with TilePool(2) as pool:
+        assert list(pool.map(abs, range(-6, 0))) == list(range(6, 0, -1))
+        executor = pool._executor
+        assert list(map_chunks(abs, [-1, -2, -3], pool=pool)) == [1, 2, 3]
+        assert pool._executor is executor  # not a new pool per call
+        assert 1 <= len(pool.pids) <= 2 and os.getpid() not in pool.pids
+    assert pool._executor is None  # closed with the job
+    with TilePool(1) as serial:
+        assert list(serial.map(abs, [-4])) == [4] and serial.pids == {os.getpid()}

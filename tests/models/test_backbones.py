@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import os
+
 import numpy as np
 import pytest
 import torch
 import yaml
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from cellbench.errors import BadInputError, UsageError
 from cellbench.models.backbones import (
@@ -120,3 +125,80 @@ def test_gated_hub_model_offline_gives_one_line(monkeypatch):
             build_backbone("vit-demo", pretrained=True, device="cpu")
     finally:
         hub.hub_reachable.cache_clear()
+
+
+class _RandomFills(TorchDispatchMode):
+    """Counts the random fills (``normal_``, ``uniform_``...: what an init does) of real tensors;
+    the meta device's are free and not counted."""
+
+    RANDOM = {"normal_", "uniform_", "bernoulli_", "random_", "exponential_", "erfinv_"}
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        target = args[0] if args else None
+        if (
+            func.overloadpacket.__name__ in self.RANDOM
+            and getattr(target, "is_meta", True) is False
+        ):
+            self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def _vit_g_block_profile():
+    """H-optimus-0's profile (ViT-g/14: width 1536, SwiGLU, 4 registers) cut to one block on a
+    28-px input: the real layer sizes, a 110 MB file instead of 4.5 GB."""
+    base = load_backbone_profile("h-optimus-0")
+    kwargs = {**base.kwargs, "depth": 1, "img_size": 28}
+    return dataclasses.replace(base, kwargs=kwargs, input_size=28, blocks=(1,))
+
+
+def test_a_weights_file_loads_on_the_meta_device_and_is_hashed_once(tmp_path, monkeypatch):
+    from safetensors.torch import save_file
+
+    from cellbench.data import npyio
+
+    monkeypatch.setenv("CELLBENCH_CACHE_DIR", str(tmp_path / "cache"))
+    profile = _vit_g_block_profile()
+    source = create_vit(profile)
+    path = tmp_path / "w.safetensors"
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(path))
+    hashed = []
+    real = npyio.sha256_file
+    monkeypatch.setattr(npyio, "sha256_file", lambda p, *a: hashed.append(p) or real(p, *a))
+
+    with _RandomFills() as fills:
+        first = build_backbone(profile, path, device="cpu")
+    assert fills.count == 0  # no random init of the parameters the file replaces
+    assert not any(t.is_meta for t in first.model.state_dict().values())
+    for key, value in source.state_dict().items():
+        assert torch.equal(first.model.state_dict()[key], value), key
+    second = build_backbone(profile, path, device="cpu")
+    assert len(hashed) == 1  # two loads, one hash
+    assert first.weights["sha256"] == second.weights["sha256"] == real(path)
+    images = np.zeros((1, 28, 28, 3), dtype=np.uint8)
+    assert torch.equal(
+        first.extract(images)[0], extract(source, preprocess(images, profile), (1,))[0]
+    )
+
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 1_000_000))
+    build_backbone(profile, path, device="cpu")
+    assert len(hashed) == 2  # a file touched since is hashed again
+
+
+def test_the_digest_cache_survives_a_damaged_or_read_only_cache(tmp_path, monkeypatch):
+    from cellbench.data.npyio import sha256_file
+    from cellbench.digest_cache import CACHE_FILE, file_sha256
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("CELLBENCH_CACHE_DIR", str(cache))
+    data = tmp_path / "w.bin"
+    data.write_bytes(b"weights")
+    cache.mkdir()
+    (cache / CACHE_FILE).write_text("{not json")
+    assert file_sha256(data) == sha256_file(data)
+    assert str(data.resolve()) in json.loads((cache / CACHE_FILE).read_text())
+    monkeypatch.setenv("CELLBENCH_CACHE_DIR", str(data / "not-a-folder"))  # cannot be written
+    assert file_sha256(data) == sha256_file(data)

@@ -31,12 +31,22 @@ def table_rows(app: CellbenchTUI) -> list[list[str]]:
     return [[cell.plain.strip() for cell in table.get_row(key)] for key in table.rows]
 
 
-def drive(app: CellbenchTUI, scenario) -> None:
+async def settle(pilot) -> None:
+    """Until the worker's read of the run folders is on screen."""
+    for _ in range(500):
+        await pilot.pause()
+        if not pilot.app.polling:
+            break
+        await asyncio.sleep(0.01)
+    await pilot.pause()
+
+
+def drive(app: CellbenchTUI, scenario, size=SIZE) -> None:
     """Run ``scenario(pilot)`` against the app headless (sync tests, no pytest-asyncio needed)."""
 
     async def main():
-        async with app.run_test(size=SIZE) as pilot:
-            await pilot.pause()
+        async with app.run_test(size=size) as pilot:
+            await settle(pilot)
             await scenario(pilot)
 
     asyncio.run(main())
@@ -117,6 +127,7 @@ def test_new_events_appear_live(store, running_run):
 
         writer.emit("run_end", status="failed", reason="non-finite loss", best=None)
         await pilot.press("r")  # refresh now
+        await settle(pilot)
         assert "failed: non-finite loss" in shown(app.query_one(RunHeader))
         assert table_rows(app)[0][2] == "failed"
 
@@ -146,6 +157,7 @@ def test_empty_runs_root_says_how_to_start_and_then_shows_a_new_run(store):
         assert app.query_one("#main").styles.display == "none"
         write_finished_run(store, "arrives")
         await pilot.press("r")
+        await settle(pilot)
         assert not app.has_class("-empty")
         assert app.query_one("#main").styles.display == "block"
         assert app.selected == "0001-arrives"

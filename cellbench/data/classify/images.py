@@ -22,9 +22,12 @@ from cellbench.errors import BadInputError
 _PIL_ERRORS = (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError)
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
-    # convert() decodes the file; RGB images come back as an independent copy as well
-    return image.convert("RGB")
+def _to_rgb(image: Image.Image, name: str) -> Image.Image:
+    # convert() decodes the file; RGB images come back as an independent copy as well.
+    # 16-bit and float images by cellbench.images' rules (scaled or refused), never clipped
+    from cellbench.images import decode_rgb
+
+    return decode_rgb(image, name)
 
 
 def _open_any(value: Any, where: str) -> Image.Image:
@@ -61,7 +64,7 @@ class FileSplit:
         path = self.paths[i]
         try:
             with Image.open(path) as image:
-                return _to_rgb(image)
+                return _to_rgb(image, str(path))
         except _PIL_ERRORS as exc:
             raise BadInputError(f"{path}: unreadable image ({exc})") from exc
 
@@ -101,7 +104,7 @@ class HFSplit:
         value = self.dataset[int(self.indices[i])][self.image_key]
         image = _open_any(value, self.describe(i))
         try:
-            return _to_rgb(image)
+            return _to_rgb(image, self.describe(i))
         except _PIL_ERRORS as exc:
             raise BadInputError(f"{self.describe(i)}: unreadable image ({exc})") from exc
 

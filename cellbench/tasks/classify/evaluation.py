@@ -44,6 +44,7 @@ from cellbench.metrics.plots import confusion_figure, save_figure
 from cellbench.runs.events import EventWriter
 from cellbench.runs.layout import RunPaths
 from cellbench.runs.lock import RunLock
+from cellbench.strict_json import csv_cell
 from cellbench.tasks.classify.predictor import build_model_from_checkpoint
 
 SPLITS = ("val", "test")
@@ -100,7 +101,7 @@ def _csv_text(header: list[str], rows: list[list[Any]]) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(header)
-    writer.writerows(rows)
+    writer.writerows([[csv_cell(v) for v in row] for row in rows])  # NaN: blank
     return buf.getvalue()
 
 

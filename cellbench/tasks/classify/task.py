@@ -47,6 +47,12 @@ class ConfusionAccumulator(MetricAccumulator):
         )
         self.losses.add(losses, targets.shape[0])  # batch means: weighted by the batch size
 
+    def all_reduce(self) -> None:
+        from cellbench.engine.distributed import all_reduce_sum
+
+        all_reduce_sum(self.confusion)  # integer counts: exact at any world size
+        self.losses.all_reduce()
+
     def compute(self) -> dict[str, float]:
         cm = self.confusion.cpu().numpy().reshape(self.num_classes, self.num_classes)
         total = int(cm.sum())

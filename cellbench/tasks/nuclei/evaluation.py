@@ -23,6 +23,7 @@ trained on is refused unless ``allow_leak``.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import os
 import shutil
 from collections.abc import Callable, Iterator
@@ -38,6 +39,7 @@ from cellbench.config import Config, config_from_dict
 from cellbench.engine.device import resolve_device
 from cellbench.errors import BadInputError, RunConflict, UsageError
 from cellbench.metrics.nuclei import json_safe
+from cellbench.metrics.tile_pool import TilePool
 from cellbench.runs.events import EventWriter
 from cellbench.runs.layout import RunPaths
 from cellbench.runs.lock import RunLock
@@ -90,13 +92,18 @@ def fold_dataset(config: Config, fold: int):
     return NucleiTokenDataset(tiles, token_files)
 
 
-def load_decoder(state: dict[str, Any], path: Path, config: Config, dataset) -> tuple[Any, bool]:
-    """The run's model with its checkpoint weights (EMA when the run validated on EMA)."""
+def load_decoder(
+    state: dict[str, Any], path: Path, config: Config, dataset, device=None
+) -> tuple[Any, bool]:
+    """The run's model with its checkpoint weights (EMA when the run validated on EMA); an
+    ``--online-features`` run's backbone is built on ``device`` (None: ``train.device``)."""
     from cellbench.models import strip_prefixes
     from cellbench.tasks import get_task
 
     task = get_task("nuclei")
     task.configure(config)
+    if config.nuclei.online_features:
+        task.backbone(config, device)  # build_decoder takes it: on the device asked, not train's
     model = task.build_decoder(config, dataset.token_shape)
     use_ema = bool(config.train.eval_ema) and state.get("ema") is not None
     weights = strip_prefixes(dict(state["ema"] if use_ema else state["model"]))
@@ -201,8 +208,10 @@ def tune_run_postproc(
     batch_size: int,
     workers: int,
     progress: Progress | None = None,
+    pool: TilePool | None = None,
 ) -> dict[str, Any]:
-    """Predict the val fold once, search the parameters for its best bPQ, freeze them."""
+    """Predict the val fold once, search the parameters for its best bPQ, freeze them
+    (post-processing on ``pool``, else on a pool of ``workers`` per trial)."""
     fold = _fold_of(config, "val")
     dataset = fold_dataset(config, fold)
     sample = dataset.tiles.sample(0)
@@ -232,7 +241,13 @@ def tune_run_postproc(
                 progress("tune post-processing", count[0], 0)
 
         result = tune_postproc(
-            np_prob, hv, true_inst, dataset.tiles.tissues, workers=workers, on_trial=on_trial
+            np_prob,
+            hv,
+            true_inst,
+            dataset.tiles.tissues,
+            workers=workers,
+            on_trial=on_trial,
+            pool=pool,
         )
     finally:
         shutil.rmtree(cache.folder, ignore_errors=True)
@@ -280,50 +295,55 @@ def evaluate_nuclei_run(
         split = "train" if fold in _trained_folds(config) else _stage_of(config, fold)
     check_leak(config, fold, split, allow_leak)
     dataset = fold_dataset(config, fold)
-    model, ema = load_decoder(state, path, config, dataset)
     dev = resolve_device(device if device is not None else config.train.device)
+    model, ema = load_decoder(state, path, config, dataset, dev)
     model.to(dev)
     batch = batch_size or config.train.batch_size
 
-    tuning = None
-    if tune:
-        tuning = tune_run_postproc(run, config, model, dev, batch, workers, progress)
-    frozen = load_frozen(run.root)
-    params = frozen.params if frozen is not None else PostProcParams()
-    postproc = {
-        "params": params.to_dict(),
-        "source": "tuned" if frozen is not None else "default",
-        "description": frozen.describe()
-        if frozen is not None
-        else "HoVer-Net's default post-processing parameters (the run was never tuned: "
-        "cellbench eval --run RUN --tune-postproc)",
-    }
+    # one pool of post-processing workers for the whole evaluation (tuning trials, then every
+    # model batch of the fold: the model predicts a batch while the workers post-process the
+    # previous ones); ``postproc_processes`` in the result says how many took part
+    with TilePool(workers, preload=("cellbench.tasks.nuclei.postproc",)) as pool:
+        tuning = None
+        if tune:
+            tuning = tune_run_postproc(run, config, model, dev, batch, workers, progress, pool)
+        frozen = load_frozen(run.root)
+        params = frozen.params if frozen is not None else PostProcParams()
+        postproc = {
+            "params": params.to_dict(),
+            "source": "tuned" if frozen is not None else "default",
+            "description": frozen.describe()
+            if frozen is not None
+            else "HoVer-Net's default post-processing parameters (the run was never tuned: "
+            "cellbench eval --run RUN --tune-postproc)",
+        }
 
-    tissues = list(dataset.tiles.tissues)
-    sample = dataset.tiles.sample(0)
-    h, w = sample.inst.shape
-    maps = predicted_maps(
-        model,
-        dataset,
-        dev,
-        batch,
-        on_batch=(lambda d, t: progress(f"predict {split}", d, t)) if progress else None,
-    )
-    nuclei = nuclei_of_maps(maps, params, workers=workers)
-    truth_inst, truth_types = _Truth(dataset, "inst"), _Truth(dataset, "types")
-    info = {"run": run.root.name, "checkpoint": checkpoint, "split": split, "fold": fold}
-    if export is not None:
-        info["tiles_of_fold"] = [tile for _, tile in dataset.tiles.index]
-        with pannuke_export(
-            export, tissues, h, w, {**info, "postproc": postproc}, with_truth=True
-        ) as writer:
+        tissues = list(dataset.tiles.tissues)
+        sample = dataset.tiles.sample(0)
+        h, w = sample.inst.shape
+        maps = predicted_maps(
+            model,
+            dataset,
+            dev,
+            batch,
+            on_batch=(lambda d, t: progress(f"predict {split}", d, t)) if progress else None,
+        )
+        nuclei = nuclei_of_maps(maps, params, chunk=_chunk_size(batch, workers), pool=pool)
+        truth_inst, truth_types = _Truth(dataset, "inst"), _Truth(dataset, "types")
+        info = {"run": run.root.name, "checkpoint": checkpoint, "split": split, "fold": fold}
+        if export is not None:
+            info["tiles_of_fold"] = [tile for _, tile in dataset.tiles.index]
+            with pannuke_export(
+                export, tissues, h, w, {**info, "postproc": postproc}, with_truth=True
+            ) as writer:
 
-            def sink(i: int, inst: np.ndarray, kinds: np.ndarray) -> None:
-                writer.write(inst, kinds, truth_inst[i], truth_types[i])
+                def sink(i: int, inst: np.ndarray, kinds: np.ndarray) -> None:
+                    writer.write(inst, kinds, truth_inst[i], truth_types[i])
 
-            scored = score_nuclei(nuclei, truth_inst, truth_types, tissues, sink=sink)
-    else:
-        scored = score_nuclei(nuclei, truth_inst, truth_types, tissues)
+                scored = score_nuclei(nuclei, truth_inst, truth_types, tissues, sink=sink)
+        else:
+            scored = score_nuclei(nuclei, truth_inst, truth_types, tissues)
+        processes = len(pool.pids)
 
     metrics = json_safe(scored.result.to_dict())
     result: dict[str, Any] = {
@@ -339,6 +359,7 @@ def evaluate_nuclei_run(
         "device": str(dev),
         "tiles": len(dataset),
         "postproc": postproc,
+        "postproc_processes": processes,
         "tuning": tuning,
         "export": str(export) if export is not None else None,
         "metrics": metrics,
@@ -375,6 +396,12 @@ def evaluate_nuclei_run(
         if lock is not None:
             lock.release()
     return result
+
+
+def _chunk_size(batch: int, workers: int) -> int:
+    """Tiles per post-processing chunk: a model batch split so that it feeds every worker (at
+    most 16 tiles, the memory bound of a chunk)."""
+    return max(1, min(16, math.ceil(batch / max(1, workers))))
 
 
 def _trained_folds(config: Config) -> tuple[int, ...]:

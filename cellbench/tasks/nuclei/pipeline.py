@@ -18,7 +18,8 @@ import numpy as np
 from cellbench.data.families import TYPE_CHANNELS
 from cellbench.data.npyio import NpyWriter, open_npy
 from cellbench.metrics.nuclei import NucleiResult, TileScores, score_tile, summarise
-from cellbench.tasks.nuclei.postproc import PostProcParams, iter_postprocess, type_map
+from cellbench.metrics.tile_pool import TilePool
+from cellbench.tasks.nuclei.postproc import PostProcParams, iter_postprocess_batches, type_map
 
 # (np_prob (B, H, W), hv (B, 2, H, W), nt_prob (B, 6, H, W) or None), float arrays
 MapsChunk = tuple[np.ndarray, np.ndarray, np.ndarray | None]
@@ -40,11 +41,16 @@ def centroids(inst: np.ndarray) -> np.ndarray:
 
 
 def nuclei_of_maps(
-    chunks: Iterable[MapsChunk], params: PostProcParams, workers: int = 1, chunk: int = 16
+    chunks: Iterable[MapsChunk],
+    params: PostProcParams,
+    workers: int = 1,
+    chunk: int = 16,
+    pool: TilePool | None = None,
 ) -> Iterator[Nuclei]:
-    """``(inst, {id: (type, probability)})`` per tile, in order."""
-    for np_prob, hv, nt_prob in chunks:
-        yield from iter_postprocess(np_prob, hv, nt_prob, params, workers=workers, chunk=chunk)
+    """``(inst, {id: (type, probability)})`` per tile, in order. One pool (``pool``, or one of
+    ``workers`` processes for this call) post-processes every chunk: the model computes the next
+    batch while the workers post-process the previous ones."""
+    yield from iter_postprocess_batches(chunks, params, workers=workers, chunk=chunk, pool=pool)
 
 
 @dataclass

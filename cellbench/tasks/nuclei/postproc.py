@@ -12,22 +12,29 @@ The steps and defaults are HoVer-Net's (Graham et al. 2019, ``models/hovernet/po
 3. markers = foreground minus the energy >= ``marker_threshold``, holes filled, opened with a
    ``marker_open_size`` ellipse, labelled, pieces smaller than ``min_marker_size`` removed;
 4. marker-controlled watershed (``skimage.segmentation.watershed``) of the inverted, smoothed
-   "distance" (1 - energy) inside the foreground;
+   (``blur``) "distance" (1 - energy) inside the foreground;
 5. type of each nucleus: majority vote of the per-pixel type (argmax of the type probabilities)
    over its pixels, ignoring background votes; its probability is the mean probability of that
-   type over the nucleus.
+   type over the nucleus. Where every pixel votes background HoVer-Net leaves type 0; here the
+   type of highest mean probability is taken (PanNuke's format has no channel for an untyped
+   nucleus: docs/nuclei.md, differences from HoVer-Net/CellViT).
 
-HoVer-Net uses OpenCV; cellbench has no OpenCV dependency, so its operators are written with
-scipy: ``cv2.Sobel(ksize=k)`` is the separable product of a binomial smoothing kernel and a
-binomial derivative kernel (``_sobel_kernels``), the 5x5 ``MORPH_ELLIPSE`` is built the way
-OpenCV builds it (``_cv2_ellipse``), ``GaussianBlur((3, 3), 0)`` is a Gaussian of sigma 0.8
-and radius 1, and OpenCV's default border (reflect-101) is scipy's ``mirror``.
+HoVer-Net uses OpenCV; cellbench does not depend on it at run time, so its operators are written
+with scipy, and tested equal to OpenCV's (opencv-python-headless, a dev dependency) on
+PanNuke-shaped maps with nuclei on the border: ``cv2.Sobel(ksize=k)`` is the separable product
+of a binomial smoothing kernel and a binomial derivative kernel (``_sobel_kernels``); the
+``MORPH_ELLIPSE`` is built the way OpenCV builds it (``_cv2_ellipse``); ``cv2.morphologyEx``'s
+opening treats the outside of the image as foreground while eroding and background while
+dilating, so a marker touching the border is not eroded there (``_cv2_opening``);
+``GaussianBlur((3, 3), 0)`` is OpenCV's fixed 3-tap kernel [1/4, 1/2, 1/4] per axis (not a
+sampled Gaussian of sigma 0.8); OpenCV's default border (reflect-101: ``dcb|abcd|cba``) is
+scipy's ``mirror``; ``cv2.normalize`` to ``CV_32F`` rounds to float32 where HoVer-Net does.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -38,7 +45,7 @@ from skimage.segmentation import watershed
 
 from cellbench.data.families import TYPE_CHANNELS
 from cellbench.errors import BadInputError
-from cellbench.metrics.tile_pool import chunk_bounds, map_chunks
+from cellbench.metrics.tile_pool import TilePool, chunk_bounds, map_chunks
 
 
 @dataclass(frozen=True)
@@ -52,7 +59,7 @@ class PostProcParams:
     marker_threshold: float = 0.4  # energy at or above which a foreground pixel is no marker
     marker_open_size: int = 5  # ellipse (odd size) opening the markers
     min_marker_size: int = 10  # markers smaller than this (pixels) are dropped
-    blur_sigma: float = 0.8  # Gaussian smoothing of the watershed surface (cv2 3x3, sigma 0)
+    blur: bool = True  # smooth the watershed surface as cv2.GaussianBlur((3, 3), 0) does
 
     def __post_init__(self) -> None:
         if not 0 < self.np_threshold < 1:
@@ -65,8 +72,10 @@ class PostProcParams:
                 raise ValueError(f"{name} must be a positive odd number, got {size}")
         if self.sobel_size < 3:
             raise ValueError(f"sobel_size must be >= 3, got {self.sobel_size}")
-        if self.min_object_size < 0 or self.min_marker_size < 0 or self.blur_sigma < 0:
-            raise ValueError("sizes and blur_sigma must be >= 0")
+        if self.min_object_size < 0 or self.min_marker_size < 0:
+            raise ValueError("sizes must be >= 0")
+        if not isinstance(self.blur, bool):
+            raise ValueError(f"blur must be true or false, got {self.blur!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -77,12 +86,23 @@ class PostProcParams:
         ``source`` (the file they came from)."""
         if not isinstance(data, dict):
             raise BadInputError(f"{source}: expected a mapping of post-processing parameters")
+        data = dict(data)
+        if "blur_sigma" in data and "blur" not in data:
+            # before cellbench 0.1.x's OpenCV parity: a Gaussian of sigma blur_sigma (0 = none);
+            # HoVer-Net's 3x3 blur is what a non-zero value stood for
+            legacy = data.pop("blur_sigma")
+            data["blur"] = isinstance(legacy, int | float) and legacy > 0
         known = {f.name: f.type for f in fields(cls)}
         unknown = sorted(set(data) - set(known))
         if unknown:
             raise BadInputError(f"{source}: unknown post-processing parameter '{unknown[0]}'")
         try:
-            values = {k: (int(v) if known[k] == "int" else float(v)) for k, v in data.items()}
+            if any(known[k] == "bool" and not isinstance(data[k], bool) for k in data):
+                raise ValueError("blur must be true or false")
+            values = {
+                k: v if known[k] == "bool" else int(v) if known[k] == "int" else float(v)
+                for k, v in data.items()
+            }
             if any(known[k] == "int" and values[k] != data[k] for k in data):
                 raise ValueError("expected an integer")
             return cls(**values)
@@ -111,9 +131,36 @@ def _cv2_ellipse(size: int) -> np.ndarray:
     return out
 
 
+CV2_BLUR_3 = np.array([0.25, 0.5, 0.25])  # cv2.getGaussianKernel(3, 0): OpenCV's fixed table
+
+
 def _minmax(x: np.ndarray) -> np.ndarray:
+    """``cv2.normalize(x, None, 0, 1, NORM_MINMAX, CV_32F)``, bit for bit: OpenCV computes
+    ``x * scale + shift`` with scale and shift rounded to float32 and one final rounding to
+    float32 (a constant map gives zeros, as in OpenCV)."""
+    x = x.astype(np.float64)
     lo, hi = float(x.min()), float(x.max())
-    return (x - lo) / (hi - lo) if hi > lo else np.zeros_like(x)
+    if not hi > lo:
+        return np.zeros(x.shape, np.float32)
+    scale = 1.0 / (hi - lo)
+    shift = float(np.float32(-lo * scale))
+    return (x * float(np.float32(scale)) + shift).astype(np.float32)
+
+
+def _cv2_opening(mask: np.ndarray, size: int) -> np.ndarray:
+    """``cv2.morphologyEx(mask, MORPH_OPEN, ellipse)`` with OpenCV's default borders: erosion
+    sees foreground beyond the image (no erosion from the border), dilation background."""
+    if size <= 1:
+        return mask.astype(bool)
+    kernel = _cv2_ellipse(size)
+    eroded = ndimage.binary_erosion(mask, structure=kernel, border_value=1)
+    return ndimage.binary_dilation(eroded, structure=kernel, border_value=0)
+
+
+def _cv2_blur3(x: np.ndarray) -> np.ndarray:
+    """``cv2.GaussianBlur(x, (3, 3), 0)`` (reflect-101 borders)."""
+    out = ndimage.correlate1d(x, CV2_BLUR_3, 0, mode="mirror")
+    return ndimage.correlate1d(out, CV2_BLUR_3, 1, mode="mirror")
 
 
 def _remove_small(labels: np.ndarray, min_size: int) -> np.ndarray:
@@ -129,8 +176,9 @@ def _remove_small(labels: np.ndarray, min_size: int) -> np.ndarray:
 def _energy(hv: np.ndarray, size: int) -> np.ndarray:
     """max of the inverted, min-max scaled Sobel gradients of the scaled HV channels."""
     smooth, deriv = _sobel_kernels(size)
-    h = _minmax(hv[0].astype(np.float64))
-    v = _minmax(hv[1].astype(np.float64))
+    # HoVer-Net: float32 maps, Sobel in float64 (CV_64F), scaled back to float32
+    h = _minmax(hv[0]).astype(np.float64)
+    v = _minmax(hv[1]).astype(np.float64)
     grad_x = ndimage.correlate1d(
         ndimage.correlate1d(h, smooth, 0, mode="mirror"), deriv, 1, mode="mirror"
     )
@@ -146,13 +194,14 @@ def instance_map(np_prob: np.ndarray, hv: np.ndarray, params: PostProcParams) ->
     blob = _remove_small(blob, params.min_object_size) > 0
     if not blob.any():
         return np.zeros(np_prob.shape, dtype=np.int32)
-    energy = _energy(hv, params.sobel_size)
-    energy = np.where(blob, energy, 0.0)
+    # float32 energies, then float64 as in HoVer-Net (its int32 foreground promotes them)
+    energy = np.where(blob, _energy(hv, params.sobel_size).astype(np.float64), 0.0)
     # nuclei are mountains of (1 - energy): invert them into basins
-    surface = -ndimage.gaussian_filter((1.0 - energy) * blob, params.blur_sigma, truncate=1.25)
+    distance = (1.0 - energy) * blob
+    surface = -(_cv2_blur3(distance) if params.blur else distance)
     marker = blob & (energy < params.marker_threshold)
     marker = ndimage.binary_fill_holes(marker)
-    marker = ndimage.binary_opening(marker, structure=_cv2_ellipse(params.marker_open_size))
+    marker = _cv2_opening(marker, params.marker_open_size)
     markers = _remove_small(ndimage.label(marker)[0], params.min_marker_size)
     inst = watershed(surface, markers=markers, mask=blob)
     # compact ids 1..K (removed markers leave gaps)
@@ -243,24 +292,40 @@ def iter_postprocess(
     params: PostProcParams | None = None,
     workers: int = 1,
     chunk: int = 16,
+    pool: TilePool | None = None,
 ) -> Iterator[tuple[np.ndarray, dict[int, tuple[int, float]]]]:
     """``postprocess_tile`` over stacks (N, H, W), (N, 2, H, W), (N, C, H, W), yielded tile by
-    tile in order. With ``workers > 1``, chunks of ``chunk`` tiles go to a process pool; at most
-    2 x workers chunks are in flight, so memory is bounded by the chunk, not by N (the arrays may
-    be memory-mapped)."""
+    tile in order. With ``workers > 1`` (or a ``pool``), chunks of ``chunk`` tiles go to a
+    process pool; at most 2 x workers chunks are in flight, so memory is bounded by the chunk,
+    not by N (the arrays may be memory-mapped)."""
+    yield from iter_postprocess_batches([(np_prob, hv, nt_prob)], params, workers, chunk, pool)
+
+
+def iter_postprocess_batches(
+    batches: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray | None]],
+    params: PostProcParams | None = None,
+    workers: int = 1,
+    chunk: int = 16,
+    pool: TilePool | None = None,
+) -> Iterator[tuple[np.ndarray, dict[int, tuple[int, float]]]]:
+    """``iter_postprocess`` over a stream of ``(np_prob, hv, nt_prob)`` batches (a model's
+    predictions), every batch's chunks fed to one pool: the next batch is read (predicted) while
+    the workers post-process the chunks before it."""
     params = params or PostProcParams()
-    if len(hv) != len(np_prob) or (nt_prob is not None and len(nt_prob) != len(np_prob)):
-        raise ValueError("np_prob, hv and nt_prob must hold the same number of tiles")
-    tasks = (
-        (
-            np.asarray(np_prob[start:stop]),
-            np.asarray(hv[start:stop]),
-            None if nt_prob is None else np.asarray(nt_prob[start:stop]),
-            params,
-        )
-        for start, stop in chunk_bounds(len(np_prob), chunk)
-    )
-    for results in map_chunks(_postprocess_chunk, tasks, workers):
+
+    def tasks():
+        for np_prob, hv, nt_prob in batches:
+            if len(hv) != len(np_prob) or (nt_prob is not None and len(nt_prob) != len(np_prob)):
+                raise ValueError("np_prob, hv and nt_prob must hold the same number of tiles")
+            for start, stop in chunk_bounds(len(np_prob), chunk):
+                yield (
+                    np.asarray(np_prob[start:stop]),
+                    np.asarray(hv[start:stop]),
+                    None if nt_prob is None else np.asarray(nt_prob[start:stop]),
+                    params,
+                )
+
+    for results in map_chunks(_postprocess_chunk, tasks(), workers, pool=pool):
         yield from results
 
 

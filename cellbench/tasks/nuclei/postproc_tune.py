@@ -30,6 +30,7 @@ from cellbench.atomic import atomic_write_json
 from cellbench.data.store import read_json
 from cellbench.errors import BadInputError
 from cellbench.metrics.nuclei import score_tile, summarise
+from cellbench.metrics.tile_pool import TilePool
 from cellbench.tasks.nuclei.postproc import PostProcParams, iter_postprocess
 
 POSTPROC_FILE = "postproc.json"
@@ -42,7 +43,7 @@ SEARCH_SPACE: dict[str, tuple[float | int, ...]] = {
     "min_marker_size": (2, 5, 10, 20),
     "sobel_size": (5, 11, 21),
     "marker_open_size": (1, 3, 5),
-    "blur_sigma": (0.0, 0.8),
+    "blur": (False, True),
 }
 
 
@@ -78,12 +79,13 @@ def bpq_of(
     tissues: Sequence[str],
     workers: int = 1,
     chunk: int = 16,
+    pool: TilePool | None = None,
 ) -> float:
     """bPQ (PanNuke averaging) of the nuclei ``params`` finds in the predicted maps."""
     scores = [
         score_tile(true_inst[i], None, inst, None)
         for i, (inst, _) in enumerate(
-            iter_postprocess(np_prob, hv, None, params, workers=workers, chunk=chunk)
+            iter_postprocess(np_prob, hv, None, params, workers=workers, chunk=chunk, pool=pool)
         )
     ]
     return summarise(scores, tissues).bPQ
@@ -99,10 +101,12 @@ def tune_postproc(
     rounds: int = 2,
     workers: int = 1,
     on_trial: Callable[[Trial], None] | None = None,
+    pool: TilePool | None = None,
 ) -> TuneResult:
     """Best parameters for bPQ on these tiles: ``np_prob`` (N, H, W), ``hv`` (N, 2, H, W),
     ``true_inst`` (N, H, W) and one tissue name per tile. ``on_trial(trial)`` is called after
-    each new trial (progress). Raises BadInputError when the tiles hold no nucleus."""
+    each new trial (progress). ``pool`` (else a pool of ``workers`` per trial) runs the
+    post-processing. Raises BadInputError when the tiles hold no nucleus."""
     unknown = sorted(set(space) - {f.name for f in dataclasses.fields(PostProcParams)})
     if unknown:
         raise ValueError(f"unknown post-processing parameter '{unknown[0]}' in the search space")
@@ -113,7 +117,7 @@ def tune_postproc(
     def evaluate(params: PostProcParams) -> Trial:
         key = tuple(sorted(params.to_dict().items()))
         if key not in seen:
-            score = bpq_of(params, np_prob, hv, true_inst, tissues, workers)
+            score = bpq_of(params, np_prob, hv, true_inst, tissues, workers, pool=pool)
             seen[key] = Trial(params.to_dict(), -1.0 if math.isnan(score) else score)
             if on_trial is not None:
                 on_trial(seen[key])

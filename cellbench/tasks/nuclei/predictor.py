@@ -19,6 +19,8 @@ in the middle of a tile: overlapping tiles would be better and are not done.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,13 +74,17 @@ class NucleiPrediction(Prediction):
         return {"nuclei": self.count, "types": self.counts()}
 
     def summary(self, top: int = 1) -> dict[str, str]:
-        from cellbench.data.families import NUCLEUS_TYPES
+        return counts_summary(self.count, self.counts())
 
-        counts = self.counts()
-        return {
-            "nuclei": str(self.count),
-            **{name[:5]: str(counts.get(name, 0)) for name in NUCLEUS_TYPES},
-        }
+
+def counts_summary(total: int, counts: dict[str, int]) -> dict[str, str]:
+    """One table row of nuclei counts: the total, then each type (short names)."""
+    from cellbench.data.families import NUCLEUS_TYPES
+
+    return {
+        "nuclei": str(total),
+        **{name[:5]: str(counts.get(name, 0)) for name in NUCLEUS_TYPES},
+    }
 
 
 @dataclass
@@ -98,6 +104,11 @@ class NucleiModel(Predictor):
     run: Any = None
     classes: list[str] = field(default_factory=list)
     writes_files = True  # an overlay PNG and a QuPath GeoJSON per image
+    predicts_slides = True  # whole slides through cellbench.inference.slide
+
+    def slide_summary(self, row: dict[str, Any]) -> dict[str, str]:
+        """The table row of a slide ``predict_slides`` finished."""
+        return counts_summary(row["nuclei"], row["types"])
 
     def predict(self, image: Any) -> NucleiPrediction:
         from cellbench.data.image_input import to_pil
@@ -107,9 +118,13 @@ class NucleiModel(Predictor):
     def notes(self) -> list[str]:
         return [f"post-processing: {self.postproc_source}"]
 
+    def output_names(self, stem: str) -> list[str]:
+        return [f"{stem}.overlay.png", f"{stem}.geojson"]
+
     def save_outputs(
         self, prediction: Prediction, image: Any, folder: Path, stem: str
     ) -> dict[str, str]:
+        from cellbench import outputs
         from cellbench.tasks.nuclei.export.geojson import nuclei_geojson, write_geojson
         from cellbench.tasks.nuclei.export.overlay import write_overlay_png
 
@@ -118,17 +133,44 @@ class NucleiModel(Predictor):
         overlay_path, geojson_path = folder / f"{stem}.overlay.png", folder / f"{stem}.geojson"
         write_overlay_png(overlay_path, np.asarray(image), prediction.instances, types)
         write_geojson(geojson_path, nuclei_geojson(prediction.instances, types))
+        outputs.record(overlay_path)  # ours from now on: a later predict may replace them
+        outputs.record(geojson_path)
         return {"overlay": str(overlay_path), "geojson": str(geojson_path)}
 
     def json_output(self, run_name: str, rows: list[dict[str, Any]]) -> Any:
         return {"run": run_name, "postproc": self.postproc_source, "images": rows}
 
+    # what the slide pipeline (cellbench.inference.pipeline) asks of a predictor: it stays
+    # task-agnostic and reaches the nuclei-specific steps through these
 
-def _backbone(config: Config, device):
+    @property
+    def mpp(self) -> float:
+        """µm per pixel of the images the run learned from (``data.mpp``): slides are read at it."""
+        return float(self.config.data.mpp)
+
+    def forward_tiles(self, raw: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """The maps of a batch of uint8 (N, T, T, 3) tiles, one (np, hv, nt) per tile, on CPU."""
+        return forward_maps(self, raw)
+
+    def tile_postprocessor(self) -> Callable[[Any], list[dict[str, Any]]]:
+        """A picklable function: one tile's maps -> its detections (``export.detections``); it
+        runs in the pipeline's worker processes."""
+        from cellbench.tasks.nuclei.export.detections import maps_detections
+
+        return functools.partial(maps_detections, params=self.params)
+
+    def describe(self) -> dict[str, Any]:
+        """What a slide summary records about the model."""
+        return {
+            "checkpoint": str(self.checkpoint_path),
+            "epoch": self.epoch,
+            "postproc": self.postproc_source,
+        }
+
+
+def _backbone(config: Config, device, task):
     if config.nuclei.online_features:
-        from cellbench.tasks import get_task
-
-        return get_task("nuclei").backbone(config)
+        return task.backbone(config, device)  # on the device asked, not the run's train.device
     if not config.data.features:
         raise BadInputError("the run's config names no feature store (data.features)")
     from cellbench.features.source_backbone import store_backbone
@@ -167,20 +209,22 @@ def load_nuclei_model(
 
     config = config_from_dict(state["config"], source=f"{path} (saved config)")
     dev = resolve_device(device)
-    backbone = _backbone(config, dev)
     task = get_task("nuclei")
     task.configure(config)
+    backbone = _backbone(config, dev, task)
     shape = (len(backbone.blocks), 0, 0, backbone.dim)  # the decoder needs L and D only
     built = task.build_decoder(config, shape)
-    use_ema = bool(config.train.eval_ema) and state.get("ema") is not None
-    weights = strip_prefixes(dict(state["ema"] if use_ema else state["model"]))
-    try:
-        built.load_state_dict(weights)
-    except RuntimeError as exc:
-        raise BadInputError(f"{path}: weights do not fit the run's decoder ({exc})") from exc
     model = (
         built if isinstance(built, OnlineFeatureDecoder) else OnlineFeatureDecoder(backbone, built)
     )
+    use_ema = bool(config.train.eval_ema) and state.get("ema") is not None
+    weights = strip_prefixes(dict(state["ema"] if use_ema else state["model"]))
+    # an online-features run checkpoints its OnlineFeatureDecoder (keys "decoder.*")
+    target = model if config.nuclei.online_features else model.decoder
+    try:
+        target.load_state_dict(weights)
+    except RuntimeError as exc:
+        raise BadInputError(f"{path}: weights do not fit the run's decoder ({exc})") from exc
     model.to(dev).eval().requires_grad_(False)
     frozen = load_frozen(run_root) if run_root is not None else None
     params = frozen.params if frozen is not None else PostProcParams()
@@ -220,6 +264,21 @@ def _tiles(image: np.ndarray, size: int) -> tuple[np.ndarray, list[tuple[int, in
 
 
 @torch.inference_mode()
+def forward_maps(loaded: NucleiModel, raw: np.ndarray) -> list[tuple]:
+    """(np_prob (T, T), hv (2, T, T), nt_prob (6, T, T)) float32 per tile of a uint8 (N, T, T, 3)
+    batch; the normalisation runs on the device, so only uint8 pixels cross the bus."""
+    batch = torch.from_numpy(np.ascontiguousarray(raw)).to(loaded.device, non_blocking=True)
+    mean = torch.as_tensor(loaded.mean, device=loaded.device)
+    std = torch.as_tensor(loaded.std, device=loaded.device)
+    norm = (batch.permute(0, 3, 1, 2).float() / 255.0 - mean) / std
+    out = loaded.model(raw=batch, image=norm)
+    p = out["np"].float().softmax(dim=1)[:, 1].cpu().numpy()
+    v = out["hv"].float().cpu().numpy()
+    t = out["nt"].float().softmax(dim=1).cpu().numpy()
+    return [(p[k], v[k], t[k]) for k in range(len(raw))]
+
+
+@torch.inference_mode()
 def predicted_maps(loaded: NucleiModel, image: np.ndarray, batch_size: int = 8):
     """Stitched (np_prob (H, W), hv (2, H, W), nt_prob (6, H, W)) of a uint8 (H, W, 3) image."""
     size = loaded.tile_size
@@ -230,18 +289,10 @@ def predicted_maps(loaded: NucleiModel, image: np.ndarray, batch_size: int = 8):
     for start in range(0, len(corners), batch_size):
         chunk = corners[start : start + batch_size]
         raw = np.stack([padded[r : r + size, c : c + size] for r, c in chunk])
-        norm = (raw.transpose(0, 3, 1, 2).astype(np.float32) / 255.0 - loaded.mean) / loaded.std
-        out = loaded.model(
-            raw=torch.from_numpy(raw).to(loaded.device),
-            image=torch.from_numpy(norm).to(loaded.device),
-        )
-        p = out["np"].float().softmax(dim=1)[:, 1].cpu().numpy()
-        v = out["hv"].float().cpu().numpy()
-        t = out["nt"].float().softmax(dim=1).cpu().numpy()
-        for k, (r, c) in enumerate(chunk):
-            np_prob[r : r + size, c : c + size] = p[k]
-            hv[:, r : r + size, c : c + size] = v[k]
-            nt[:, r : r + size, c : c + size] = t[k]
+        for (r, c), (p, v, t) in zip(chunk, forward_maps(loaded, raw), strict=True):
+            np_prob[r : r + size, c : c + size] = p
+            hv[:, r : r + size, c : c + size] = v
+            nt[:, r : r + size, c : c + size] = t
     h, w = image.shape[:2]
     return np_prob[:h, :w], hv[:, :h, :w], nt[:, :h, :w]
 

@@ -115,6 +115,19 @@ class NucleiAccumulator(MetricAccumulator):
             self.pq_scores.append(score_tile(true_inst[i], None, inst, None))
             self.pq_tissues.append(TISSUES[int(targets["tissue"][i])])
 
+    def all_reduce(self) -> None:
+        """Pixel counts summed over ranks; per-tile PQ counts gathered, in dataset order (each
+        rank validates one contiguous block, in rank order), so bPQ is computed from the same
+        per-tile counts as with one process."""
+        from cellbench.engine.distributed import all_reduce_sum, gather_objects
+
+        all_reduce_sum(self.sums)
+        self.losses.all_reduce()
+        if self.with_pq:
+            parts = gather_objects((self.pq_scores, self.pq_tissues))
+            self.pq_scores = [s for scores, _ in parts for s in scores]
+            self.pq_tissues = [t for _, tissues in parts for t in tissues]
+
     def compute(self) -> dict[str, float]:
         inter, pred, true, hv_sq, right = self.sums.tolist()
         out = {
@@ -151,6 +164,9 @@ class NucleiTask(Task):
     eval_options = frozenset({"tune_postproc", "allow_leak", "export", "workers", "fold"})
     pq_every = 0  # eval.pq_every and train.epochs, from ``configure``
     last_epoch = 0
+
+    def needs_feature_store(self, config: Config) -> bool:
+        return not config.nuclei.online_features  # the backbone runs on the fly instead
 
     @property
     def loss_names(self) -> tuple[str, ...]:  # type: ignore[override]
@@ -230,19 +246,27 @@ class NucleiTask(Task):
             std=std,
         )
 
-    def backbone(self, config: Config):
-        """The frozen backbone of ``--online-features`` (built once per task instance)."""
-        cached = getattr(self, "_backbone", None)
-        if cached is None:
-            from cellbench.models.backbones import build_backbone
+    def backbone(self, config: Config, device: str | torch.device | None = None):
+        """The frozen backbone of ``--online-features``, built once per task instance on
+        ``device``: the device asked of ``eval``/``predict``, so the tokens land where the
+        decoder runs. ``None``: the backbone built already, else on ``train.device`` (training)."""
+        from cellbench.engine.device import resolve_device
 
-            n = config.nuclei
-            if not n.backbone:
-                raise UsageError("--online-features needs --set nuclei.backbone=NAME")
-            cached = build_backbone(
-                n.backbone, n.backbone_weights, blocks=n.blocks, device=config.train.device
-            )
-            self._backbone = cached
+        cached = getattr(self, "_backbone", None)
+        if cached is not None and (device is None or cached.device == resolve_device(device)):
+            return cached
+        from cellbench.models.backbones import build_backbone
+
+        n = config.nuclei
+        if not n.backbone:
+            raise UsageError("--online-features needs --set nuclei.backbone=NAME")
+        cached = build_backbone(
+            n.backbone,
+            n.backbone_weights,
+            blocks=n.blocks,
+            device=config.train.device if device is None else device,
+        )
+        self._backbone = cached
         return cached
 
     def run_name(self, config: Config) -> str:
@@ -369,6 +393,16 @@ class NucleiTask(Task):
                 )
             )
         return found
+
+    def model_label(self, config: Config) -> str:
+        return "nuclei_decoder"  # model.name plays no part: the decoder is the model
+
+    def undefined_metric_reason(self, config: Config) -> str:
+        from cellbench.data.families import folds_for_split
+
+        fold = folds_for_split(config.data.split).val[0]
+        family = f" of family {config.data.family}" if config.data.family else ""
+        return f"val fold {fold} has no nuclei{family}"
 
     def expect_ranges(self, config: Config) -> dict[str, list[float]]:
         """The profile's ``expect:``: plain keys, and ``<family>.<metric>`` keys of this family."""

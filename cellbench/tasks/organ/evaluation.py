@@ -131,7 +131,7 @@ def evaluate_organ_run(
         "confusion_matrix": report.confusion.tolist(),
         "classes": classes,
         "warnings": warnings,
-        "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "version": __version__,
     }
     stem = f"{split}-{request.checkpoint}"

@@ -100,7 +100,7 @@ def organ_report(config: Config, data, run_dir: Path, device) -> dict[str, Any]:
         "confusion_matrix": report.confusion.tolist(),
         "classes": list(data.classes),
         "warnings": [],
-        "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "version": __version__,
     }
     out = run_dir / "eval"

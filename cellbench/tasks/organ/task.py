@@ -46,6 +46,12 @@ class OrganTask(Task):
     metric_names = ("accuracy", "balanced_accuracy", "macro_f1")
     config_section = "organ"
 
+    def model_label(self, config: Config) -> str:
+        return "organ_head"  # model.name (simple_cnn by default) plays no part in this task
+
+    def needs_feature_store(self, config: Config) -> bool:
+        return True
+
     def build_data(self, config: Config) -> TaskData:
         return build_organ_data(config)
 

@@ -1,6 +1,9 @@
-"""Loss curves: the logged step losses (faint) under train_loss and val_loss per epoch."""
+"""Curves of a run: losses (the logged step losses faint under train_loss and val_loss per
+epoch), each loss term, each metric, the lr; and the compare screen's overlay of several runs."""
 
 from __future__ import annotations
+
+import math
 
 from textual_plotext import PlotextPlot
 
@@ -32,28 +35,78 @@ def epoch_ticks(xmax: float, most: int = 8) -> list[int]:
         scale *= 10
 
 
-class LossCurves(PlotextPlot):
+COLOURS = ("blue", "orange", "green", "magenta", "cyan", "red", "yellow", "white")
+
+
+def positive(xs: list[float], ys: list[float]) -> tuple[list[float], list[float]]:
+    """The points a log scale can draw (values > 0)."""
+    points = [(x, y) for x, y in zip(xs, ys, strict=True) if y > 0]
+    return [p[0] for p in points], [p[1] for p in points]
+
+
+def draw_series(plt, series, log: bool) -> float:
+    """Plot ``(label, xs, ys)`` lines in the palette's order; returns the largest x."""
+    xmax = 1.0
+    for i, (label, xs, ys) in enumerate(series):
+        if log:
+            xs, ys = positive(xs, ys)
+        if not xs:
+            continue
+        # one point per epoch: a marker keeps a single epoch visible, lines join the rest
+        plt.plot(xs, ys, marker="hd", color=COLOURS[i % len(COLOURS)], label=label)
+        xmax = max(xmax, *xs)
+    return xmax
+
+
+def finish_axes(plt, xmax: float, log: bool) -> None:
+    plt.xlim(0, xmax)
+    ticks = epoch_ticks(xmax)
+    plt.xticks(ticks, [str(t) for t in ticks])
+    if log:
+        plt.yscale("log")
+
+
+class MetricCurves(PlotextPlot):
+    """One of the run's curves (``RunWatcher.curve_names``): ``loss`` (train/val per epoch over
+    the faint step losses), a loss term, a metric or the lr; the monitored metric's best epoch
+    marked. ``log`` draws the y axis on a log scale."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.choice = "loss"
+        self.log_scale = False
+
     def show(self, watcher: RunWatcher) -> None:
         plt = self.plt
         plt.clear_data()
         plt.clear_figure()
         plt.xlabel("epoch")
-        step_x, step_y = thin(*watcher.step_curve())
-        train_x, train_y = watcher.epoch_curve("train_loss")
-        val_x, val_y = watcher.epoch_curve("val_loss")
-        if not (step_x or train_x or val_x):
-            plt.title("loss: nothing logged yet")
+        names = watcher.curve_names()
+        if self.choice not in names:
+            self.choice = "loss"
+        series = watcher.curve(self.choice)
+        step_x, step_y = thin(*watcher.step_curve()) if self.choice == "loss" else ([], [])
+        if self.log_scale:
+            step_x, step_y = positive(step_x, step_y)
+        if not (step_x or any(xs for _, xs, _ in series)):
+            plt.title(f"{self.choice}: nothing logged yet")
             self.refresh()
             return
         if step_x:
             plt.plot(step_x, step_y, marker="braille", color="gray", label="step")
-        # one point per epoch: a marker keeps a single epoch visible, lines join the rest
-        if train_x:
-            plt.plot(train_x, train_y, marker="hd", color="blue", label="train_loss")
-        if val_x:
-            plt.plot(val_x, val_y, marker="hd", color="orange", label="val_loss")
-        xmax = max([*step_x, *train_x, *val_x, 1.0])
-        plt.xlim(0, xmax)
-        ticks = epoch_ticks(xmax)
-        plt.xticks(ticks, [str(t) for t in ticks])
+        xmax = max(draw_series(plt, series, self.log_scale), *step_x, 1.0)
+        self._mark_best(plt, watcher, series)
+        finish_axes(plt, xmax, self.log_scale)
+        index = names.index(self.choice) + 1
+        plt.title(f"{self.choice} ({index}/{len(names)})" + (" · log" if self.log_scale else ""))
         self.refresh()
+
+    def _mark_best(self, plt, watcher: RunWatcher, series) -> None:
+        best = watcher.best or {}
+        if best.get("metric") not in [label for label, _, _ in series]:
+            return
+        epoch, value = best.get("epoch"), best.get("value")
+        if isinstance(epoch, int) and isinstance(value, int | float) and math.isfinite(value):
+            if self.log_scale and value <= 0:
+                return
+            plt.scatter([epoch], [value], marker="x", color="red", label=f"best @{epoch}")

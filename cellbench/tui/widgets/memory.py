@@ -8,6 +8,7 @@ from textual.widgets import Static
 from cellbench.tui import format as fmt
 from cellbench.tui.watch import RunWatcher
 
+NEAR_FULL = 0.92  # as the engine's checks.gpu_memory_fraction default
 BLOCKS = " ▁▂▃▄▅▆▇█"
 
 
@@ -44,6 +45,13 @@ class MemoryPanel(Static):
                 f"peak {fmt.size(peak)}"
             )
             line.append(f" · process RSS {fmt.size(last.rss)}", style="dim")
+            used = max(last.reserved or 0, last.peak or 0)
+            if last.total and used / last.total >= NEAR_FULL:
+                line.append(
+                    f"\nnear the device's memory: {used / last.total:.0%} of "
+                    f"{fmt.size(last.total)} reserved",
+                    style="bold red",
+                )
             label = "allocated "
             series = [float(r.allocated or 0) for r in readings]
             top = max(peak, *(r.reserved or 0 for r in readings))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widgets import Static
 
+from cellbench.runs.stop import resume_commands
 from cellbench.tui import format as fmt
 from cellbench.tui.watch import RunWatcher
 
@@ -28,6 +29,13 @@ class RunHeader(Static):
         line.append(self._detail(watcher), style="dim")
         for reason in watcher.damaged:
             line.append(f"\ndamaged: {reason}", style="bold red")
+        if watcher.behind:
+            line.append(f"\nreading events.jsonl: {watcher.loaded:.0%}", style="bold yellow")
+        if watcher.status in ("interrupted", "crashed", "failed"):
+            # the exact commands, to copy (key y copies the first)
+            for what, command in resume_commands(watcher.run).items():
+                line.append(f"\n{what}: ", style="bold")
+                line.append(command)
         self.update(line)
 
     @staticmethod
@@ -38,7 +46,7 @@ class RunHeader(Static):
         if watcher.status == "created":
             return "not started: no run_start event yet"
         if watcher.status == "crashed":
-            return "no run_end and no live writer: the process died (resume with --resume)"
+            return "no run_end and no live writer: the process died"
         parts = []
         if start.get("resumed"):
             parts.append(f"resumed after epoch {start.get('start_epoch', '?')}")

@@ -6,7 +6,7 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 
 from cellbench.tui.watch import RunWatcher
-from cellbench.tui.widgets.curves import LossCurves
+from cellbench.tui.widgets.curves import MetricCurves
 from cellbench.tui.widgets.memory import MemoryPanel
 from cellbench.tui.widgets.run_info import MetricsLine, RunHeader
 from cellbench.tui.widgets.warnings import WarningsLog
@@ -22,7 +22,7 @@ class RunView(Vertical):
         # shuts down and removes the children first
         self.panels = (
             RunHeader(id="run-header"),
-            LossCurves(id="curves"),
+            MetricCurves(id="curves"),
             MetricsLine(id="metrics"),
             MemoryPanel(id="memory"),
             WarningsLog(id="warnings"),

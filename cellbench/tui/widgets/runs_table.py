@@ -52,6 +52,18 @@ class RunsTable(DataTable):
         self._watchers: dict[str, RunWatcher] = {}
         self._folders: list[str] = []
         self._name_width = MIN_NAME
+        self._wide = True
+        self._marked: set[str] = set()
+
+    @property
+    def marked(self) -> list[str]:
+        """The marked runs (space), in the table's order: the compare screen's runs."""
+        return [f for f in self._folders if f in self._marked]
+
+    def toggle_mark(self, folder: str) -> None:
+        self._marked ^= {folder}
+        if folder in self._folders:
+            self.update_cell(folder, "name", self._name_cell(self._watchers[folder]))
 
     def _cell(self, key: str, value: str, style: str = "") -> Text:
         width, justify = next((w, j) for k, _, w, j in COLUMNS if k == key)
@@ -66,49 +78,68 @@ class RunsTable(DataTable):
         best = (watcher.best or {}).get("value")
         return [
             self._cell("id", str(watcher.run.id)),
-            self._cell("name", watcher.run.name),
+            self._name_cell(watcher),
             self._status_cell(watcher),
             self._cell("epochs", epochs),
             self._cell("best", short_number(best)),
         ]
+
+    def _name_cell(self, watcher: RunWatcher) -> Text:
+        if watcher.run.root.name in self._marked:  # marked for compare
+            return self._cell("name", f"● {watcher.run.name}", "bold")
+        return self._cell("name", watcher.run.name)
 
     def _status_cell(self, watcher: RunWatcher) -> Text:
         if watcher.damaged:  # "!" in red: the header of the selected run says why
             return self._cell("status", f"{watcher.status}!", "bold red")
         return self._cell("status", watcher.status, fmt.status_style(watcher.status))
 
+    @property
+    def columns_shown(self) -> tuple:
+        # a narrow panel (an 80-column terminal) drops the best column rather than the names
+        return COLUMNS if self._wide else tuple(c for c in COLUMNS if c[0] != "best")
+
     def _rebuild(self) -> None:
         selected = self.selected_folder
         self.clear(columns=True)
-        for key, label, width, justify in COLUMNS:
+        for key, label, width, justify in self.columns_shown:
             width = width or self._name_width + 1
             self.add_column(Text(" " + label, justify=justify), width=width, key=key)
+        shown = [i for i, c in enumerate(COLUMNS) if c in self.columns_shown]
         for folder in self._folders:
-            self.add_row(*self._cells(self._watchers[folder]), key=folder)
+            cells = self._cells(self._watchers[folder])
+            self.add_row(*(cells[i] for i in shown), key=folder)
         if selected in self._folders:
             self.select(selected)
 
     def sync(self, watchers: dict[str, RunWatcher], changed: list[str]) -> None:
         """Show ``watchers`` (in their order); rebuild only when runs came or went."""
         self._watchers = watchers
+        self._marked &= set(watchers)  # a removed run is no longer marked
         if list(watchers) != self._folders:
             self._folders = list(watchers)
             self._rebuild()
             return
+        shown = {key for key, *_ in self.columns_shown}
         for folder in changed:
             for (key, *_), cell in zip(COLUMNS, self._cells(watchers[folder]), strict=True):
-                self.update_cell(folder, key, cell)
+                if key in shown:
+                    self.update_cell(folder, key, cell)
 
     def on_resize(self) -> None:
         self._fit_name()
 
     def _fit_name(self) -> None:
-        fixed = sum(w for _, _, w, _ in COLUMNS if w) + 1
         # the region inside a vertical scrollbar, when many runs bring one
-        width = max(MIN_NAME, self.scrollable_content_region.width - fixed)
-        if width != self._name_width:
-            self._name_width = width
+        room = self.scrollable_content_region.width
+        wide = room - sum(w for _, _, w, _ in COLUMNS if w) - 1 >= MIN_NAME + 2
+        fixed = sum(w for _, _, w, _ in (COLUMNS if wide else self._narrow) if w) + 1
+        width = max(MIN_NAME, room - fixed)
+        if width != self._name_width or wide != self._wide:
+            self._name_width, self._wide = width, wide
             self._rebuild()
+
+    _narrow = tuple(c for c in COLUMNS if c[0] != "best")
 
     @property
     def selected_folder(self) -> str | None:

@@ -109,3 +109,38 @@ def test_tuning_a_run_that_is_being_trained_is_refused_and_freezes_nothing(nucle
         trainer.wait()
     own.run.lock.unlink()  # the training ended: tuning goes ahead
     assert evaluate_nuclei_run(own.run, split="val", tune=True)["tuning"] is not None
+
+
+def test_eval_workers_2_puts_two_worker_processes_on_one_evaluation(nuclei_run, tmp_path):
+    """One pool per evaluation, fed across the model batches (it was one pool per batch: one
+    chunk, so one worker, whatever --workers said); the numbers do not depend on it."""
+    from cellbench.cli.app import app
+
+    own = nuclei_run.copy(tmp_path)
+    runner = CliRunner()
+    results = {}
+    for workers in ("1", "2"):
+        result = runner.invoke(
+            app,
+            ["eval", "--run", "dig", "--split", "test", "--workers", workers, "--json"]
+            + ["--batch-size", "4", "--runs-dir", str(own.runs)],
+        )
+        assert result.exit_code == 0, result.output[-2000:]
+        results[workers] = json.loads(result.stdout)
+    assert results["1"]["postproc_processes"] == 1  # this process
+    assert results["2"]["postproc_processes"] == 2
+    assert results["2"]["metrics"] == results["1"]["metrics"]
+
+
+def test_an_online_features_run_evaluates_on_the_device_asked_not_train_device(
+    nuclei_run, tmp_path
+):
+    """--online-features built the backbone on train.device whatever eval's --device said: on a
+    GPU machine the tokens landed on CUDA and the decoder on the CPU. The run's saved config says
+    train.device=meta here (nothing computes there): only the device asked can work."""
+    from cellbench.tasks.nuclei.evaluation import evaluate_nuclei_run
+    from tests.helpers_nuclei_run import make_online_run
+
+    online = make_online_run(nuclei_run, tmp_path)
+    result = evaluate_nuclei_run(online.run, split="test", device="cpu")
+    assert result["device"] == "cpu" and 0 <= result["metrics"]["dice"] <= 1

@@ -47,6 +47,23 @@ def test_streamed_scores_equal_whole_set_scores_and_the_sink_sees_every_tile(tmp
     assert (seen[3][0] == pred_inst[3]).all()
 
 
+def test_batches_share_one_pool_and_give_the_serial_nuclei():
+    from cellbench.metrics.tile_pool import TilePool
+
+    inst, types, _ = generated_maps(6, 32, seed=5)
+    np_prob, hv, nt = _maps(inst, types)
+    batches = [(np_prob[s : s + 3], hv[s : s + 3], nt[s : s + 3]) for s in (0, 3)]
+    serial = list(nuclei_of_maps(batches, SMALL))
+    with TilePool(2) as pool:
+        pooled = list(nuclei_of_maps(iter(batches), SMALL, chunk=1, pool=pool))
+        executor = pool._executor
+        assert list(nuclei_of_maps(batches, SMALL, pool=pool))  # a second fold: same processes
+        assert pool._executor is executor
+    assert len(pooled) == 6
+    for (a, ta), (b, tb) in zip(serial, pooled, strict=True):
+        assert (a == b).all() and ta == tb
+
+
 def test_a_tile_count_mismatch_is_an_error():
     inst, types, tissues = generated_maps(3, 32, seed=1)
     np_prob, hv, nt = _maps(inst, types)

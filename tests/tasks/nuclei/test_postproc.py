@@ -25,7 +25,7 @@ from tests.metrics.conftest import generated_maps
 # (Sobel 21, a 5x5 marker opening) erase the markers of their small and thin nuclei, as they
 # would at 20x; these are the parameters a --tune-postproc would pick for them.
 GENERATED = PostProcParams(
-    sobel_size=5, marker_open_size=1, min_object_size=3, min_marker_size=3, blur_sigma=0
+    sobel_size=5, marker_open_size=1, min_object_size=3, min_marker_size=3, blur=False
 )
 
 
@@ -121,6 +121,14 @@ def test_bad_parameters_are_refused_with_the_source_named():
         PostProcParams.from_dict({"sobel_size": 4.5}, "run.json")
     with pytest.raises(BadInputError, match="run.json"):
         PostProcParams.from_dict({"np_threshold": "high"}, "run.json")
+    with pytest.raises(BadInputError, match="run.json: blur must be true or false"):
+        PostProcParams.from_dict({"blur": 0.8}, "run.json")
+
+
+def test_a_postproc_json_of_the_sigma_era_still_loads():
+    """Runs tuned before the OpenCV parity saved ``blur_sigma`` (0 = none, 0.8 = HoVer-Net's)."""
+    assert PostProcParams.from_dict({"blur_sigma": 0.8}).blur is True
+    assert PostProcParams.from_dict({"blur_sigma": 0.0, "sobel_size": 5}).blur is False
 
 
 def test_two_workers_give_the_same_nuclei_as_one(truth):

@@ -45,6 +45,23 @@ def test_predict_returns_instances_types_and_centroids_of_one_tile(nuclei_run):
     assert (p.type_map() > 0).sum() == (p.instances > 0).sum()
 
 
+def test_an_online_features_run_loads_its_backbone_on_the_device_asked(nuclei_run, tmp_path):
+    """The saved config says train.device=meta: the backbone must follow device=, and the run's
+    checkpoint (an OnlineFeatureDecoder's, keys decoder.*) loads."""
+    import torch
+
+    import cellbench
+    from tests.helpers_nuclei_run import make_online_run
+
+    online = make_online_run(nuclei_run, tmp_path)
+    model = cellbench.load_model("online", runs_dir=online.runs, device="cpu")
+    backbone = model.model.backbone
+    assert backbone.device == torch.device("cpu")
+    assert {p.device.type for p in backbone.model.parameters()} == {"cpu"}
+    p = cellbench.predict(model, _test_tile(nuclei_run))
+    assert p.instances.shape == (64, 64)
+
+
 def test_a_larger_image_is_tiled_and_keeps_its_shape_and_a_path_works(nuclei_run, tmp_path):
     from PIL import Image
 

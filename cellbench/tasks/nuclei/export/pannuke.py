@@ -28,24 +28,27 @@ from typing import Any
 
 import numpy as np
 
-from cellbench import __version__
+from cellbench import __version__, strict_json
 from cellbench.atomic import atomic_write_json
 from cellbench.data.families import NUCLEUS_TYPES
 from cellbench.data.nuclei_labels import PanNukeWriter
 from cellbench.data.staging import staged_dir
-from cellbench.errors import UsageError
+from cellbench.errors import RunConflict
 
 MARKER = "export.json"
 FORMAT = "cellbench-pannuke-export"
 
 
 def _check_out(out: Path) -> None:
+    from cellbench.outputs import check_location
+
+    check_location(out / MARKER, "--export")  # never inside a store or a run's own files
     if not out.exists():
         return
     if not out.is_dir():
-        raise UsageError(f"{out}: exists and is not a folder")
+        raise RunConflict(f"{out}: exists and is not a folder")
     if any(out.iterdir()) and not (out / MARKER).is_file():
-        raise UsageError(
+        raise RunConflict(
             f"{out}: folder exists, is not empty and holds no cellbench export ({MARKER}); "
             "choose another --export folder"
         )
@@ -63,7 +66,7 @@ def _check_only_ours(out: Path) -> None:
     except (OSError, ValueError):
         marker = None
     if not isinstance(marker, dict) or marker.get("format") != FORMAT:
-        raise UsageError(
+        raise RunConflict(
             f"{out / MARKER}: not a cellbench export marker; choose another --export folder"
         )
     for child in out.iterdir():
@@ -71,7 +74,7 @@ def _check_only_ours(out: Path) -> None:
         inside = set(p.name for p in child.iterdir()) if files and child.is_dir() else None
         if child.name not in _WRITTEN or (files and (inside is None or inside - files)):
             foreign = child if inside is None else child / sorted(inside - files)[0]
-            raise UsageError(
+            raise RunConflict(
                 f"{foreign}: not written by a cellbench export; replacing {out} would delete "
                 "it (move it, or choose another --export folder)"
             )
@@ -137,4 +140,4 @@ def pannuke_export(
             "shape": [n, height, width, len(NUCLEUS_TYPES) + 1],
             **(info or {}),
         }
-        atomic_write_json(tmp / MARKER, json.loads(json.dumps(marker, default=str)))
+        atomic_write_json(tmp / MARKER, json.loads(strict_json.dumps(marker)))

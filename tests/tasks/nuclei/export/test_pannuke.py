@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from cellbench.cli.app import app
 from cellbench.data.nuclei_labels import write_pannuke
 from cellbench.data.perturb import perturb_tiles
-from cellbench.errors import UsageError
+from cellbench.errors import RunConflict
 from cellbench.metrics.nuclei import score_set
 from cellbench.tasks.nuclei.export.pannuke import MARKER, pannuke_export
 from tests.metrics.conftest import generated_maps
@@ -67,7 +67,7 @@ def test_an_interrupted_export_leaves_nothing_and_a_foreign_folder_is_refused(tm
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("keep me")
-    with pytest.raises(UsageError, match="no cellbench export"):
+    with pytest.raises(RunConflict, match="no cellbench export"):
         _export(foreign, inst, types, tissues)
     assert (foreign / "notes.txt").read_text() == "keep me"
 
@@ -82,7 +82,7 @@ def test_replacing_an_export_never_deletes_a_file_the_user_put_in_it(tmp_path, a
     _export(out, inst, types, tissues, truth=(inst, types))
     (out / added).parent.mkdir(parents=True, exist_ok=True)
     (out / added).write_text("keep me")
-    with pytest.raises(UsageError, match=added.split("/")[0]):
+    with pytest.raises(RunConflict, match=added.split("/")[0]):
         _export(out, inst, types, tissues, truth=(inst, types))
     assert (out / added).read_text() == "keep me"
 
@@ -94,6 +94,6 @@ def test_a_folder_whose_marker_is_not_ours_is_refused(tmp_path):
     (out / MARKER).write_text('{"torn')
     (out / "pred").mkdir()
     (out / "pred" / "masks.npy").write_text("the user's own masks")
-    with pytest.raises(UsageError, match="not a cellbench export marker"):
+    with pytest.raises(RunConflict, match="not a cellbench export marker"):
         _export(out, inst, types, tissues)
     assert (out / "pred" / "masks.npy").read_text() == "the user's own masks"

@@ -204,7 +204,7 @@ class BrightnessTask(Task):
             "metrics": {"accuracy": float((predicted == labels).float().mean())},
             "num_samples": len(labels),
             "warnings": [],
-            "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         }
         out = run.eval_dir / f"{request.split}-{request.checkpoint}.json"
         lock = RunLock(run.lock)

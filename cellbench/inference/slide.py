@@ -1,0 +1,380 @@
+"""Predict a whole slide: ``predict_slide(model, path, out=...)`` writes its outputs, and
+``predict_slide(model, path)`` yields its objects (nuclei) one by one.
+
+    model = cellbench.load_model("digestive", device="cuda")
+    summary = cellbench.predict_slide(model, "case.svs", out="predictions")   # files + summary
+    for nucleus in cellbench.predict_slide(model, "case.svs", roi=(0, 0, 4096, 4096)):
+        print(nucleus.id, nucleus.type, nucleus.x_um, nucleus.y_um, nucleus.area_um2)
+
+The slide is read at the run's µm/px (``tiling``), background skipped (``tissue``), tiles
+streamed through the device and a post-processing pool (``pipeline``), each object kept by the
+tile whose core holds its centroid, and the outputs written as tiles finish (``slide_outputs``).
+
+The model is any predictor with what the pipeline asks for (``SlidePredictor``): the nuclei
+predictor has it; the pipeline never asks which task it serves.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import math
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from cellbench import __version__
+from cellbench.atomic import atomic_write_json
+from cellbench.errors import BadInputError
+from cellbench.inference import slide_outputs
+from cellbench.inference.pipeline import StageClock, stream
+from cellbench.inference.slide_reader import SlideReader, open_slide
+from cellbench.inference.tiling import (
+    Geometry,
+    Tile,
+    check_mpp,
+    plan_geometry,
+    read_tile,
+    tile_grid,
+)
+from cellbench.inference.tissue import TissueMask, read_thumbnail, thumbnail_factor, tissue_mask
+from cellbench.tile_jobs import core_detections
+
+FORMAT = "cellbench-slide-prediction"
+ID_NAMESPACE = uuid.UUID("6f1f3c52-2b7e-4f37-9a55-5c0c1d1e0b19")  # cellbench slide objects
+
+
+@runtime_checkable
+class SlidePredictor(Protocol):
+    """What the slide pipeline needs from a loaded run (see ``NucleiModel``)."""
+
+    tile_size: int
+
+    @property
+    def mpp(self) -> float: ...
+
+    def forward_tiles(self, raw: Any) -> list[Any]: ...
+
+    def tile_postprocessor(self) -> Callable[[Any], list[dict[str, Any]]]: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class SlideObject:
+    """One object (nucleus) of a slide, in slide level-0 pixels and µm."""
+
+    id: str
+    tile: str
+    x_px: float
+    y_px: float
+    x_um: float
+    y_um: float
+    area_px: float
+    area_um2: float
+    type: str
+    probability: float
+    region: int
+    touches_edge: bool
+    color: tuple[int, int, int]
+    geometry: dict[str, Any]
+
+
+MARGIN_UM = 8.0  # a nucleus up to twice this across is never cut in two
+
+
+def default_margin(tile: int, mpp: float) -> int:
+    """Overlap on each side of a tile: ``MARGIN_UM`` (32 px at 0.25 µm/px: an eighth of a
+    256-px tile), at least an eighth of the tile and at most a quarter (the core keeps half)."""
+    return min(max(tile // 8, math.ceil(MARGIN_UM / mpp)), tile // 4)
+
+
+def check_predictor(model: Any) -> SlidePredictor:
+    if not isinstance(model, SlidePredictor):
+        raise BadInputError(
+            f"{getattr(model, 'checkpoint_path', 'this model')}: its task does not predict on "
+            "slides (no tile forward/post-processing)"
+        )
+    return model
+
+
+@dataclass
+class SlidePlan:
+    reader: SlideReader
+    geometry: Geometry
+    mask: TissueMask
+    tiles: list[Tile]  # tiles with tissue, in order
+    grid_tiles: int
+    mpp_source: str
+
+
+def plan_slide(
+    model: SlidePredictor,
+    path: str | os.PathLike,
+    mpp: float | None = None,
+    level: int | None = None,
+    roi: tuple[int, int, int, int] | None = None,
+    tissue: str = "auto",
+    margin: int | None = None,
+    backend: str = "auto",
+) -> SlidePlan:
+    if tissue not in ("auto", "none"):
+        raise BadInputError(f"--tissue {tissue}: expected auto or none")
+    reader = open_slide(path, backend)
+    try:
+        slide_mpp = check_mpp(path, reader.mpp, mpp)
+        tile = int(model.tile_size)
+        geometry = plan_geometry(
+            reader.levels,
+            slide_mpp,
+            float(model.mpp),
+            tile,
+            default_margin(tile, float(model.mpp)) if margin is None else margin,
+            level,
+            roi,
+        )
+        factor = thumbnail_factor(geometry)
+        mask = tissue_mask(read_thumbnail(reader, geometry, factor), factor, tissue)
+        grid = tile_grid(geometry)
+        tiles = [t for t in grid if mask.keeps(t)]
+    except BaseException:
+        reader.close()
+        raise
+    source = "--mpp" if mpp is not None else "metadata"
+    return SlidePlan(reader, geometry, mask, tiles, len(grid), source)
+
+
+def _records(plan: SlidePlan, tile: Tile, detections: list[dict], name: str) -> list[dict]:
+    """Ids, µm, tissue region: what the worker could not know about the tile's objects."""
+    g = plan.geometry
+    r = g.to_level0
+    out = []
+    for rank, d in enumerate(detections):
+        u, v = (d["x"] - g.roi[0]) / r, (d["y"] - g.roi[1]) / r
+        out.append(
+            {
+                "id": str(uuid.uuid5(ID_NAMESPACE, f"{name}:{tile.key}:{rank}")),
+                "tile": tile.key,
+                "x_px": d["x"],
+                "y_px": d["y"],
+                "x_um": d["x"] * g.slide_mpp,
+                "y_um": d["y"] * g.slide_mpp,
+                "area_px": d["area"],
+                "area_um2": d["area"] * g.slide_mpp**2,
+                "type": d["cls"],
+                "probability": d["probability"],
+                "region": plan.mask.region_of(u, v),
+                "touches_edge": d["touches_edge"],
+                "color": list(d["color"]),
+                "geometry": d["geometry"],
+            }
+        )
+    return out
+
+
+def _stream_records(
+    model: SlidePredictor,
+    plan: SlidePlan,
+    tiles: list[Tile],
+    name: str,
+    batch_size: int,
+    readers: int,
+    workers: int,
+    clock: StageClock,
+) -> Iterator[tuple[Tile, list[dict]]]:
+    g = plan.geometry
+    r = g.to_level0
+
+    def read(tile: Tile):
+        return read_tile(plan.reader, g, tile)
+
+    def job(tile: Tile):
+        """Plain numbers for the worker (a Tile would make it import this package)."""
+        return tile.core, (g.roi[0] + tile.u * r, g.roi[1] + tile.v * r)
+
+    # picklable, module-level: it runs in the post-processing processes
+    post = functools.partial(core_detections, model.tile_postprocessor(), scale=r, size=g.tile)
+    for tile, detections in stream(
+        tiles, read, model.forward_tiles, post, batch_size, readers, workers, clock, job=job
+    ):
+        yield tile, _records(plan, tile, detections, name)
+
+
+def _object(record: dict[str, Any]) -> SlideObject:
+    fields = {k: v for k, v in record.items() if k not in ("color", "geometry")}
+    return SlideObject(
+        **fields, color=tuple(record["color"]), geometry=json.loads(record["geometry"])
+    )
+
+
+def iter_slide_objects(
+    model: Any,
+    path: str | os.PathLike,
+    *,
+    batch_size: int = 8,
+    readers: int = 2,
+    workers: int = 0,
+    clock: StageClock | None = None,
+    **options: Any,
+) -> Iterator[SlideObject]:
+    """The slide's objects, tile by tile (row by row), nothing written."""
+    predictor = check_predictor(model)
+    plan = plan_slide(predictor, path, **options)
+    clock = clock or StageClock()
+    try:
+        for _, records in _stream_records(
+            predictor, plan, plan.tiles, Path(path).name, batch_size, readers, workers, clock
+        ):
+            for record in records:
+                yield _object(record)
+    finally:
+        plan.reader.close()
+
+
+def _fingerprint(path: Path) -> dict[str, Any]:
+    stat = path.stat()
+    return {"path": str(path.resolve()), "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def _plan_record(model: SlidePredictor, plan: SlidePlan, path: Path, tissue: str) -> dict:
+    """What must match for a journal to be resumed: same slide file, model, geometry, tiles."""
+    tiles = hashlib.sha256(",".join(t.key for t in plan.tiles).encode()).hexdigest()
+    record = {
+        "slide": _fingerprint(path),
+        "model": model.describe(),
+        "geometry": plan.geometry.to_dict(),
+        "tissue": tissue,
+        "tiles": len(plan.tiles),
+        "tiles_sha256": tiles,
+    }
+    return json.loads(json.dumps(record, default=str))  # as read back from plan.json
+
+
+@dataclass
+class SlideResult:
+    slide: Path
+    folder: Path
+    summary: dict[str, Any]
+    skipped: bool = False  # finished before: outputs kept (``force`` redoes it)
+
+
+def summary_path(out: str | os.PathLike, path: str | os.PathLike) -> Path:
+    return Path(out) / Path(path).stem / "summary.json"
+
+
+def write_slide(
+    model: Any,
+    path: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    batch_size: int = 8,
+    readers: int = 2,
+    workers: int = 0,
+    force: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+    log: Callable[[str], None] | None = None,
+    tissue: str = "auto",
+    **options: Any,
+) -> SlideResult:
+    """Predict a slide into ``out/<stem>/`` (see ``slide_outputs``), resuming from its journal;
+    a finished slide (its ``summary.json`` is there) is skipped unless ``force``."""
+    path = Path(path)
+    folder = Path(out) / path.stem
+    summary_file = folder / "summary.json"
+    log = log or (lambda message: None)
+    if summary_file.is_file() and not force:
+        try:
+            summary = json.loads(summary_file.read_text())
+        except (OSError, ValueError):
+            summary = None
+        if isinstance(summary, dict) and summary.get("format") == FORMAT:
+            return SlideResult(path, folder, summary, skipped=True)
+    predictor = check_predictor(model)
+    started = time.perf_counter()
+    plan = plan_slide(predictor, path, tissue=tissue, **options)
+    try:
+        journal = folder / ".journal"
+        record = _plan_record(predictor, plan, path, tissue)
+        if force or slide_outputs.read_plan(journal) != record:
+            if slide_outputs.read_plan(journal) is not None and not force:
+                log(f"{path}: the journal was for other settings or another model: starting over")
+            summary_file.unlink(missing_ok=True)
+            slide_outputs.reset_journal(journal, record)
+        done = slide_outputs.finished_tiles(journal)
+        if done:
+            log(f"{path}: resuming after {done} of {len(plan.tiles)} finished tiles")
+        clock = StageClock()
+        writer = slide_outputs.Journal(journal, done)
+        if progress:
+            progress(done, len(plan.tiles))
+        try:
+            for position, (_, records) in enumerate(
+                _stream_records(
+                    predictor,
+                    plan,
+                    plan.tiles[done:],
+                    path.name,
+                    batch_size,
+                    readers,
+                    workers,
+                    clock,
+                ),
+                start=done,
+            ):
+                writer.add(position, records)
+                if progress:
+                    progress(position + 1, len(plan.tiles))
+        finally:
+            writer.commit()  # Ctrl-C or an error keeps every finished tile for the resume
+        g = plan.geometry
+        thumb_px = g.to_level0 * plan.mask.factor
+        outputs = slide_outputs.assemble(
+            journal, folder, path.stem, plan.mask.thumbnail, (g.roi[0], g.roi[1], thumb_px)
+        )
+        timings = clock.to_dict()
+        summary = {
+            "format": FORMAT,
+            "cellbench_version": __version__,
+            "slide": str(path),
+            "reader": plan.reader.backend,
+            "model": predictor.describe(),
+            "slide_mpp": g.slide_mpp,
+            "mpp_source": plan.mpp_source,
+            "run_mpp": g.run_mpp,
+            "geometry": g.to_dict(),
+            "tissue": {
+                "mode": tissue,
+                "saturation_threshold": plan.mask.threshold,
+                "regions": int(plan.mask.regions.max()),
+            },
+            "tiles": {
+                "grid": plan.grid_tiles,
+                "with_tissue": len(plan.tiles),
+                "run_now": len(plan.tiles) - done,
+                "resumed_from": done,
+            },
+            **outputs,
+            "timings": timings,
+            "bottleneck": timings["bottleneck"],
+            "seconds": round(time.perf_counter() - started, 3),
+        }
+        atomic_write_json(summary_file, summary)  # last: its presence means finished
+        slide_outputs.shutil.rmtree(journal, ignore_errors=True)
+        return SlideResult(path, folder, summary)
+    finally:
+        plan.reader.close()
+
+
+def predict_slide(model: Any, path: str | os.PathLike, out: str | os.PathLike | None = None, **kw):
+    """``out`` given: write the slide's outputs there and return a ``SlideResult``
+    (``write_slide``); else an iterator of its ``SlideObject``s (``iter_slide_objects``).
+    Options: mpp, level, roi (x, y, w, h level-0 pixels), tissue ("auto"/"none"), margin,
+    batch_size, readers, workers (post-processing processes; 0 = in this thread), backend."""
+    if out is None:
+        return iter_slide_objects(model, path, **kw)
+    return write_slide(model, path, out, **kw)

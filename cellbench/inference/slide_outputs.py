@@ -1,0 +1,260 @@
+"""A slide's outputs, written as the tiles finish and never held whole in memory.
+
+While the slide runs, finished tiles go to a *journal* (``.journal/`` in the slide's folder):
+Parquet parts (``pyarrow``), each holding the objects of a contiguous run of tiles, written
+atomically, committed every ``COMMIT_SECONDS`` or ``COMMIT_TILES`` tiles, whichever comes first (one
+file per tile would be 100,000 files on a slide; a kill loses at most that much work). The pipeline
+returns tiles in order, so the finished tiles are always a prefix: an interrupted slide resumes at
+the first tile no part holds, and a part is either there whole or not at all.
+
+When every tile is done, the parts are read back one at a time and streamed into the outputs:
+
+    <stem>.geojson      FeatureCollection for QuPath: one detection per object, top-level "id"
+                        (a UUID derived from slide, tile and rank: stable across reruns),
+                        classification name + colour, measurements (area µm² and px, type
+                        probability, centroid µm), slide level-0 pixel coordinates
+    <stem>.parquet      the table: id, tile, centroid (slide pixels and µm), area (px, µm²),
+    <stem>.csv          type, probability, tissue region, touches_edge
+    <stem>.overlay.png  the tissue thumbnail with every object as a dot of its type's colour
+    summary.json        counts per type and per tissue region, timings, files (written last:
+                        its presence means the slide is finished)
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import re
+import shutil
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cellbench.atomic import atomic_write
+
+COMMIT_SECONDS = 2.0
+COMMIT_TILES = 32
+COMMIT_ROWS = 50_000
+PART_RE = re.compile(r"part-(\d{9})-(\d{9})\.parquet")
+TABLE_COLUMNS = (
+    "id",
+    "tile",
+    "x_px",
+    "y_px",
+    "x_um",
+    "y_um",
+    "area_px",
+    "area_um2",
+    "type",
+    "probability",
+    "region",
+    "touches_edge",
+)
+
+
+def _schema(with_geometry: bool):
+    import pyarrow as pa
+
+    fields = [
+        ("id", pa.string()),
+        ("tile", pa.string()),
+        ("x_px", pa.float64()),
+        ("y_px", pa.float64()),
+        ("x_um", pa.float64()),
+        ("y_um", pa.float64()),
+        ("area_px", pa.float64()),
+        ("area_um2", pa.float64()),
+        ("type", pa.string()),
+        ("probability", pa.float64()),
+        ("region", pa.int32()),
+        ("touches_edge", pa.bool_()),
+    ]
+    if with_geometry:
+        fields += [("color", pa.list_(pa.int32())), ("geometry", pa.string())]
+    return pa.schema(fields)
+
+
+class Journal:
+    """The finished tiles of a slide: ``add`` each tile in order, ``commit`` writes a part."""
+
+    def __init__(self, folder: Path, start: int):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.start = self.end = start  # tiles [start, end) are waiting in memory
+        self.rows: list[dict[str, Any]] = []
+        self.last_commit = time.monotonic()
+
+    def add(self, position: int, records: list[dict[str, Any]]) -> None:
+        if position != self.end:
+            raise RuntimeError(f"tile {position} out of order (expected {self.end})")
+        self.rows.extend(records)
+        self.end += 1
+        if (
+            len(self.rows) >= COMMIT_ROWS
+            or self.end - self.start >= COMMIT_TILES
+            or time.monotonic() - self.last_commit >= COMMIT_SECONDS
+        ):
+            self.commit()
+
+    def commit(self) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if self.end == self.start:
+            return
+        schema = _schema(True)
+        columns = {name: [row[name] for row in self.rows] for name in schema.names}
+        table = pa.table(columns, schema=schema)
+        buffer = io.BytesIO()
+        pq.write_table(table, buffer)
+        name = f"part-{self.start:09d}-{self.end:09d}.parquet"
+        atomic_write(self.folder / name, lambda fh: fh.write(buffer.getvalue()))
+        self.start, self.rows, self.last_commit = self.end, [], time.monotonic()
+
+
+def parts(folder: Path) -> list[Path]:
+    """The journal's parts that form a prefix of the tiles (0..k), in order."""
+    found = []
+    if Path(folder).is_dir():
+        for path in Path(folder).iterdir():
+            match = PART_RE.fullmatch(path.name)
+            if match:
+                found.append((int(match[1]), int(match[2]), path))
+    prefix, end = [], 0
+    for start, stop, path in sorted(found):
+        if start != end:
+            break  # never happens with one writer; a gap ends what can be trusted
+        prefix.append(path)
+        end = stop
+    return prefix
+
+
+def finished_tiles(folder: Path) -> int:
+    """How many tiles (a prefix of the slide's tile list) the journal holds."""
+    found = parts(folder)
+    return int(PART_RE.fullmatch(found[-1].name)[2]) if found else 0
+
+
+def read_plan(folder: Path) -> dict | None:
+    try:
+        return json.loads((Path(folder) / "plan.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def reset_journal(folder: Path, plan: dict) -> None:
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    atomic_write(folder / "plan.json", lambda fh: fh.write(json.dumps(plan, indent=2).encode()))
+
+
+def _part_tables(folder: Path) -> Iterator[Any]:
+    import pyarrow.parquet as pq
+
+    for path in parts(folder):
+        yield pq.read_table(path)
+
+
+def _feature(row: dict[str, Any]) -> str:
+    """One GeoJSON Feature as text (geometry is already JSON text from the worker)."""
+    measurements = {
+        "area (µm²)": round(row["area_um2"], 3),
+        "area (px)": round(row["area_px"], 1),
+        "centroid x (µm)": round(row["x_um"], 3),
+        "centroid y (µm)": round(row["y_um"], 3),
+    }
+    if row["probability"] is not None and not math.isnan(row["probability"]):
+        measurements["type probability"] = round(row["probability"], 4)
+    properties = {
+        "objectType": "detection",
+        "classification": {"name": row["type"], "color": list(row["color"])},
+        "isLocked": False,
+        "measurements": measurements,
+        "tile": row["tile"],
+        "region": row["region"],
+    }
+    head = json.dumps({"type": "Feature", "id": row["id"]}, ensure_ascii=False)[:-1]
+    props = json.dumps(properties, ensure_ascii=False)
+    return f'{head}, "geometry": {row["geometry"]}, "properties": {props}}}'
+
+
+def assemble(
+    journal: Path,
+    folder: Path,
+    stem: str,
+    thumbnail: np.ndarray,
+    to_thumbnail: tuple[float, float, float],
+) -> dict[str, Any]:
+    """Stream the journal's parts into the outputs; returns counts and the files written.
+
+    ``to_thumbnail`` = (x0, y0, level-0 pixels per thumbnail pixel) places objects on the
+    thumbnail for the overlay."""
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+    from PIL import Image, ImageDraw
+
+    files = {
+        "geojson": folder / f"{stem}.geojson",
+        "parquet": folder / f"{stem}.parquet",
+        "csv": folder / f"{stem}.csv",
+        "overlay": folder / f"{stem}.overlay.png",
+    }
+    counts: Counter[str] = Counter()
+    by_region: defaultdict[int, Counter[str]] = defaultdict(Counter)
+    edge = 0
+    table_schema = _schema(False)
+
+    def geojson(fh) -> None:
+        fh.write(b'{"type": "FeatureCollection", "features": [\n')
+        first = True
+        for table in _part_tables(journal):
+            for row in table.to_pylist():
+                fh.write((("" if first else ",\n") + _feature(row)).encode())
+                first = False
+        fh.write(b"\n]}\n")
+
+    def parquet(fh) -> None:
+        with pq.ParquetWriter(fh, table_schema) as writer:
+            for table in _part_tables(journal):
+                writer.write_table(table.select(list(TABLE_COLUMNS)))
+
+    def csv(fh) -> None:
+        with pacsv.CSVWriter(fh, table_schema) as writer:
+            for table in _part_tables(journal):
+                writer.write_table(table.select(list(TABLE_COLUMNS)))
+
+    atomic_write(files["geojson"], geojson)
+    atomic_write(files["parquet"], parquet)
+    atomic_write(files["csv"], csv)
+
+    # counts and overlay: one more pass, columns only
+    image = Image.fromarray(thumbnail)
+    draw = ImageDraw.Draw(image)
+    x0, y0, per_px = to_thumbnail
+    for table in _part_tables(journal):
+        cols = table.select(["x_px", "y_px", "area_px", "type", "color", "region", "touches_edge"])
+        cols = cols.to_pydict()
+        for x, y, area, kind, color, region, touches in zip(*cols.values(), strict=True):
+            counts[kind] += 1
+            by_region[int(region)][kind] += 1
+            edge += bool(touches)
+            cx, cy = (x - x0) / per_px, (y - y0) / per_px
+            r = max(0.5, math.sqrt(area / math.pi) / per_px)
+            draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=tuple(color))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    atomic_write(files["overlay"], lambda fh: fh.write(buffer.getvalue()))
+    return {
+        "files": {k: str(v) for k, v in files.items()},
+        "counts": dict(sorted(counts.items())),
+        "counts_by_region": {
+            str(region): dict(sorted(c.items())) for region, c in sorted(by_region.items())
+        },
+        "objects": sum(counts.values()),
+        "touching_tile_edge": edge,
+    }

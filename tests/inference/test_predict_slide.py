@@ -1,0 +1,232 @@
+"""``cellbench predict`` on a whole slide: a pyramidal tiled TIFF (tifffile, resolution tags)
+made of generated tiles, predicted by a small trained nuclei run.
+
+The reference is one whole-image pass (``predict_nuclei``: the image's maps stitched and
+post-processed as one, so no nucleus is split by a tile border): every nucleus it finds is found
+once by the slide pipeline, whole, at the same place in slide coordinates."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from skimage.draw import polygon
+from typer.testing import CliRunner
+
+from cellbench.cli.app import app
+from tests.helpers_nuclei_run import make_nuclei_run
+from tests.helpers_slides import mosaic, write_pyramid
+
+runner = CliRunner()
+MPP = 0.25  # the run's (data.mpp default)
+
+
+@pytest.fixture(scope="module")
+def slide_run(tmp_path_factory):
+    # twelve epochs at a constant LR: the decoder finds nuclei (val NP Dice ~0.85 on generated
+    # tiles) and finds the same ones whatever the tile's offset, which the comparisons need
+    return make_nuclei_run(tmp_path_factory.mktemp("slide-run"), 12, 12, "train.scheduler=none")
+
+
+@pytest.fixture(scope="module")
+def slide(slide_run, tmp_path_factory):
+    """3 x 3 generated tiles and a column of white glass on the right."""
+    image = mosaic(slide_run.store, 3, 3, background=1)
+    path = write_pyramid(tmp_path_factory.mktemp("slide") / "case.tif", image, MPP)
+    return path, image
+
+
+def _predict(slide_run, *args):
+    return runner.invoke(
+        app, ["predict", "--run", "dig", "--runs-dir", str(slide_run.runs), *map(str, args)]
+    )
+
+
+def _labels(features, shape) -> np.ndarray:
+    """The features' polygons rasterised (pixel centres inside), each its own label; -1 where
+    two overlap."""
+    out = np.zeros(shape, np.int32)
+    for k, feature in enumerate(features, start=1):
+        geometry = feature["geometry"]
+        rings = (
+            [geometry["coordinates"][0]]
+            if geometry["type"] == "Polygon"
+            else [p[0] for p in geometry["coordinates"]]
+        )
+        for ring in rings:
+            ring = np.asarray(ring) - 0.5  # QuPath's pixel centres are at +0.5
+            rr, cc = polygon(ring[:, 1], ring[:, 0], shape)
+            out[rr, cc] = np.where(out[rr, cc] == 0, k, -1)
+    return out
+
+
+def test_a_pyramidal_tiff_gives_each_nucleus_once_whole_in_slide_coordinates(
+    slide_run, slide, tmp_path
+):
+    import pyarrow.parquet as pq
+
+    from cellbench.inference import load_model
+    from cellbench.tasks.nuclei.predictor import predict_nuclei
+
+    path, image = slide
+    out = tmp_path / "out"
+    result = _predict(slide_run, path, "--out", out, "--workers", "1", "--json")
+    assert result.exit_code == 0, result.output[-3000:]
+    folder = out / "case"
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["slide_mpp"] == MPP and summary["mpp_source"] == "metadata"
+    # the white column is glass: its tiles are never read
+    assert summary["tiles"]["with_tissue"] < summary["tiles"]["grid"]
+    assert summary["bottleneck"] in ("read", "forward", "post", "write")
+
+    collection = json.loads((folder / "case.geojson").read_text())
+    assert collection["type"] == "FeatureCollection"
+    features = collection["features"]
+    ids = [f["id"] for f in features]
+    assert len(features) == summary["objects"] == len(set(ids)) > 0
+    for f in features:
+        assert f["type"] == "Feature" and f["geometry"]["type"] in ("Polygon", "MultiPolygon")
+        props = f["properties"]
+        assert props["objectType"] == "detection"
+        assert set(props["classification"]) == {"name", "color"}
+        assert props["measurements"]["area (µm²)"] == pytest.approx(
+            props["measurements"]["area (px)"] * MPP**2, rel=1e-3
+        )
+        ring = f["geometry"]["coordinates"][0]
+        assert ring[0] == ring[-1]
+    table = pq.read_table(folder / "case.parquet").to_pydict()
+    assert table["id"] == ids
+    assert len((folder / "case.csv").read_text().splitlines()) == len(ids) + 1
+    assert (folder / "case.overlay.png").stat().st_size > 0
+    assert not (folder / ".journal").exists()
+
+    # the reference: one pass over the whole image
+    whole = predict_nuclei(load_model(slide_run.run), image)
+    assert whole.count > 0
+    slide_labels = _labels(features, image.shape[:2])
+    assert not (slide_labels == -1).any(), "two slide nuclei overlap: a duplicate"
+    centres = np.array([(x, y) for x, y in zip(table["x_px"], table["y_px"], strict=True)])
+    tissue = image.shape[0]  # the mosaic is square; the glass column lies right of it
+    in_tissue = [k + 1 for k, (x, _) in enumerate(whole.centroids) if x < tissue - 4]
+    assert in_tissue
+    found = []
+    for nucleus in in_tissue:
+        mask = whole.instances == nucleus
+        hits, counts = np.unique(slide_labels[mask], return_counts=True)
+        ious = {
+            int(k): c / (mask.sum() + (slide_labels == k).sum() - c)
+            for k, c in zip(hits, counts, strict=True)
+            if k > 0
+        }
+        best = max(ious, key=ious.get, default=None)
+        # not cut in two: no second slide nucleus holds a real part of it
+        second = sorted(c for k, c in zip(hits, counts, strict=True) if k not in (0, best))
+        assert not second or second[-1] < 0.1 * mask.sum(), f"nucleus {nucleus} cut in two"
+        if best is not None and ious[best] > 0.5:
+            found.append(nucleus)
+            # centroids in slide pixels (the centre of pixel (r, c) is (c + 0.5, r + 0.5))
+            np.testing.assert_allclose(
+                centres[best - 1], whole.centroids[nucleus - 1] + 0.5, atol=1.0
+            )
+    # the whole pass stitches unoverlapped tiles, the slide pipeline sees 16 px more context
+    # around every core: a small decoder does not find exactly the same nuclei at the borders
+    # of either, but nearly all
+    assert len(found) >= 0.75 * len(in_tissue), (len(found), len(in_tissue))
+    assert len(in_tissue) - 2 <= len(features) <= 1.5 * len(in_tissue) + 2
+
+
+def test_a_slide_without_resolution_is_refused_before_the_model_loads(slide_run, slide, tmp_path):
+    path, image = slide
+    bare = write_pyramid(tmp_path / "bare.tif", image, mpp=None)
+    broken = slide_run.copy(tmp_path / "broken")
+    for checkpoint in broken.run.checkpoints.glob("*.pt"):
+        checkpoint.unlink()  # loading the model would fail: the slide must be refused first
+    out = tmp_path / "out"
+    result = runner.invoke(
+        app,
+        ["predict", "--run", "dig", "--runs-dir", str(broken.runs), str(bare), "--out", str(out)],
+    )
+    assert result.exit_code == 3, result.output
+    assert "bare.tif: no resolution" in result.output and "--mpp" in result.output
+    assert not out.exists()
+
+    result = _predict(slide_run, bare, "--out", out, "--mpp", MPP, "--workers", "0")
+    assert result.exit_code == 0, result.output[-3000:]
+    summary = json.loads((out / "bare" / "summary.json").read_text())
+    assert summary["mpp_source"] == "--mpp" and summary["objects"] > 0
+    # a finished slide is skipped, --force redoes it
+    before = (out / "bare" / "summary.json").stat().st_mtime_ns
+    assert _predict(slide_run, bare, "--out", out, "--mpp", MPP).exit_code == 0
+    assert (out / "bare" / "summary.json").stat().st_mtime_ns == before
+    result = _predict(slide_run, bare, "--out", out, "--mpp", MPP, "--force", "--workers", "0")
+    assert result.exit_code == 0
+    assert (out / "bare" / "summary.json").stat().st_mtime_ns != before
+
+
+def test_a_slide_at_twice_the_runs_resolution_is_read_rescaled_to_the_same_nuclei(
+    slide_run, slide, tmp_path
+):
+    from PIL import Image
+
+    from cellbench.inference import load_model
+    from cellbench.inference.slide import predict_slide
+
+    path, image = slide
+    h, w = image.shape[:2]
+    coarse = np.asarray(Image.fromarray(image).resize((w // 2, h // 2), Image.Resampling.LANCZOS))
+    coarse_path = write_pyramid(tmp_path / "coarse.tif", coarse, 2 * MPP)
+    model = load_model(slide_run.run)
+    base = list(predict_slide(model, path, tissue="none"))
+    rescaled = list(predict_slide(model, coarse_path, tissue="none"))
+    assert len(base) > 0
+    a = np.array([(n.x_um, n.y_um) for n in base])
+    b = np.array([(n.x_um, n.y_um) for n in rescaled])
+    distance = np.sqrt(((a[:, None] - b[None]) ** 2).sum(-1))
+    matched = distance.min(axis=1) < 1.0  # µm
+    # half the pixels lose the smallest details: most nuclei, not all, are found again
+    assert matched.mean() >= 0.6, (len(base), len(rescaled), distance.min(axis=1))
+    assert abs(len(rescaled) - len(base)) <= max(2, 0.4 * len(base))
+    pairs = [(i, int(distance[i].argmin())) for i in np.flatnonzero(matched)]
+    areas = np.array([(base[i].area_um2, rescaled[j].area_um2) for i, j in pairs])
+    assert np.median(np.abs(areas[:, 0] - areas[:, 1]) / areas[:, 0]) < 0.25
+
+
+def test_a_slide_killed_midway_resumes_to_the_same_outputs(slide_run, tmp_path):
+    image = mosaic(slide_run.store, 6, 6)  # 144 tiles: several journal parts
+    path = write_pyramid(tmp_path / "big.tif", image, MPP)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    command = [sys.executable, "-m", "cellbench", "predict", "--run", "dig", "--runs-dir"]
+    command += [str(slide_run.runs), str(path), "--workers", "0", "--tissue", "none"]
+
+    full = tmp_path / "full"
+    done = subprocess.run([*command, "--out", str(full)], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([*command, "--out", str(killed)], env=env, stderr=subprocess.PIPE)
+    journal = killed / "big" / ".journal"
+    deadline = time.monotonic() + 300
+    while not list(journal.glob("part-*.parquet")) and time.monotonic() < deadline:
+        assert proc.poll() is None, "the prediction ended before it could be killed"
+        time.sleep(0.02)
+    assert proc.poll() is None, "the prediction ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "big" / "summary.json").exists()
+
+    again = subprocess.run(
+        [*command, "--out", str(killed)], env=env, capture_output=True, text=True
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "resuming after" in again.stderr
+    for name in ("big.geojson", "big.csv", "big.parquet", "big.overlay.png"):
+        assert (killed / "big" / name).read_bytes() == (full / "big" / name).read_bytes(), name
+    shutil.rmtree(tmp_path / "full")
