@@ -65,9 +65,9 @@ defaults:
 
 def task_names() -> tuple[str, ...]:
     """Task names a ``defaults.profiles.<task>`` key may use (the registry's, without torch)."""
-    from cellbench.config import TASKS
+    from cellbench.tasks import task_names as registry_names  # names only: no task imported
 
-    return tuple(TASKS)
+    return tuple(registry_names())
 
 
 def render_template() -> str:
@@ -164,7 +164,7 @@ def validate(data: Any, where: str) -> dict[str, Any]:
 
 
 def read_workspace(path: Path) -> dict[str, Any]:
-    from cellbench.config import read_yaml  # UTF-8, duplicate keys, one line naming the file
+    from cellbench.yamlio import read_yaml  # UTF-8, duplicate keys, one line naming the file
 
     return validate(read_yaml(path), str(path))
 
@@ -296,7 +296,7 @@ def edit(file: Path, key: str, value: Any, only_if_empty: bool = False) -> bool:
             text = buffer.getvalue()
             import yaml
 
-            from cellbench.config import UniqueKeyLoader
+            from cellbench.yamlio import UniqueKeyLoader
 
             validate(yaml.load(text, Loader=UniqueKeyLoader), str(file))  # noqa: S506
             atomic_write_text(file, text)
