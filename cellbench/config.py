@@ -34,6 +34,7 @@ import yaml
 
 from cellbench.atomic import atomic_write_text
 from cellbench.errors import BadInputError, UsageError
+from cellbench.yamlio import UniqueKeyLoader, read_yaml  # noqa: F401  (re-exported)
 
 PROFILES_DIR = Path(__file__).parent / "profiles"
 
@@ -531,52 +532,6 @@ def find_profile(name_or_path: str) -> Path:
     close = difflib.get_close_matches(name_or_path, names, n=1)
     hint = f" (did you mean '{close[0]}'?)" if close else ""
     raise UsageError(f"unknown profile '{name_or_path}'{hint}; available: {', '.join(names)}")
-
-
-class UniqueKeyLoader(yaml.SafeLoader):
-    """PyYAML's SafeLoader, except that a mapping giving a key twice is an error (the YAML spec
-    says keys are unique; PyYAML silently keeps the last one, hiding a typo'd profile)."""
-
-    def construct_mapping(self, node, deep=False):
-        seen = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            try:
-                duplicate = key in seen
-                seen.add(key)
-            except TypeError:  # unhashable key: PyYAML's own error names it
-                continue
-            if duplicate:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key '{key}'", key_node.start_mark
-                )
-        return super().construct_mapping(node, deep=deep)
-
-
-def read_yaml(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise BadInputError(f"{path}: cannot read config ({exc.strerror})") from exc
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise BadInputError(f"{path}: not UTF-8 text (byte {exc.start})") from exc
-    try:
-        data = yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise BadInputError(f"{path}: malformed YAML{where}: {problem}") from exc
-    except (ValueError, RecursionError) as exc:  # e.g. a date like 2020-13-45
-        raise BadInputError(f"{path}: malformed YAML: {exc}") from exc
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise BadInputError(f"{path}: expected a mapping of config keys, got {type(data).__name__}")
-    return data
 
 
 def parse_override(text: str) -> tuple[str, Any]:

@@ -137,9 +137,8 @@ def test_unreadable_file_is_named(loaded, tmp_path):
 
 def test_not_a_classification_checkpoint(runs, tmp_path):
     _, run = copy_runs(runs[0], tmp_path)
-    edit_checkpoint(
-        run.best_checkpoint, task="detect"
-    )  # nuclei runs: tests/tasks/nuclei/test_predictor.py
+    # nuclei runs: tests/tasks/nuclei/test_predictor.py
+    edit_checkpoint(run.best_checkpoint, task="detect")
     with pytest.raises(BadInputError, match="'detect' run"):
         load_model(run.root)
 

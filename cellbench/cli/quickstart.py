@@ -26,12 +26,8 @@ QUICKSTART_RUN = "quickstart"  # the classification study's run
 UNSEEN_SEED = 10_007  # the generated training data uses seed 0
 
 
-def _run_step(number: int, title: str, args: list[str]) -> None:
-    import click
-
-    # the root command of the running CLI (not an import of cli.app: that imports this module)
-    root = click.get_current_context().find_root().command
-
+def _run_step(number: int, title: str, args: list[str], root) -> None:
+    """Run ``cellbench ARGS`` in this process through ``root``, the CLI's root command."""
     console.print(Rule(f"[bold]{number}. {title}", align="left"))
     console.print(f"[dim]$ cellbench {' '.join(args)}[/]", highlight=False, soft_wrap=True)
     started = time.perf_counter()
@@ -43,6 +39,7 @@ def _run_step(number: int, title: str, args: list[str]) -> None:
 
 
 def quickstart_command(
+    ctx: typer.Context,
     data_dir: Annotated[
         Path | None,
         typer.Option(
@@ -95,7 +92,10 @@ def quickstart_command(
 
         data_dir = workspace_folder("data", "data") / "quickstart"
     if classify:
-        _classify(data_dir, runs_dir, tiles or 16, tile_size or 256, images, epochs)
+        # the root command of the running CLI, taken while its context is current (not an
+        # import of cli.app, which imports this module); each step runs through it
+        root = ctx.find_root().command
+        _classify(data_dir, runs_dir, tiles or 16, tile_size or 256, images, epochs, root)
     else:
         _nuclei(data_dir, runs_dir, tiles or 160, tile_size or 64, epochs, workers)
 
@@ -148,6 +148,7 @@ def _classify(
     tile_size: int,
     images: int,
     epochs: int | None,
+    root,
 ) -> None:
     from cellbench.runs.store import RunStore
 
@@ -215,12 +216,13 @@ def _classify(
         ("Evaluate on the test split", ["eval", "--run", QUICKSTART_RUN, "--split", "test", *runs]),
     ]
     for number, (title, args) in enumerate(steps, start=1):
-        _run_step(number, title, args)
+        _run_step(number, title, args, root)
     examples = _unseen_examples(data_dir / "examples")
     _run_step(
         len(steps) + 1,
         "Predict unseen images",
         ["predict", "--run", QUICKSTART_RUN, *runs, *examples],
+        root,
     )
     console.print(Rule("[bold green]quickstart done", align="left"))
     remember_profiles(["demo"])

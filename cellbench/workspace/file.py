@@ -165,7 +165,7 @@ def validate(data: Any, where: str) -> dict[str, Any]:
 
 
 def read_workspace(path: Path) -> dict[str, Any]:
-    from cellbench.config import read_yaml  # UTF-8, duplicate keys, one line naming the file
+    from cellbench.yamlio import read_yaml  # UTF-8, duplicate keys, one line naming the file
 
     return validate(read_yaml(path), str(path))
 
@@ -297,7 +297,7 @@ def edit(file: Path, key: str, value: Any, only_if_empty: bool = False) -> bool:
             text = buffer.getvalue()
             import yaml
 
-            from cellbench.config import UniqueKeyLoader
+            from cellbench.yamlio import UniqueKeyLoader
 
             validate(yaml.load(text, Loader=UniqueKeyLoader), str(file))  # noqa: S506
             atomic_write_text(file, text)

@@ -16,7 +16,10 @@ import pytest
 from cellbench.runs.events import read_events
 from cellbench.runs.lock import read_lock
 from cellbench.runs.store import RunStore
-from tests.sweep.conftest import shapes, tiny_sets  # noqa: F401  (fixture)
+from tests.sweep import conftest as sweep_fixtures
+from tests.sweep.conftest import tiny_sets
+
+shapes = sweep_fixtures.shapes  # the sweep tests' generated data, as a fixture here
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl(PR_SET_PDEATHSIG)")
