@@ -6,8 +6,8 @@ lives here instead (numpy only); ``cellbench.inference.pipeline`` and ``cellbenc
 send it, with the task's own post-processing (the predictor's ``tile_postprocessor``).
 
 A *detection* (what a predictor's post-processing returns per object, see
-``cellbench.tasks.nuclei.export.detections``) is a dict with at least ``x``, ``y`` (centroid), ``area``
-(pixels) and ``rings`` (closed outlines [[x, y], ...]) in the tile's pixel coordinates.
+``cellbench.tasks.nuclei.export.detections``) is a dict with at least ``x``, ``y`` (centroid),
+``area`` (pixels) and ``rings`` (closed outlines [[x, y], ...]) in the tile's pixel coordinates.
 """
 
 from __future__ import annotations

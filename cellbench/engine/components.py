@@ -9,9 +9,10 @@ Under several processes (``cellbench.engine.distributed``) the order is timm's `
 model to its GPU, channels_last, SyncBatchNorm (``train.sync_bn``), optimizer, AMP scaler, EMA
 from the unwrapped model (before the DDP wrapper: the EMA needs no wrapper), then the
 ``DistributedDataParallel`` wrapper, then ``torch.compile`` of the wrapped model (after DDP, so
-DDP's bucketing hooks stay outside the compiled graph). The training order is a
-``DistributedSampler`` at every world size, so one process with accumulation W replays the
-updates of W processes; validation gives each rank one contiguous, unpadded block.
+DDP's bucketing hooks stay outside the compiled graph). The training order is one
+``EpochPermutationSampler`` at every world size (the permutation a single-process loader always
+drew), so one process with accumulation W replays the updates of W processes; validation
+gives each rank one contiguous, unpadded block.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ class Components:
     # what validates: ``forward_model`` with one process; without the DDP wrapper under several
     # (ranks validate different numbers of batches, and DDP's forward is a collective)
     eval_model: nn.Module | None = None
-    train_sampler: Any = None  # the DistributedSampler of the training loader (set_epoch)
+    train_sampler: Any = None  # the training loader's EpochPermutationSampler (set_epoch)
     world_size: int = 1
 
     @property

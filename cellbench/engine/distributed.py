@@ -201,14 +201,51 @@ class ShardSampler(Sampler[int]):
         return self.stop - self.start
 
 
-def train_sampler(dataset, *, seed: int) -> torch.utils.data.DistributedSampler:
-    """The training order at any world size: one permutation per epoch (seeded by ``seed`` and
-    ``set_epoch``), rank r taking every world-th index of it. With one process it is the whole
-    permutation; so W processes x batch B see, update by update, the same samples as one process
-    x batch B x accumulation W."""
+class EpochPermutationSampler(Sampler[int]):
+    """The training order at any world size: one permutation of the dataset per epoch, rank r
+    taking every world-th index of it (padded with repeats to a whole number per rank, as
+    ``DistributedSampler`` does). So W processes x batch B see, update by update, the same
+    samples as one process x batch B x accumulation W.
+
+    The permutation is drawn exactly as a single-process ``DataLoader(shuffle=True)`` draws it
+    from a generator seeded with ``epoch_seed(seed, epoch)`` (the loader first takes one int64
+    for its workers' base seed, then ``randperm``): one process trains on the same order as
+    before distributed training existed, so a study's curves and the quickstart's numbers did
+    not move. ``DistributedSampler``'s own permutation (seeded ``seed + epoch``) would have."""
+
+    def __init__(self, length: int, *, seed: int, rank: int = 0, world_size: int = 1):
+        self.length, self.seed = length, seed
+        self.rank, self.world_size = rank, world_size
+        self.per_rank = math.ceil(length / world_size) if length else 0
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def permutation(self) -> list[int]:
+        from cellbench.engine.seeding import epoch_seed
+
+        generator = torch.Generator()
+        generator.manual_seed(epoch_seed(self.seed, self.epoch))
+        torch.empty((), dtype=torch.int64).random_(generator=generator)  # the loader's base seed
+        return torch.randperm(self.length, generator=generator).tolist()
+
+    def __iter__(self) -> Iterator[int]:
+        order = self.permutation()
+        total = self.per_rank * self.world_size
+        if total > len(order) and order:  # pad with repeats, so every rank steps equally often
+            order += (order * math.ceil(total / len(order)))[: total - len(order)]
+        return iter(order[self.rank : total : self.world_size])
+
+    def __len__(self) -> int:
+        return self.per_rank
+
+
+def train_sampler(dataset, *, seed: int) -> EpochPermutationSampler:
+    """The training loader's sampler for this process (``EpochPermutationSampler``)."""
     env = current()
-    return torch.utils.data.DistributedSampler(
-        dataset, num_replicas=env.world_size, rank=env.rank, shuffle=True, seed=seed
+    return EpochPermutationSampler(
+        len(dataset), seed=seed, rank=env.rank, world_size=env.world_size
     )
 
 

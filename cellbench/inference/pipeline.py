@@ -11,9 +11,10 @@ list of per-item payloads (on the device, in the calling thread), ``post(payload
 result (a picklable module-level callable, e.g. from ``cellbench.tile_jobs``: it runs in a
 ``forkserver`` process pool, so the workers share no CUDA context, thread or lock state with the
 parent; the fork server imports the callable's modules once and every worker forks from it, so
-their imports cost neither time per worker nor memory that is not shared). Results come back in the items' order, so the
-output does not depend on scheduling; at most ``prefetch`` tiles are being read and ``inflight``
-payloads post-processed at any time, which bounds memory whatever the number of items.
+their imports cost neither time per worker nor memory that is not shared). Results come back
+in the items' order, so the output does not depend on scheduling; at most ``prefetch`` tiles
+are being read and ``inflight`` payloads post-processed at any time, which bounds memory
+whatever the number of items.
 
 ``StageClock`` adds up each stage's busy seconds. A stage with ``n`` threads or processes has
 ``n`` seconds of capacity per second of wall time, so the bottleneck is the stage with the

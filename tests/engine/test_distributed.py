@@ -286,11 +286,11 @@ def test_validation_shards_cover_the_split_once_in_order():
 def test_ranks_batches_make_up_the_accumulation_window_of_one_process():
     # the property the curve tests rest on: update k of W ranks x batch B sees the samples of
     # update k of 1 process x batch B x accumulation W
-    from torch.utils.data import DistributedSampler
+    from cellbench.engine.distributed import EpochPermutationSampler
 
-    data, batch, world = list(range(48)), 8, 2
-    one = DistributedSampler(data, num_replicas=1, rank=0, seed=42)
-    ranks = [DistributedSampler(data, num_replicas=world, rank=r, seed=42) for r in range(world)]
+    batch, world = 8, 2
+    one = EpochPermutationSampler(48, seed=42)
+    ranks = [EpochPermutationSampler(48, seed=42, rank=r, world_size=world) for r in range(world)]
     for sampler in (one, *ranks):
         sampler.set_epoch(3)
     order = list(one)
@@ -299,6 +299,36 @@ def test_ranks_batches_make_up_the_accumulation_window_of_one_process():
         window = set(order[k * batch * world : (k + 1) * batch * world])
         union = {i for r in per_rank for i in r[k * batch : (k + 1) * batch]}
         assert union == window
+
+
+def test_one_process_trains_on_the_order_it_had_before_distributed_training():
+    # the contract of the quickstart's numbers: a single-process run sees exactly the order a
+    # DataLoader(shuffle=True) drew from the epoch's generator before the sampler existed
+    from torch.utils.data import DataLoader
+
+    from cellbench.engine.distributed import EpochPermutationSampler
+    from cellbench.engine.seeding import epoch_seed
+
+    for length, epoch in ((37, 0), (37, 4), (64, 1)):
+        generator = torch.Generator()
+        generator.manual_seed(epoch_seed(7, epoch))
+        loader = DataLoader(list(range(length)), batch_size=5, shuffle=True, generator=generator)
+        before = [int(i) for b in loader for i in b]
+        sampler = EpochPermutationSampler(length, seed=7)
+        sampler.set_epoch(epoch)
+        assert list(sampler) == before
+
+
+def test_ranks_cover_the_epoch_padded_to_equal_steps():
+    from cellbench.engine.distributed import EpochPermutationSampler
+
+    for length, world in ((37, 2), (10, 3), (3, 4)):
+        ranks = [
+            EpochPermutationSampler(length, seed=1, rank=r, world_size=world) for r in range(world)
+        ]
+        shards = [list(s) for s in ranks]
+        assert {len(s) for s in shards} == {len(ranks[0])}
+        assert {i for s in shards for i in s} == set(range(length))
 
 
 def test_resume_with_another_world_size_keeps_the_effective_batch():
