@@ -75,9 +75,28 @@ def _export_digest(folder: Path) -> dict:
     return out
 
 
+# fields later issues added to eval's JSON on purpose (new information, no number moved): the
+# worker processes of the one post-processing pool (#16), undefined-metric warnings (#15)
+ADDED_FIELDS = {"postproc_processes", "warnings"}
+
+
+def _renamed(expected):
+    """The fixture as today's names say it: HoVer-Net's fixed [1/4, 1/2, 1/4] blur is a switch
+    (``blur``), no longer a Gaussian sigma (``blur_sigma``; #16 item 6, same pixels)."""
+    if isinstance(expected, dict):
+        out = {k: _renamed(v) for k, v in expected.items() if k != "blur_sigma"}
+        if "blur_sigma" in expected:
+            out["blur"] = bool(expected["blur_sigma"])
+        return out
+    if isinstance(expected, list):
+        return [_renamed(v) for v in expected]
+    return expected
+
+
 def _assert_close(actual, expected, where: str = "") -> None:
     if isinstance(expected, dict):
-        assert isinstance(actual, dict) and sorted(actual) == sorted(expected), where
+        assert isinstance(actual, dict), where
+        assert sorted(set(actual) - ADDED_FIELDS) == sorted(set(expected) - ADDED_FIELDS), where
         for key in expected:
             _assert_close(actual[key], expected[key], f"{where}.{key}")
     elif isinstance(expected, list):
@@ -118,5 +137,5 @@ def test_eval_json_and_pannuke_export_are_unchanged(tmp_path, tmp_path_factory, 
     }
     if os.environ.get("CELLBENCH_WRITE_PINNED"):
         FIXTURE.write_text(json.dumps(actual, indent=1, sort_keys=True) + "\n")
-    expected = json.loads(FIXTURE.read_text())
+    expected = _renamed(json.loads(FIXTURE.read_text()))
     _assert_close(json.loads(json.dumps(actual)), expected)
