@@ -154,8 +154,9 @@ def test_no_optimizer_or_scheduler_state_carried(retrain) -> None:
 def test_old_files_gone_before_training_starts(retrain) -> None:
     old = retrain.old_files
     assert {"checkpoints/last.pt", "checkpoints/best.pt", "history.csv", "metrics.json"} <= set(old)
-    # what the loop saw at its start: the resolved config, the event log and its own lock
-    assert retrain.probe2.files == ["config.yaml", "events.jsonl", "lock"]
+    # what the loop saw at its start: the resolved config, the event log, the record of what it
+    # trains on (runs.inputs, written anew like config.yaml) and its own lock
+    assert retrain.probe2.files == ["config.yaml", "events.jsonl", "inputs.json", "lock"]
     # and once it finished, every file but the append-only log was written by the fresh run
     for path in retrain.run2.root.rglob("*"):
         if path.is_file() and path.name != "events.jsonl":
@@ -177,7 +178,9 @@ def test_run_start_records_the_reset(retrain) -> None:
         "lr_find.json",
     }
     removed_bytes = sum(
-        size for name, size in old.items() if name not in ("config.yaml", "events.jsonl")
+        size
+        for name, size in old.items()
+        if name not in ("config.yaml", "events.jsonl", "inputs.json")  # rewritten, not removed
     )
     assert reset["bytes"] == removed_bytes
     assert reset["cuda_emptied"] is torch.cuda.is_available()
