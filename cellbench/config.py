@@ -254,6 +254,8 @@ class NucleiLossConfig:
 
     np_ce: float = field(default=1.0, metadata=AT_LEAST_0)
     np_dice: float = field(default=1.0, metadata=AT_LEAST_0)
+    # the background channel's Dice: with np_dice, HoVer-Net's NP Dice (a sum over both channels)
+    np_dice_background: float = field(default=0.0, metadata=AT_LEAST_0)
     np_focal_tversky: float = field(default=0.0, metadata=AT_LEAST_0)
     hv_mse: float = field(default=1.0, metadata=AT_LEAST_0)
     hv_msge: float = field(default=1.0, metadata=AT_LEAST_0)
@@ -276,6 +278,9 @@ class NucleiConfig:
     widths: list[int] = field(default_factory=lambda: [512, 256, 128, 64], metadata=AT_LEAST_1)
     stem: list[int] = field(default_factory=lambda: [32, 64], metadata=AT_LEAST_1)
     hv_activation: str = field(default="linear", metadata=_choices("linear", "tanh"))
+    # conv blocks of the first stage after the bottleneck: CellViT's decoder3_upsampler has 3,
+    # its other stages 2 (2 keeps checkpoints of earlier runs loadable)
+    first_stage_blocks: int = field(default=2, metadata=_choices(2, 3))
     loss: NucleiLossConfig = field(default_factory=NucleiLossConfig)
 
 

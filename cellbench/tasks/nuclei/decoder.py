@@ -66,18 +66,26 @@ class Deconv2DBlock(nn.Sequential):
 class Branch(nn.Module):
     """One output branch: stages 1..L of upsampling with skips, then the full-resolution head."""
 
-    def __init__(self, embed_dim: int, widths: Sequence[int], stem_out: int, out_ch: int, p: float):
+    def __init__(
+        self,
+        embed_dim: int,
+        widths: Sequence[int],
+        stem_out: int,
+        out_ch: int,
+        p: float,
+        first_stage_blocks: int = 2,
+    ):
         super().__init__()
         self.bottleneck = nn.ConvTranspose2d(embed_dim, widths[0], 2, stride=2)
         stages = []
         for i, width in enumerate(widths[:-1]):
-            # concatenated skip (same width) in, the next stage's width out, x2
+            # concatenated skip (same width) in, the next stage's width out, x2; CellViT's first
+            # stage (decoder3_upsampler) has one more conv block (first_stage_blocks=3)
+            extra = first_stage_blocks - 2 if i == 0 else 0
+            blocks = [Conv2DBlock(2 * width, width, p), Conv2DBlock(width, width, p)]
+            blocks += [Conv2DBlock(width, width, p) for _ in range(extra)]
             stages.append(
-                nn.Sequential(
-                    Conv2DBlock(2 * width, width, p),
-                    Conv2DBlock(width, width, p),
-                    nn.ConvTranspose2d(width, widths[i + 1], 2, stride=2),
-                )
+                nn.Sequential(*blocks, nn.ConvTranspose2d(width, widths[i + 1], 2, stride=2))
             )
         self.stages = nn.ModuleList(stages)
         self.head = nn.Sequential(
@@ -105,6 +113,7 @@ class NucleiDecoder(nn.Module):
         dropout: float = 0.0,
         hv_activation: str = "linear",
         num_types: int = BRANCHES["nt"],
+        first_stage_blocks: int = 2,
     ):
         super().__init__()
         if len(widths) != num_blocks:
@@ -129,7 +138,10 @@ class NucleiDecoder(nn.Module):
         self.stem = nn.Sequential(*stem_blocks)
         channels = dict(BRANCHES, nt=num_types)
         self.branches = nn.ModuleDict(
-            {name: Branch(embed_dim, widths, previous, n, dropout) for name, n in channels.items()}
+            {
+                name: Branch(embed_dim, widths, previous, n, dropout, first_stage_blocks)
+                for name, n in channels.items()
+            }
         )
 
     def forward(self, tokens: torch.Tensor, image: torch.Tensor) -> dict[str, torch.Tensor]:

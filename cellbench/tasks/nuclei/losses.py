@@ -5,6 +5,8 @@ Terms, each weighted by ``nuclei.loss.<term>`` (0 = not computed, not logged):
 =================  ==========================================================================
 np_ce              cross-entropy of the 2-class nucleus/background logits
 np_dice            1 - soft Dice of the nucleus probability
+np_dice_background 1 - soft Dice of the background probability (HoVer-Net's NP Dice is the sum
+                   of both: ``np_dice=1, np_dice_background=1``)
 np_focal_tversky   (1 - Tversky(alpha=0.7 on FN, beta=0.3 on FP)) ** (3/4) of the nucleus
                    probability (Abraham & Khan 2019; CellViT's NP option)
 hv_mse             mean squared error of the HV maps over every pixel
@@ -32,7 +34,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-TERMS = ("np_ce", "np_dice", "np_focal_tversky", "hv_mse", "hv_msge", "nt_ce", "nt_dice")
+TERMS = (
+    "np_ce",
+    "np_dice",
+    "np_dice_background",
+    "np_focal_tversky",
+    "hv_mse",
+    "hv_msge",
+    "nt_ce",
+    "nt_dice",
+)
 SOBEL_SIZE = 5
 EPS = 1e-8
 
@@ -96,12 +107,14 @@ class NucleiLoss(nn.Module):
         nuclei = targets["np"].long()
         if "np_ce" in w:
             terms["np_ce"] = F.cross_entropy(outputs["np"].float(), nuclei)
-        if "np_dice" in w or "np_focal_tversky" in w:
+        if "np_dice" in w or "np_dice_background" in w or "np_focal_tversky" in w:
             np_probs = outputs["np"].float().softmax(dim=1)
+            onehot = F.one_hot(nuclei, 2).permute(0, 3, 1, 2).float()
             if "np_dice" in w:
-                onehot = F.one_hot(nuclei, 2).permute(0, 3, 1, 2).float()
                 # Dice of the nucleus channel only: the background's would dominate
                 terms["np_dice"] = soft_dice_loss(np_probs[:, 1:], onehot[:, 1:])
+            if "np_dice_background" in w:
+                terms["np_dice_background"] = soft_dice_loss(np_probs[:, :1], onehot[:, :1])
             if "np_focal_tversky" in w:
                 terms["np_focal_tversky"] = focal_tversky_loss(np_probs[:, 1], nuclei.float())
         if "hv_mse" in w:

@@ -339,6 +339,7 @@ class NucleiTask(Task):
             stem=n.stem,
             dropout=config.model.drop_rate,
             hv_activation=n.hv_activation,
+            first_stage_blocks=n.first_stage_blocks,
         )
         return decoder if backbone is None else OnlineFeatureDecoder(backbone, decoder)
 

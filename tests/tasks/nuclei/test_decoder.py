@@ -46,3 +46,19 @@ def test_dropout_is_configurable():
     model = NucleiDecoder(embed_dim=4, dropout=0.3, **SMALL)
     rates = {m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)}
     assert rates == {0.3}
+
+
+def test_cellvits_three_block_first_stage_is_an_option_and_the_default_keeps_old_weights():
+    two = NucleiDecoder(embed_dim=8, num_blocks=4, widths=(16, 8, 8, 4), stem=(4, 4))
+    three = NucleiDecoder(
+        embed_dim=8, num_blocks=4, widths=(16, 8, 8, 4), stem=(4, 4), first_stage_blocks=3
+    )
+    # one more conv block in every branch's first stage, nowhere else
+    changed = set(three.state_dict()) ^ set(two.state_dict())
+    assert changed and all(".stages.0." in key for key in changed)
+    block = sum(p.numel() for p in three.branches["np"].stages[0][2].parameters())
+    count = sum(p.numel() for p in three.parameters()) - sum(p.numel() for p in two.parameters())
+    assert count == block * len(three.branches)
+    tokens, image = torch.randn(1, 4, 4, 4, 8), torch.randn(1, 3, 64, 64)
+    out = three(tokens, image)
+    assert out["np"].shape == (1, 2, 64, 64) and out["nt"].shape[1] == 6

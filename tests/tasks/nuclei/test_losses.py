@@ -110,3 +110,22 @@ def test_the_decoder_overfits_one_small_batch():
     last = {k: float(v.detach()) for k, v in terms.items()}
     assert last["loss"] < 0.1 * first["loss"]
     assert last["np_dice"] < 0.05 and last["hv_mse"] < 0.05
+
+
+def test_hovernet_np_dice_is_the_sum_of_the_nucleus_and_background_terms():
+    # HoVer-Net sums the soft Dice loss over both NP channels: np_dice + np_dice_background
+    torch.manual_seed(0)
+    logits = torch.randn(2, 2, 16, 16)
+    nuclei = (torch.rand(2, 16, 16) > 0.7).long()
+    outputs = {"np": logits}
+    targets = {"np": nuclei}
+    terms = NucleiLoss({"np_dice": 1.0, "np_dice_background": 1.0})(outputs, targets)
+    probs = logits.softmax(dim=1)
+    onehot = torch.nn.functional.one_hot(nuclei, 2).permute(0, 3, 1, 2).float()
+    dims = (0, 2, 3)
+    per_channel = 1 - (2 * (probs * onehot).sum(dims)) / (probs.sum(dims) + onehot.sum(dims))
+    assert terms["np_dice"].item() == pytest.approx(per_channel[1].item(), rel=1e-5)
+    assert terms["np_dice_background"].item() == pytest.approx(per_channel[0].item(), rel=1e-5)
+    assert terms["loss"].item() == pytest.approx(per_channel.sum().item(), rel=1e-5)
+    # off by default: not computed, not logged
+    assert "np_dice_background" not in NucleiLoss({"np_dice": 1.0})(outputs, targets)
