@@ -104,13 +104,25 @@ class RunLock:
                 fcntl.flock(guard, fcntl.LOCK_EX)
                 # decide on this one reading: reading the file again could see a lock that a
                 # new holder linked meanwhile and delete it while that holder is alive
-                info = read_lock(self.path)
-                if info is None:
-                    if self.path.exists():
-                        # locks appear whole (hard link), so an unreadable one is corrupt, not
-                        # half-written: nothing can be holding it
-                        self.path.unlink(missing_ok=True)
-                    continue  # released meanwhile, or corrupt and removed: try to create again
+                try:
+                    text = self.path.read_text()
+                except FileNotFoundError:
+                    # released meanwhile: try to create again. Never "is it still there?": a
+                    # new holder may have linked its lock since, and it is not ours to remove
+                    continue
+                except OSError as exc:  # unreadable (another user's): not ours to judge
+                    raise RunConflict(
+                        f"{self.path}: cannot read the {self.what} lock ({exc})"
+                    ) from exc
+                try:
+                    info = json.loads(text)
+                except ValueError:
+                    info = None
+                if not isinstance(info, dict):
+                    # locks appear whole (hard link), so an unreadable one is corrupt, not
+                    # half-written: nothing holds it, and only a guard holder removes it
+                    self.path.unlink(missing_ok=True)
+                    continue
                 if holder_alive(info):
                     raise RunConflict(
                         f"{self.path.parent}: locked by pid {info.get('pid')} on "
