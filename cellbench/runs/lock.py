@@ -11,6 +11,8 @@ import json
 import os
 import socket
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from cellbench.errors import RunConflict
@@ -159,3 +161,19 @@ class RunLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+@contextmanager
+def lock_if_free(path: str | os.PathLike) -> Iterator[RunLock | None]:
+    """The run's lock while the block runs, or None when a live process (a training) holds it:
+    an evaluation then writes its own files but leaves that process's event stream alone."""
+    lock = RunLock(path)
+    try:
+        lock.acquire()
+    except RunConflict:
+        yield None
+        return
+    try:
+        yield lock
+    finally:
+        lock.release()

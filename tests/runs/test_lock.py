@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from cellbench.errors import RunConflict
-from cellbench.runs.lock import RunLock, read_lock
+from cellbench.runs.lock import RunLock, lock_if_free, read_lock
 
 
 def test_acquire_writes_pid_and_release_removes(tmp_path):
@@ -147,3 +147,13 @@ def test_taking_the_lock_removes_temp_files_of_killed_writers(tmp_path):
     finally:
         alive.kill()
         alive.wait()
+
+
+def test_lock_if_free_holds_a_free_lock_and_yields_none_to_a_held_one(tmp_path):
+    path = tmp_path / "lock"
+    with lock_if_free(path) as lock:
+        assert lock is not None and read_lock(path)["pid"] == os.getpid()
+        with lock_if_free(path) as second:  # held (by this very process): not taken again
+            assert second is None
+        assert path.exists()  # the inner block did not release the outer lock
+    assert not path.exists()  # released on leaving the block

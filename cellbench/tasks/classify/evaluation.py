@@ -38,12 +38,12 @@ from cellbench.config import Config
 from cellbench.engine.checkpoint import checkpoint_file, read_checkpoint
 from cellbench.engine.device import resolve_device
 from cellbench.engine.step import eval_step, to_device
-from cellbench.errors import BadInputError, RunConflict, UsageError
+from cellbench.errors import BadInputError, UsageError
 from cellbench.metrics.classification import ClassificationReport, classification_report
 from cellbench.metrics.plots import confusion_figure, save_figure
 from cellbench.runs.events import EventWriter
 from cellbench.runs.layout import RunPaths
-from cellbench.runs.lock import RunLock
+from cellbench.runs.lock import lock_if_free
 from cellbench.strict_json import csv_cell
 from cellbench.tasks.classify.predictor import build_model_from_checkpoint
 
@@ -246,18 +246,11 @@ def evaluate_run(
     stem = f"{split}-{checkpoint}"
     paths = _sample_sources(dataset)
 
-    lock = RunLock(run.lock)
-    try:
-        lock.acquire()
-    except RunConflict:
-        lock = None  # a live training holds the run: write our files, leave its event stream alone
-    try:
+    # lock None: a live training holds the run; write our files, leave its events alone
+    with lock_if_free(run.lock) as lock:
         result["event_written"] = lock is not None
         write_eval_files(run.eval_dir, stem, result, report, probs, labels_np, paths)
         if lock is not None:
             with EventWriter(run.events) as writer:
                 _emit(writer, result)
-    finally:
-        if lock is not None:
-            lock.release()
     return result

@@ -42,7 +42,7 @@ from cellbench.metrics.nuclei import json_safe
 from cellbench.metrics.tile_pool import TilePool
 from cellbench.runs.events import EventWriter
 from cellbench.runs.layout import RunPaths
-from cellbench.runs.lock import RunLock
+from cellbench.runs.lock import lock_if_free
 from cellbench.tasks.nuclei.pipeline import MapsCache, nuclei_of_maps, score_nuclei
 from cellbench.tasks.nuclei.postproc import PostProcParams
 from cellbench.tasks.nuclei.postproc_tune import load_frozen, save_frozen, tune_postproc
@@ -374,12 +374,8 @@ def evaluate_nuclei_run(
         "tiles_csv": run.eval_dir / f"tiles_{stem}.csv",
     }
     result["files"] = {k: str(v) for k, v in files.items()}
-    lock = RunLock(run.lock)
-    try:
-        lock.acquire()
-    except RunConflict:
-        lock = None  # a live training holds the run: write our files, leave its events alone
-    try:
+    # lock None: a live training holds the run; write our files, leave its events alone
+    with lock_if_free(run.lock) as lock:
         result["event_written"] = lock is not None
         write_tile_csv(files["tiles_csv"], fold_tile_rows(fold, scored.tiles, tissues))
         atomic_write_json(files["json"], result)  # last: its presence means the CSV is there
@@ -392,9 +388,6 @@ def evaluate_nuclei_run(
                     metrics={k: metrics.get(k) for k in HEADLINE},
                     postproc=postproc["source"],
                 )
-    finally:
-        if lock is not None:
-            lock.release()
     return result
 
 

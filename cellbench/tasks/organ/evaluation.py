@@ -24,12 +24,12 @@ from cellbench.config import config_from_dict
 from cellbench.data.families import folds_for_split
 from cellbench.engine.checkpoint import checkpoint_file, read_checkpoint
 from cellbench.engine.device import resolve_device
-from cellbench.errors import BadInputError, RunConflict, UsageError
+from cellbench.errors import BadInputError, UsageError
 from cellbench.metrics.calibration import expected_calibration_error, nll, softmax
 from cellbench.metrics.classification import classification_report
 from cellbench.runs.events import EventWriter
 from cellbench.runs.layout import RunPaths
-from cellbench.runs.lock import RunLock
+from cellbench.runs.lock import lock_if_free
 from cellbench.tasks.base import EvalRequest, Progress
 from cellbench.tasks.classify.evaluation import _csv_text, write_eval_files
 
@@ -135,12 +135,8 @@ def evaluate_organ_run(
         "version": __version__,
     }
     stem = f"{split}-{request.checkpoint}"
-    lock = RunLock(run.lock)
-    try:
-        lock.acquire()
-    except RunConflict:
-        lock = None  # a live training holds the run: write our files, leave its events alone
-    try:
+    # lock None: a live training holds the run; write our files, leave its events alone
+    with lock_if_free(run.lock) as lock:
         result["event_written"] = lock is not None
         per_tissue_csv(run.eval_dir / f"per_tissue_{stem}.csv", rows)
         files = write_eval_files(run.eval_dir, stem, result, report, calibrated, labels, tissues)
@@ -151,7 +147,4 @@ def evaluate_organ_run(
                 writer.emit(
                     "eval", split=split, checkpoint=request.checkpoint, metrics=result["metrics"]
                 )
-    finally:
-        if lock is not None:
-            lock.release()
     return result

@@ -27,9 +27,9 @@ from cellbench.atomic import atomic_write_json
 from cellbench.config import Config, config_from_dict
 from cellbench.engine.checkpoint import checkpoint_file, read_checkpoint
 from cellbench.engine.device import resolve_device
-from cellbench.errors import RunConflict, UsageError
+from cellbench.errors import UsageError
 from cellbench.runs.events import EventWriter
-from cellbench.runs.lock import RunLock
+from cellbench.runs.lock import lock_if_free
 from cellbench.tasks.base import (
     EvalRequest,
     LossSums,
@@ -207,12 +207,8 @@ class BrightnessTask(Task):
             "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         }
         out = run.eval_dir / f"{request.split}-{request.checkpoint}.json"
-        lock = RunLock(run.lock)
-        try:
-            lock.acquire()
-        except RunConflict:
-            lock = None  # a live training holds the run: write the file, leave its events alone
-        try:
+        # lock None: a live training holds the run; write the file, leave its events alone
+        with lock_if_free(run.lock) as lock:
             result["event_written"] = lock is not None
             result["files"] = {"json": str(out)}
             atomic_write_json(out, result)
@@ -224,7 +220,4 @@ class BrightnessTask(Task):
                         checkpoint=request.checkpoint,
                         metrics=result["metrics"],
                     )
-        finally:
-            if lock is not None:
-                lock.release()
         return result
