@@ -25,8 +25,8 @@ from cellbench.cli.common import (
     warn,
 )
 from cellbench.cli.lists import list_options, parse_folds
+from cellbench.cli.run_inputs import check_inputs, run_task
 from cellbench.errors import BadInputError, UsageError
-from cellbench.runs.layout import RunPaths
 
 app = typer.Typer(
     help="Evaluate a trained run (accuracy, macro-F1, per class, confusion matrix), or score "
@@ -152,12 +152,11 @@ def eval_run(
     else:
         paths = store.resolve(run)
 
-    from cellbench.cli.predict import check_inputs
     from cellbench.tasks import get_task
     from cellbench.tasks.base import EvalRequest  # torch: only when evaluating
 
     forced = check_inputs(paths, force, "eval")  # before any model or data is read
-    task = get_task(_run_task(paths))
+    task = get_task(run_task(paths))
     request = EvalRequest(
         split=split,
         checkpoint=checkpoint,
@@ -224,18 +223,6 @@ def record_forced(result: dict, forced: list[str]) -> None:
 
 def _score(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
-
-
-def _run_task(paths: RunPaths) -> str:
-    """The run's task from its config.yaml, without loading the checkpoint (or torch)."""
-    import yaml
-
-    try:
-        config = yaml.safe_load(paths.config.read_text()) or {}
-    except (OSError, yaml.YAMLError):
-        config = {}
-    task = config.get("task") if isinstance(config, dict) else None
-    return task if isinstance(task, str) else "classify"
 
 
 @app.command("pannuke", cls=list_options("--folds"))

@@ -31,8 +31,8 @@ from cellbench.cli.common import (
     print_json,
     run_store,
 )
+from cellbench.cli.run_inputs import check_inputs
 from cellbench.errors import UsageError
-from cellbench.runs.layout import RunPaths
 
 
 @dataclass
@@ -51,30 +51,6 @@ class SlideOptions:
             if getattr(self, name) is not None:
                 return name
         return None
-
-
-def _run_config(paths: RunPaths) -> dict:
-    """The run's config.yaml as a dict ({} when unreadable), without torch."""
-    import yaml
-
-    try:
-        config = yaml.safe_load(paths.config.read_text()) or {}
-    except (OSError, yaml.YAMLError):
-        return {}
-    return config if isinstance(config, dict) else {}
-
-
-def check_inputs(paths: RunPaths, force: bool, action: str) -> list[str]:
-    """Refuse (exit 3) a run whose feature store or data changed since it trained, unless
-    ``force``: then warn and return the differences (``cellbench.runs.inputs``)."""
-    from cellbench.cli.common import warn
-    from cellbench.runs import inputs
-
-    changes = inputs.check(paths.root, _run_config(paths), force, action)
-    if changes:
-        warn(f"--force: {paths.root.name}'s inputs changed since it trained: {'; '.join(changes)}")
-        inputs.note_forced(paths.root, f"{action} --force", changes)
-    return changes
 
 
 def predict_command(
