@@ -313,8 +313,21 @@ class Task:
         raise NotImplementedError
 
     def overfit_config(self, config: Config) -> Config:
-        """The config of ``--overfit-small``: no augmentation, no regularisation."""
-        return config
+        """The config of ``--overfit-small``: the same data and model, nothing that fights
+        memorisation (no augmentation, dropout, weight decay, smoothing, mixing, EMA, schedule
+        or early stop). A task adds its own settings on top (``super().overfit_config``)."""
+        from cellbench.config import config_from_dict
+
+        plain = config_from_dict(config.to_dict())
+        plain.data.augment = False
+        plain.model.drop_rate = 0.0
+        t = plain.train
+        t.weight_decay = t.label_smoothing = 0.0
+        t.mixup = t.cutmix = 0.0
+        t.ema = t.eval_ema = False
+        t.scheduler, t.warmup_epochs = "none", 0
+        t.early_stopping.patience = None
+        return plain
 
     def finalize(self, config: Config, data: TaskData, run_dir, device) -> dict | None:
         """After a completed training: a task's closing report (files in ``eval/``); what it

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from cellbench.config import Config, config_from_dict
+from cellbench.config import Config
 from cellbench.metrics.classification import per_class_scores
 from cellbench.tasks import register_task
 from cellbench.tasks.base import (
@@ -168,18 +168,7 @@ class ClassificationTask(Task):
         return load_classifier(state, Path(checkpoint), device, use_ema=use_ema, run=run)
 
     def overfit_config(self, config: Config) -> Config:
-        """Same data and model, nothing that fights memorisation."""
-        plain = config_from_dict(config.to_dict())
-        plain.data.augment = False
-        plain.model.drop_rate = 0.0
-        t = plain.train
-        t.weight_decay = 0.0
-        t.label_smoothing = 0.0
-        t.mixup = t.cutmix = 0.0
-        t.ema = t.eval_ema = False
-        t.scheduler = "none"
-        t.warmup_epochs = 0
-        t.layer_decay = None
-        t.freeze_backbone_epochs = 0
-        t.early_stopping.patience = None
+        plain = super().overfit_config(config)
+        plain.train.layer_decay = None
+        plain.train.freeze_backbone_epochs = 0
         return plain

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from cellbench.config import Config, config_from_dict
+from cellbench.config import Config
 from cellbench.engine.checks import Finding
 from cellbench.errors import BadInputError, UsageError
 from cellbench.tasks import register_task
@@ -416,15 +416,3 @@ class NucleiTask(Task):
             elif scope == family:
                 out[metric] = bounds
         return out
-
-    def overfit_config(self, config: Config) -> Config:
-        plain = config_from_dict(config.to_dict())
-        plain.data.augment = False
-        plain.model.drop_rate = 0.0
-        t = plain.train
-        t.weight_decay = 0.0
-        t.ema = t.eval_ema = False
-        t.scheduler = "none"
-        t.warmup_epochs = 0
-        t.early_stopping.patience = None
-        return plain

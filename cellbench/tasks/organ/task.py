@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from cellbench.config import Config, config_from_dict
+from cellbench.config import Config
 from cellbench.metrics.classification import per_class_scores
 from cellbench.tasks import register_task
 from cellbench.tasks.base import EvalRequest, MetricAccumulator, Progress, Task, TaskData
@@ -88,13 +88,8 @@ class OrganTask(Task):
         return 0  # the backbone is frozen by construction: its features are precomputed
 
     def overfit_config(self, config: Config) -> Config:
-        plain = config_from_dict(config.to_dict())
+        plain = super().overfit_config(config)
         plain.organ.dropout = 0.0
-        t = plain.train
-        t.weight_decay = t.label_smoothing = 0.0
-        t.ema = t.eval_ema = False
-        t.scheduler, t.warmup_epochs = "none", 0
-        t.early_stopping.patience = None
         return plain
 
     def finalize(self, config: Config, data: TaskData, run_dir: Path, device) -> dict[str, Any]:
