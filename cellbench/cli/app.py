@@ -55,6 +55,24 @@ def _print_error(message: str) -> None:
     err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
+# how long another rank waits for torchrun to stop it once rank 0 has the error to say
+RANK_0_EXIT_WAIT_S = 60.0
+
+
+def leave_the_exit_to_rank_0() -> None:
+    """Under torchrun every rank meets the same error (a refusal rank 0 took and broadcast, a bad
+    --set every rank read): rank 0 says it and exits with its code. Were another rank to exit
+    first, torchrun would stop rank 0 with SIGTERM, maybe before its message was out. So the
+    other ranks wait, silent, for torchrun to end them once rank 0 has exited (SIGTERM: the
+    launcher then reports rank 0's code, ``engine.launch.failure_code``). A rank still alive
+    after ``RANK_0_EXIT_WAIT_S`` met an error rank 0 did not, and says it itself. RANK is read
+    from the environment, not via engine.distributed, which imports torch: a refusal stays a
+    fast, small exit (a 10⁶-trial sweep is refused in < 1 s, < 200 MB)."""
+    import time
+
+    time.sleep(RANK_0_EXIT_WAIT_S)
+
+
 class CellbenchGroup(TyperGroup):
     """Turns cellbench errors into one stderr line and the documented exit code.
 
@@ -70,10 +88,11 @@ class CellbenchGroup(TyperGroup):
             err_console.print(f"[yellow]stopped by {exc.name}[/]")
             raise typer.Exit(exit_code(exc.signum)) from None
         except CellbenchError as exc:
-            # under torchrun every rank raises the same error: rank 0 says it. RANK is read
-            # here, not via engine.distributed, which imports torch: a refusal stays a fast,
-            # small exit (a 10⁶-trial sweep is refused in < 1 s, < 200 MB)
-            if "WORLD_SIZE" not in os.environ or os.environ.get("RANK", "0") == "0":
+            rank = os.environ.get("RANK", "0") if "WORLD_SIZE" in os.environ else "0"
+            if rank != "0":
+                leave_the_exit_to_rank_0()  # returns only when rank 0 never exited
+                _print_error(f"rank {rank}: {exc}")
+            else:
                 _print_error(str(exc))
             raise typer.Exit(int(exc.exit_code)) from None
         except OSError as exc:

@@ -7,11 +7,12 @@ worker sees torchrun's ``RANK``/``WORLD_SIZE`` and joins the process group
 (``cellbench.engine.distributed``), so a worker never launches again. Several machines use
 ``torchrun`` itself with the same ``-m cellbench train ...`` (docs/scale.md).
 
-Exit status: the workers print their own one-line errors; the launcher exits with rank 0's code
-(4 when the run exists or is locked, 130/143 when interrupted, ...), with a failed rank's code when
-rank 0 succeeded, or 128 + the signal that stopped the agent. A Ctrl-C reaches the workers from the
-terminal and again from torchrun; the trainer treats the pair as one stop. Workers that do not end
-within ``SHUTDOWN_TIMEOUT_S`` of a stop are killed (their checkpoints are atomic either way).
+Exit status: the workers print their own one-line errors; the launcher exits with the code of the
+rank whose failure stopped the others (4 when the run exists or is locked, 130/143 when
+interrupted, ...; see ``failure_code``), or 128 + the signal that stopped the agent. A Ctrl-C
+reaches the workers from the terminal and again from torchrun; the trainer treats the pair as one
+stop. Workers that do not end within ``SHUTDOWN_TIMEOUT_S`` of a stop are killed (their
+checkpoints are atomic either way).
 """
 
 from __future__ import annotations
@@ -76,9 +77,18 @@ def launch(nproc: int, argv: Sequence[str]) -> int:
 
 
 def failure_code(failures: dict) -> int:
-    """The launcher's exit status from torchrun's failed ranks: rank 0's when it failed (the rank
-    that speaks for the run), else the lowest failed rank's; a rank killed by a signal counts
-    as 128 + the signal, as a shell reports it."""
-    rank = 0 if 0 in failures else min(failures)
-    code = int(failures[rank].exitcode)
+    """The launcher's exit status from torchrun's failed ranks, from the failure that caused the
+    others: once one rank fails, torchrun stops the rest with SIGTERM, so a rank terminated that
+    way speaks only when no other rank failed. A rank stopped by any other signal (SIGKILL from
+    the OOM killer, SIGSEGV) is a cause, then a rank that exited with its own code; within each,
+    rank 0 (the rank that speaks for the run) else the lowest. A signal counts as 128 + its number,
+    as a shell reports it."""
+    import signal
+
+    def cause_first(rank: int) -> tuple[int, int]:
+        code = int(failures[rank].exitcode)
+        kind = 2 if code == -signal.SIGTERM else (0 if code < 0 else 1)
+        return kind, rank
+
+    code = int(failures[min(failures, key=cause_first)].exitcode)
     return 128 - code if code < 0 else code

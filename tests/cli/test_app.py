@@ -167,3 +167,35 @@ def test_runs_show_and_compare_take_a_path_to_another_projects_run(tmp_path, mon
     assert compared.exit_code == 0, compared.output
     finals = [r["metrics"]["val_accuracy"]["final"] for r in json.loads(compared.stdout)]
     assert finals == [0.25, 0.75]
+
+
+def test_under_torchrun_another_rank_leaves_the_error_and_the_exit_to_rank_0(tmp_path):
+    """Every rank meets a refusal; were rank 1 to exit first, torchrun would SIGTERM rank 0
+    before it said why (the CI failure: exit 143, no message). Rank 1 waits, silent, until
+    torchrun ends it."""
+    import os
+    import signal
+    import time
+
+    env = {**os.environ, "WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1"}
+    args = [sys.executable, "-m", "cellbench", "runs", "show", "nope", "--runs-dir", str(tmp_path)]
+    rank_1 = subprocess.Popen(args, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(3)  # rank 0 would have said it and exited long before
+        assert rank_1.poll() is None
+        rank_1.send_signal(signal.SIGTERM)  # torchrun, once rank 0 exited
+        _, err = rank_1.communicate(timeout=30)
+    finally:
+        rank_1.kill()
+    assert rank_1.returncode == -signal.SIGTERM and err == ""
+
+
+def test_a_rank_whose_error_rank_0_never_met_says_it_itself(tmp_path, monkeypatch):
+    import cellbench.cli.app as cli_app
+
+    monkeypatch.setattr(cli_app, "RANK_0_EXIT_WAIT_S", 0.01)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    result = runner.invoke(app, ["runs", "show", "nope", "--runs-dir", str(tmp_path)])
+    assert result.exit_code == 3
+    assert result.output.startswith("error: rank 1: ") and "nope" in result.output

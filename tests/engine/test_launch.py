@@ -20,11 +20,15 @@ def test_torchrun_parses_cellbench_options_as_the_module_arguments():
     assert args.standalone
 
 
-def test_the_exit_status_is_rank_0s_else_the_first_failed_rank():
+def test_the_exit_status_is_the_failure_that_stopped_the_others():
     fail = lambda code: SimpleNamespace(exitcode=code)  # noqa: E731
     assert failure_code({0: fail(4), 1: fail(4)}) == 4
+    assert failure_code({0: fail(3), 1: fail(4)}) == 3  # rank 0 speaks for the run
     assert failure_code({1: fail(-9)}) == 137  # SIGKILL, as a shell says it
-    assert failure_code({0: fail(-15), 1: fail(1)}) == 143
+    # rank 1 refused and exited; torchrun then stopped rank 0 with SIGTERM (the CI failure)
+    assert failure_code({0: fail(-15), 1: fail(4)}) == 4
+    assert failure_code({0: fail(-9), 1: fail(1)}) == 137  # OOM-killed rank 0 broke rank 1
+    assert failure_code({0: fail(-15), 1: fail(-15)}) == 143  # only terminations: stopped
 
 
 def test_the_relaunched_command_line_is_the_parsed_options_without_nproc(tmp_path, monkeypatch):
