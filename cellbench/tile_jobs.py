@@ -66,3 +66,10 @@ def core_detections(
         )
         out.append(record)
     return out
+
+
+def with_label(post: Callable[[Any, Any], Any], payload: tuple[Any, Any], job: Any):
+    """``(post(maps, job), label)`` of a ``(maps, label)`` payload: a per-tile decision made on
+    the device (``predict --organ-run``) rides along with the tile through the pool."""
+    maps, label = payload
+    return post(maps, job), label

@@ -44,6 +44,7 @@ class SlideOptions:
     workers: int | None
     force: bool
     batch_size: int
+    organ_run: str | None = None
 
     def given(self) -> str | None:
         """The first slide-only option given (they send any image through the slide path)."""
@@ -123,6 +124,16 @@ def predict_command(
             show_default=False,
         ),
     ] = None,
+    organ_run: Annotated[
+        str | None,
+        typer.Option(
+            "--organ-run",
+            help="Slides: an organ-head run on the same backbone as --run: each tile's tissue "
+            "and its confidence, from the CLS of the same backbone pass (<slide>.tiles.csv/"
+            ".parquet, summary.json 'organ').",
+            show_default=False,
+        ),
+    ] = None,
     overwrite: OverwriteOption = False,
     force: Annotated[
         bool,
@@ -146,9 +157,9 @@ def predict_command(
     batch_size = machine_batch(machine, batch_size, "eval", default=32)
     paths = run_store(runs_dir).resolve(run)
     check_inputs(paths, force, "predict")  # before any image or model is read
-    slide_options = SlideOptions(mpp, level, roi, tissue, workers, force, batch_size)
+    slide_options = SlideOptions(mpp, level, roi, tissue, workers, force, batch_size, organ_run)
 
-    from cellbench.cli.predict_slide import check_slides, predict_slides
+    from cellbench.cli.predict_slide import check_organ_run, check_slides, predict_slides
     from cellbench.inference import load_model, read_images  # torch: lazily
     from cellbench.inference.slide_reader import is_slide
 
@@ -157,6 +168,13 @@ def predict_command(
     # first: a bad file or a slide without resolution fails before the model is loaded
     check_slides(slides, slide_options)
     images = [Path(i) for i in images if Path(i) not in slides]
+    organ_paths = None
+    if organ_run is not None:
+        if not slides:
+            raise UsageError("--organ-run: decides the tiles of whole slides; no slide given")
+        organ_paths = run_store(runs_dir).resolve(organ_run)
+        check_inputs(organ_paths, force, "predict")
+        check_organ_run(paths, organ_paths)  # a head on another backbone: refused here
 
     pil_images = read_images(images)  # first: a bad path fails before the model is loaded
     loaded = load_model(paths, checkpoint=checkpoint, device=device)
@@ -190,7 +208,13 @@ def predict_command(
         )
     names = [str(image) for image in images]
     if slides:
-        slide_rows = predict_slides(loaded, slides, folder, slide_options)
+        head = None
+        if organ_paths is not None:
+            from cellbench.inference.tile_head import load_tile_head
+
+            head = load_tile_head(organ_paths, checkpoint=checkpoint, device=loaded.device)
+            log(f"tissue per tile: {organ_paths.root.name} (temperature {head.temperature:.3g})")
+        slide_rows = predict_slides(loaded, slides, folder, slide_options, head)
         rows += slide_rows
         summaries += [{**loaded.slide_summary(r), "files": r["folder"]} for r in slide_rows]
         names += [r["image"] for r in slide_rows]

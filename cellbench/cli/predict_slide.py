@@ -39,6 +39,20 @@ def check_slides(slides: list[Path], options) -> None:
             check_mpp(slide, reader.mpp, options.mpp)
 
 
+def check_organ_run(paths, organ_paths) -> None:
+    """``--organ-run``, from the two runs' configs and feature-store manifests, before any
+    model loads: a run whose task makes no per-tile decision is refused (exit 2), a head whose
+    features came from another backbone than the nuclei run's (exit 3)."""
+    from cellbench.cli.run_inputs import run_config, run_task
+    from cellbench.inference import tile_head
+
+    tile_head.check_task(run_task(organ_paths), organ_paths.root.name)
+    model = tile_head.config_identity(run_config(paths))
+    head = tile_head.config_identity(run_config(organ_paths))
+    if model is not None and head is not None:  # an --online-features run: checked once loaded
+        tile_head.check_same_backbone(paths.root.name, model, organ_paths.root.name, head)
+
+
 def _progress_bar():
     from rich.progress import (
         BarColumn,
@@ -77,7 +91,9 @@ class _Progress:
         self.bar.update(self.task, completed=done, total=total, rate=f"{rate:.1f}")
 
 
-def predict_slides(loaded, slides: list[Path], folder: Path, options) -> list[dict[str, Any]]:
+def predict_slides(
+    loaded, slides: list[Path], folder: Path, options, head=None
+) -> list[dict[str, Any]]:
     from cellbench.inference.slide import write_slide
     from cellbench.inference.tiling import parse_roi
 
@@ -99,6 +115,7 @@ def predict_slides(loaded, slides: list[Path], folder: Path, options) -> list[di
                 level=options.level,
                 roi=parse_roi(options.roi),
                 tissue=options.tissue or "auto",
+                organ=head,
             )
         summary = result.summary
         if result.skipped:
@@ -109,6 +126,12 @@ def predict_slides(loaded, slides: list[Path], folder: Path, options) -> list[di
                 f"{slide}: {summary['objects']} nuclei, {summary['tiles']['with_tissue']} tiles "
                 f"in {t['wall']:.1f} s ({t['items_per_s']} tiles/s; bound by {t['bottleneck']})"
             )
+            organ = summary.get("organ")
+            if organ and organ["majority"] is not None:
+                log(
+                    f"{slide}: tissue {organ['majority']} on {organ['majority_share']:.0%} of "
+                    f"{organ['tiles']} tiles ({organ['run']})"
+                )
         results.append(
             {
                 "image": str(slide),
@@ -119,6 +142,7 @@ def predict_slides(loaded, slides: list[Path], folder: Path, options) -> list[di
                 "folder": str(result.folder),
                 "files": summary["files"],
                 "bottleneck": summary.get("bottleneck"),
+                **({"organ": summary["organ"]} if "organ" in summary else {}),
             }
         )
     return results

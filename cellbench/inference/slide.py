@@ -43,7 +43,7 @@ from cellbench.inference.tiling import (
     tile_grid,
 )
 from cellbench.inference.tissue import TissueMask, read_thumbnail, thumbnail_factor, tissue_mask
-from cellbench.tile_jobs import core_detections
+from cellbench.tile_jobs import core_detections, with_label
 
 FORMAT = "cellbench-slide-prediction"
 ID_NAMESPACE = uuid.UUID("6f1f3c52-2b7e-4f37-9a55-5c0c1d1e0b19")  # cellbench slide objects
@@ -83,6 +83,8 @@ class SlideObject:
     touches_edge: bool
     color: tuple[int, int, int]
     geometry: dict[str, Any]
+    tissue: str | None = None  # the per-tile head's decision for its tile (``organ=``)
+    tissue_confidence: float | None = None
 
 
 MARGIN_UM = 8.0  # a nucleus up to twice this across is never cut in two
@@ -149,15 +151,74 @@ def plan_slide(
     return SlidePlan(reader, geometry, mask, tiles, len(grid), source)
 
 
-def _records(plan: SlidePlan, tile: Tile, detections: list[dict], name: str) -> list[dict]:
-    """Ids, µm, tissue region: what the worker could not know about the tile's objects."""
+def attach_head(predictor: SlidePredictor, organ: Any) -> Any:
+    """The per-tile head (``cellbench.inference.tile_head``) of ``organ`` (a run or a loaded
+    head), checked against the predictor's backbone; None without one."""
+    if organ is None:
+        return None
+    from cellbench.inference import tile_head
+
+    if not all(hasattr(predictor, a) for a in ("forward_tiles_and_cls", "backbone_identity")):
+        raise BadInputError(
+            f"{getattr(predictor, 'checkpoint_path', 'this model')}: its forward gives no "
+            "backbone CLS for a per-tile head"
+        )
+    head = organ if tile_head.is_tile_head(organ) else None
+    if head is None:
+        head = tile_head.load_tile_head(organ, device=getattr(predictor, "device", "cpu"))
+    run = getattr(predictor, "run", None)
+    name = Path(getattr(run, "root", run) or getattr(predictor, "checkpoint_path", "model")).name
+    tile_head.check_same_backbone(
+        name, predictor.backbone_identity(), head.run_name, head.backbone_identity()
+    )
+    return head
+
+
+def _decision(probabilities, classes: list[str]) -> dict[str, Any]:
+    # rounded as the GeoJSON's probabilities: a resumed slide (other batches) writes the same
+    k = int(probabilities.argmax())
+    return {"tissue": classes[k], "confidence": round(float(probabilities[k]), 4)}
+
+
+def _tile_record(plan: SlidePlan, index: int, tile: Tile, decision: dict, nuclei: int) -> dict:
+    """One row of the per-tile table: where the tile lies in level-0 pixels (all of it, as the
+    head saw it, and its core, where its nuclei were counted) and the head's decision."""
+    g = plan.geometry
+    r = g.to_level0
+    x0, y0, x1, y1 = tile.core
+    ox, oy = g.roi[0] + tile.u * r, g.roi[1] + tile.v * r
+    return {
+        "index": index,
+        "tile": tile.key,
+        "x_px": ox,
+        "y_px": oy,
+        "size_px": g.tile * r,
+        "core_x_px": ox + x0 * r,
+        "core_y_px": oy + y0 * r,
+        "core_width_px": (x1 - x0) * r,
+        "core_height_px": (y1 - y0) * r,
+        "tissue": decision["tissue"],
+        "confidence": decision["confidence"],
+        "nuclei": nuclei,
+    }
+
+
+def _records(
+    plan: SlidePlan, tile: Tile, detections: list[dict], name: str, decision: dict | None = None
+) -> list[dict]:
+    """Ids, µm, tissue region (and the tile's decision): what the worker could not know about
+    the tile's objects."""
     g = plan.geometry
     r = g.to_level0
     out = []
+    tissue = {}
+    if decision is not None:
+        tissue = {"tissue": decision["tissue"], "tissue_confidence": decision["confidence"]}
     for rank, d in enumerate(detections):
         u, v = (d["x"] - g.roi[0]) / r, (d["y"] - g.roi[1]) / r
         out.append(
             {
+                **tissue,
                 "id": str(uuid.uuid5(ID_NAMESPACE, f"{name}:{tile.key}:{rank}")),
                 "tile": tile.key,
                 "x_px": d["x"],
@@ -186,7 +247,9 @@ def _stream_records(
     readers: int,
     workers: int,
     clock: StageClock,
-) -> Iterator[tuple[Tile, list[dict]]]:
+    head: Any = None,
+) -> Iterator[tuple[Tile, list[dict], dict | None]]:
+    """(tile, its objects' records, the head's decision or None), tile by tile in order."""
     g = plan.geometry
     r = g.to_level0
 
@@ -199,10 +262,21 @@ def _stream_records(
 
     # picklable, module-level: it runs in the post-processing processes
     post = functools.partial(core_detections, model.tile_postprocessor(), scale=r, size=g.tile)
-    for tile, detections in stream(
-        tiles, read, model.forward_tiles, post, batch_size, readers, workers, clock, job=job
+    forward = model.forward_tiles
+    if head is not None:
+        # the head reads the CLS of the decoder's own backbone pass; its decision travels with
+        # the tile's maps through the pool (a few floats) and comes back with its detections
+        def forward(raw):
+            payloads, cls = model.forward_tiles_and_cls(raw)
+            decisions = [_decision(p, head.classes) for p in head.probabilities(cls)]
+            return list(zip(payloads, decisions, strict=True))
+
+        post = functools.partial(with_label, post)
+    for tile, result in stream(
+        tiles, read, forward, post, batch_size, readers, workers, clock, job=job
     ):
-        yield tile, _records(plan, tile, detections, name)
+        detections, decision = result if head is not None else (result, None)
+        yield tile, _records(plan, tile, detections, name, decision), decision
 
 
 def _object(record: dict[str, Any]) -> SlideObject:
@@ -220,15 +294,18 @@ def iter_slide_objects(
     readers: int = 2,
     workers: int = 0,
     clock: StageClock | None = None,
+    organ: Any = None,
     **options: Any,
 ) -> Iterator[SlideObject]:
-    """The slide's objects, tile by tile (row by row), nothing written."""
+    """The slide's objects, tile by tile (row by row), nothing written; with ``organ`` (a
+    run or a loaded per-tile head) each carries its tile's tissue and confidence."""
     predictor = check_predictor(model)
+    head = attach_head(predictor, organ)
     plan = plan_slide(predictor, path, **options)
     clock = clock or StageClock()
     try:
-        for _, records in _stream_records(
-            predictor, plan, plan.tiles, Path(path).name, batch_size, readers, workers, clock
+        for _, records, _ in _stream_records(
+            predictor, plan, plan.tiles, Path(path).name, batch_size, readers, workers, clock, head
         ):
             for record in records:
                 yield _object(record)
@@ -241,12 +318,16 @@ def _fingerprint(path: Path) -> dict[str, Any]:
     return {"path": str(path.resolve()), "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
-def _plan_record(model: SlidePredictor, plan: SlidePlan, path: Path, tissue: str) -> dict:
-    """What must match for a journal to be resumed: same slide file, model, geometry, tiles."""
+def _plan_record(
+    model: SlidePredictor, plan: SlidePlan, path: Path, tissue: str, head: Any = None
+) -> dict:
+    """What must match for a journal to be resumed: same slide file, model (and per-tile
+    head), geometry, tiles."""
     tiles = hashlib.sha256(",".join(t.key for t in plan.tiles).encode()).hexdigest()
     record = {
         "slide": _fingerprint(path),
         "model": model.describe(),
+        "tile_head": head.describe() if head is not None else None,
         "geometry": plan.geometry.to_dict(),
         "tissue": tissue,
         "tiles": len(plan.tiles),
@@ -279,27 +360,35 @@ def write_slide(
     progress: Callable[[int, int], None] | None = None,
     log: Callable[[str], None] | None = None,
     tissue: str = "auto",
+    organ: Any = None,
     **options: Any,
 ) -> SlideResult:
     """Predict a slide into ``out/<stem>/`` (see ``slide_outputs``), resuming from its journal;
-    a finished slide (its ``summary.json`` is there) is skipped unless ``force``."""
+    a finished slide (its ``summary.json`` is there) is skipped unless ``force``. ``organ``: a
+    run (or a loaded head, ``tile_head.load_tile_head``) whose head decides each tile's tissue
+    from the CLS of the model's own backbone pass: the per-tile table and ``summary["organ"]``."""
     path = Path(path)
     folder = Path(out) / path.stem
     summary_file = folder / "summary.json"
     log = log or (lambda message: None)
+    predictor = check_predictor(model)
+    head = attach_head(predictor, organ)  # before any tile is read
+    wanted = head.describe() if head is not None else None
     if summary_file.is_file() and not force:
         try:
             summary = json.loads(summary_file.read_text())
         except (OSError, ValueError):
             summary = None
         if isinstance(summary, dict) and summary.get("format") == FORMAT:
-            return SlideResult(path, folder, summary, skipped=True)
-    predictor = check_predictor(model)
+            # finished; asked now for a per-tile head it was not run with: done again
+            if wanted is None or summary.get("tile_head") == wanted:
+                return SlideResult(path, folder, summary, skipped=True)
+            log(f"{path}: finished without --organ-run {head.run_name}: predicting it again")
     started = time.perf_counter()
     plan = plan_slide(predictor, path, tissue=tissue, **options)
     try:
         journal = folder / ".journal"
-        record = _plan_record(predictor, plan, path, tissue)
+        record = _plan_record(predictor, plan, path, tissue, head)
         if force or slide_outputs.read_plan(journal) != record:
             if slide_outputs.read_plan(journal) is not None and not force:
                 log(f"{path}: the journal was for other settings or another model: starting over")
@@ -309,11 +398,11 @@ def write_slide(
         if done:
             log(f"{path}: resuming after {done} of {len(plan.tiles)} finished tiles")
         clock = StageClock()
-        writer = slide_outputs.Journal(journal, done)
+        writer = slide_outputs.Journal(journal, done, tiles=head is not None)
         if progress:
             progress(done, len(plan.tiles))
         try:
-            for position, (_, records) in enumerate(
+            for position, (tile, records, decision) in enumerate(
                 _stream_records(
                     predictor,
                     plan,
@@ -323,10 +412,14 @@ def write_slide(
                     readers,
                     workers,
                     clock,
+                    head,
                 ),
                 start=done,
             ):
-                writer.add(position, records)
+                row = None
+                if decision is not None:
+                    row = _tile_record(plan, position, tile, decision, len(records))
+                writer.add(position, records, row)
                 if progress:
                     progress(position + 1, len(plan.tiles))
         finally:
@@ -334,7 +427,12 @@ def write_slide(
         g = plan.geometry
         thumb_px = g.to_level0 * plan.mask.factor
         outputs = slide_outputs.assemble(
-            journal, folder, path.stem, plan.mask.thumbnail, (g.roi[0], g.roi[1], thumb_px)
+            journal,
+            folder,
+            path.stem,
+            plan.mask.thumbnail,
+            (g.roi[0], g.roi[1], thumb_px),
+            tile_head=head.describe() if head is not None else None,
         )
         timings = clock.to_dict()
         summary = {
@@ -343,6 +441,7 @@ def write_slide(
             "slide": str(path),
             "reader": plan.reader.backend,
             "model": predictor.describe(),
+            "tile_head": wanted,
             "slide_mpp": g.slide_mpp,
             "mpp_source": plan.mpp_source,
             "run_mpp": g.run_mpp,
@@ -374,7 +473,8 @@ def predict_slide(model: Any, path: str | os.PathLike, out: str | os.PathLike | 
     """``out`` given: write the slide's outputs there and return a ``SlideResult``
     (``write_slide``); else an iterator of its ``SlideObject``s (``iter_slide_objects``).
     Options: mpp, level, roi (x, y, w, h level-0 pixels), tissue ("auto"/"none"), margin,
-    batch_size, readers, workers (post-processing processes; 0 = in this thread), backend."""
+    batch_size, readers, workers (post-processing processes; 0 = in this thread), backend,
+    organ (an organ run, or its loaded head: each tile's tissue and confidence)."""
     if out is None:
         return iter_slide_objects(model, path, **kw)
     return write_slide(model, path, out, **kw)

@@ -29,7 +29,7 @@ import re
 import shutil
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +58,47 @@ TABLE_COLUMNS = (
 )
 
 
-def _schema(with_geometry: bool):
+TISSUE_COLUMNS = ("tissue", "tissue_confidence")  # with a per-tile head (``--organ-run``)
+TILE_COLUMNS = (
+    "index",
+    "tile",
+    "x_px",
+    "y_px",
+    "size_px",
+    "core_x_px",
+    "core_y_px",
+    "core_width_px",
+    "core_height_px",
+    "tissue",
+    "confidence",
+    "nuclei",
+)
+TILES_KEY = b"cellbench.tiles"  # a part's per-tile rows, in its Parquet metadata
+CONFIDENCE_DIGITS = 4  # as the GeoJSON's type probability: stable across batchings
+
+
+def _tile_schema():
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            ("index", pa.int64()),
+            ("tile", pa.string()),
+            ("x_px", pa.float64()),
+            ("y_px", pa.float64()),
+            ("size_px", pa.float64()),
+            ("core_x_px", pa.float64()),
+            ("core_y_px", pa.float64()),
+            ("core_width_px", pa.float64()),
+            ("core_height_px", pa.float64()),
+            ("tissue", pa.string()),
+            ("confidence", pa.float64()),
+            ("nuclei", pa.int64()),
+        ]
+    )
+
+
+def _schema(with_geometry: bool, with_tissue: bool = False):
     import pyarrow as pa
 
     fields = [
@@ -75,25 +115,44 @@ def _schema(with_geometry: bool):
         ("region", pa.int32()),
         ("touches_edge", pa.bool_()),
     ]
+    if with_tissue:
+        fields += [("tissue", pa.string()), ("tissue_confidence", pa.float64())]
     if with_geometry:
         fields += [("color", pa.list_(pa.int32())), ("geometry", pa.string())]
     return pa.schema(fields)
 
 
-class Journal:
-    """The finished tiles of a slide: ``add`` each tile in order, ``commit`` writes a part."""
+def _round(value: float) -> float:
+    return round(float(value), CONFIDENCE_DIGITS)
 
-    def __init__(self, folder: Path, start: int):
+
+class Journal:
+    """The finished tiles of a slide: ``add`` each tile in order, ``commit`` writes a part.
+
+    With ``tiles`` (a per-tile head), each tile also gives one small row (its decision, its
+    place, its nuclei count), kept in the part's own metadata: a tile with no nucleus still has
+    its decision, and a part holds its tiles' rows and objects together or not at all."""
+
+    def __init__(self, folder: Path, start: int, tiles: bool = False):
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.start = self.end = start  # tiles [start, end) are waiting in memory
         self.rows: list[dict[str, Any]] = []
+        self.tiles = tiles
+        self.tile_rows: list[dict[str, Any]] = []
         self.last_commit = time.monotonic()
 
-    def add(self, position: int, records: list[dict[str, Any]]) -> None:
+    def add(
+        self, position: int, records: list[dict[str, Any]], tile: dict[str, Any] | None = None
+    ) -> None:
         if position != self.end:
             raise RuntimeError(f"tile {position} out of order (expected {self.end})")
+        if self.tiles != (tile is not None):
+            state = "missing" if self.tiles else "unexpected"
+            raise RuntimeError(f"tile {position}: its per-tile row is {state}")
         self.rows.extend(records)
+        if tile is not None:
+            self.tile_rows.append(tile)
         self.end += 1
         if (
             len(self.rows) >= COMMIT_ROWS
@@ -108,14 +167,18 @@ class Journal:
 
         if self.end == self.start:
             return
-        schema = _schema(True)
+        schema = _schema(True, self.tiles)
         columns = {name: [row[name] for row in self.rows] for name in schema.names}
         table = pa.table(columns, schema=schema)
+        if self.tiles:
+            rows = json.dumps(self.tile_rows, separators=(",", ":")).encode()
+            table = table.replace_schema_metadata({TILES_KEY: rows})
         buffer = io.BytesIO()
         pq.write_table(table, buffer)
         name = f"part-{self.start:09d}-{self.end:09d}.parquet"
         atomic_write(self.folder / name, lambda fh: fh.write(buffer.getvalue()))
         self.start, self.rows, self.last_commit = self.end, [], time.monotonic()
+        self.tile_rows = []
 
 
 def parts(folder: Path) -> list[Path]:
@@ -158,7 +221,18 @@ def _part_tables(folder: Path) -> Iterator[Any]:
     import pyarrow.parquet as pq
 
     for path in parts(folder):
-        yield pq.read_table(path)
+        yield pq.read_table(path).replace_schema_metadata(None)
+
+
+def _part_tile_tables(folder: Path) -> Iterator[Any]:
+    """The per-tile rows of each part (from its metadata: the footer alone is read)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = _tile_schema()
+    for path in parts(folder):
+        rows = json.loads((pq.read_schema(path).metadata or {}).get(TILES_KEY, b"[]"))
+        yield pa.Table.from_pylist(rows, schema=schema)
 
 
 def _feature(row: dict[str, Any]) -> str:
@@ -171,6 +245,8 @@ def _feature(row: dict[str, Any]) -> str:
     }
     if row["probability"] is not None and not math.isnan(row["probability"]):
         measurements["type probability"] = round(row["probability"], 4)
+    if row.get("tissue_confidence") is not None:
+        measurements["tissue confidence"] = _round(row["tissue_confidence"])
     properties = {
         "objectType": "detection",
         "classification": {"name": row["type"], "color": list(row["color"])},
@@ -179,9 +255,84 @@ def _feature(row: dict[str, Any]) -> str:
         "tile": row["tile"],
         "region": row["region"],
     }
+    if row.get("tissue") is not None:
+        properties["tissue"] = row["tissue"]
     head = json.dumps({"type": "Feature", "id": row["id"]}, ensure_ascii=False)[:-1]
     props = json.dumps(properties, ensure_ascii=False)
     return f'{head}, "geometry": {row["geometry"]}, "properties": {props}}}'
+
+
+def _parquet_writer(tables: Callable[[], Iterator[Any]], schema) -> Callable[[Any], None]:
+    """Write ``tables()`` as one Parquet file in row groups of ``ROW_GROUP`` rows whatever the
+    journal's parts: a resumed slide (other part boundaries) gives the same bytes as an
+    uninterrupted one."""
+
+    def write(fh) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pending, rows = [], 0
+        with pq.ParquetWriter(fh, schema) as writer:
+            for table in tables():
+                pending.append(table.select(schema.names))
+                rows += table.num_rows
+                if rows >= ROW_GROUP:
+                    merged = pa.concat_tables(pending)
+                    whole = rows - rows % ROW_GROUP
+                    writer.write_table(merged.slice(0, whole), row_group_size=ROW_GROUP)
+                    pending, rows = [merged.slice(whole)], rows - whole
+            if rows or not pending:
+                merged = pa.concat_tables(pending) if pending else schema.empty_table()
+                writer.write_table(merged, row_group_size=ROW_GROUP)
+
+    return write
+
+
+def _csv_writer(tables: Callable[[], Iterator[Any]], schema) -> Callable[[Any], None]:
+    def write(fh) -> None:
+        import pyarrow.csv as pacsv
+
+        with pacsv.CSVWriter(fh, schema) as writer:
+            for table in tables():
+                writer.write_table(table.select(schema.names))
+
+    return write
+
+
+def _tile_outputs(journal: Path, folder: Path, stem: str, head: dict[str, Any]) -> dict:
+    """The per-tile table (Parquet, CSV) and the slide's tissue summary from the parts."""
+    files = {
+        "tiles_parquet": folder / f"{stem}.tiles.parquet",
+        "tiles_csv": folder / f"{stem}.tiles.csv",
+    }
+    schema = _tile_schema()
+
+    def tables():
+        return _part_tile_tables(journal)
+
+    atomic_write(files["tiles_parquet"], _parquet_writer(tables, schema))
+    atomic_write(files["tiles_csv"], _csv_writer(tables, schema))
+    per_tissue: Counter[str] = Counter()
+    confidence: defaultdict[str, float] = defaultdict(float)
+    for table in tables():
+        columns = table.select(["tissue", "confidence"]).to_pydict()
+        for tissue, value in zip(columns["tissue"], columns["confidence"], strict=True):
+            per_tissue[tissue] += 1
+            confidence[tissue] += value
+    tiles = sum(per_tissue.values())
+    # the most frequent decision; a tie goes to the more confident tissue, then the name
+    majority = min(per_tissue, key=lambda t: (-per_tissue[t], -confidence[t], t), default=None)
+    summary = {
+        **{k: head[k] for k in ("run", "checkpoint", "temperature", "classes") if k in head},
+        "tiles": tiles,
+        "tiles_per_tissue": dict(sorted(per_tissue.items(), key=lambda kv: (-kv[1], kv[0]))),
+        "mean_confidence_per_tissue": {
+            t: round(confidence[t] / n, CONFIDENCE_DIGITS) for t, n in sorted(per_tissue.items())
+        },
+        "majority": majority,
+        "majority_share": round(per_tissue[majority] / tiles, 4) if tiles else None,
+    }
+    return {"files": {k: str(v) for k, v in files.items()}, "organ": summary}
 
 
 def assemble(
@@ -190,13 +341,13 @@ def assemble(
     stem: str,
     thumbnail: np.ndarray,
     to_thumbnail: tuple[float, float, float],
+    tile_head: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Stream the journal's parts into the outputs; returns counts and the files written.
 
     ``to_thumbnail`` = (x0, y0, level-0 pixels per thumbnail pixel) places objects on the
-    thumbnail for the overlay."""
-    import pyarrow.csv as pacsv
-    import pyarrow.parquet as pq
+    thumbnail for the overlay. ``tile_head`` (its ``describe()``): the journal holds per-tile
+    decisions: the per-tile table and the ``organ`` summary too."""
     from PIL import Image, ImageDraw
 
     files = {
@@ -208,7 +359,7 @@ def assemble(
     counts: Counter[str] = Counter()
     by_region: defaultdict[int, Counter[str]] = defaultdict(Counter)
     edge = 0
-    table_schema = _schema(False)
+    table_schema = _schema(False, tile_head is not None)
 
     def geojson(fh) -> None:
         fh.write(b'{"type": "FeatureCollection", "features": [\n')
@@ -219,33 +370,15 @@ def assemble(
                 first = False
         fh.write(b"\n]}\n")
 
-    def parquet(fh) -> None:
-        # row groups of ROW_GROUP rows whatever the journal's parts: a resumed slide (other
-        # part boundaries) gives the same bytes as an uninterrupted one
-        import pyarrow as pa
-
-        pending, rows = [], 0
-        with pq.ParquetWriter(fh, table_schema) as writer:
-            for table in _part_tables(journal):
-                pending.append(table.select(list(TABLE_COLUMNS)))
-                rows += table.num_rows
-                if rows >= ROW_GROUP:
-                    merged = pa.concat_tables(pending)
-                    whole = rows - rows % ROW_GROUP
-                    writer.write_table(merged.slice(0, whole), row_group_size=ROW_GROUP)
-                    pending, rows = [merged.slice(whole)], rows - whole
-            if rows or not pending:
-                merged = pa.concat_tables(pending) if pending else table_schema.empty_table()
-                writer.write_table(merged, row_group_size=ROW_GROUP)
-
-    def csv(fh) -> None:
-        with pacsv.CSVWriter(fh, table_schema) as writer:
-            for table in _part_tables(journal):
-                writer.write_table(table.select(list(TABLE_COLUMNS)))
-
     atomic_write(files["geojson"], geojson)
-    atomic_write(files["parquet"], parquet)
-    atomic_write(files["csv"], csv)
+    atomic_write(files["parquet"], _parquet_writer(lambda: _part_tables(journal), table_schema))
+    atomic_write(files["csv"], _csv_writer(lambda: _part_tables(journal), table_schema))
+    extra = {}
+    if tile_head is not None:
+        extra = _tile_outputs(journal, folder, stem, tile_head)
+    else:  # a slide redone without a per-tile head: no table of an earlier run stays behind
+        for suffix in (".tiles.parquet", ".tiles.csv"):
+            (folder / f"{stem}{suffix}").unlink(missing_ok=True)
 
     # counts and overlay: one more pass, columns only
     image = Image.fromarray(thumbnail)
@@ -265,7 +398,8 @@ def assemble(
     image.save(buffer, format="PNG")
     atomic_write(files["overlay"], lambda fh: fh.write(buffer.getvalue()))
     return {
-        "files": {k: str(v) for k, v in files.items()},
+        "files": {k: str(v) for k, v in files.items()} | extra.get("files", {}),
+        **({"organ": extra["organ"]} if extra else {}),
         "counts": dict(sorted(counts.items())),
         "counts_by_region": {
             str(region): dict(sorted(c.items())) for region, c in sorted(by_region.items())

@@ -375,3 +375,20 @@ class Task:
         """The run's model ready for inference. ``run``: the run's ``RunPaths`` (None for a bare
         checkpoint file); ``state``: the checkpoint when the caller has read it already."""
         raise UsageError(f"{self.name} runs have no predictor")
+
+    # True when ``load_tile_head`` gives a head that decides each slide tile from the CLS of the
+    # backbone a nuclei run already ran (``predict --organ-run``)
+    decides_tiles: bool = False
+
+    def load_tile_head(
+        self,
+        checkpoint: str | os.PathLike,
+        device: str | torch.device | None = "cpu",
+        *,
+        run: Any = None,
+        state: dict[str, Any] | None = None,
+    ) -> Any:
+        """The run's per-tile head without a backbone of its own (``decides_tiles`` tasks):
+        ``classes``, ``temperature``, ``probabilities(cls) -> (N, C)``, ``backbone_identity()``
+        and ``describe()`` (``cellbench.inference.tile_head``)."""
+        raise UsageError(f"{self.name} runs make no per-tile decision from a backbone's CLS")

@@ -188,6 +188,13 @@ class OnlineFeatureDecoder(nn.Module):
         return self._frozen.backbone
 
     def forward(self, raw: torch.Tensor, image: torch.Tensor) -> dict[str, torch.Tensor]:
-        _, tokens = self.backbone.extract(raw)  # inference mode, the backbone's preprocessing
+        return self.maps_and_cls(raw, image)[0]
+
+    def maps_and_cls(
+        self, raw: torch.Tensor, image: torch.Tensor
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """The maps and the backbone's CLS (B, D) of the same forward: what a slide's per-tile
+        head (``predict --organ-run``) reads, without a second pass through the backbone."""
+        cls, tokens = self.backbone.extract(raw)  # inference mode, the backbone's preprocessing
         # a copy outside inference mode: the decoder's autograd may keep it for backward
-        return self.decoder(tokens.clone(), image)
+        return self.decoder(tokens.clone(), image), cls

@@ -152,6 +152,21 @@ class NucleiModel(Predictor):
         """The maps of a batch of uint8 (N, T, T, 3) tiles, one (np, hv, nt) per tile, on CPU."""
         return forward_maps(self, raw)
 
+    def forward_tiles_and_cls(self, raw: np.ndarray) -> tuple[list[Any], torch.Tensor]:
+        """``forward_tiles`` and the backbone's CLS (N, D) of the same forward pass: a per-tile
+        head on the same backbone (``predict --organ-run``) costs no second backbone pass."""
+        return forward_maps_and_cls(self, raw)
+
+    def backbone_identity(self) -> dict[str, Any]:
+        """The backbone this run's tokens come from, as a feature store's manifest records it:
+        a per-tile head trained on the same one may read this run's CLS."""
+        backbone = self.model.backbone
+        return {
+            "backbone": backbone.describe(),
+            "preprocessing": backbone.profile.preprocessing(),
+            "mpp": self.mpp,
+        }
+
     def tile_postprocessor(self) -> Callable[[Any], list[dict[str, Any]]]:
         """A picklable function: one tile's maps -> its detections (``export.detections``); it
         runs in the pipeline's worker processes."""
@@ -267,15 +282,21 @@ def _tiles(image: np.ndarray, size: int) -> tuple[np.ndarray, list[tuple[int, in
 def forward_maps(loaded: NucleiModel, raw: np.ndarray) -> list[tuple]:
     """(np_prob (T, T), hv (2, T, T), nt_prob (6, T, T)) float32 per tile of a uint8 (N, T, T, 3)
     batch; the normalisation runs on the device, so only uint8 pixels cross the bus."""
+    return forward_maps_and_cls(loaded, raw)[0]
+
+
+@torch.inference_mode()
+def forward_maps_and_cls(loaded: NucleiModel, raw: np.ndarray) -> tuple[list[tuple], torch.Tensor]:
+    """``forward_maps`` and the backbone's CLS (N, D) of the same pass, on the device."""
     batch = torch.from_numpy(np.ascontiguousarray(raw)).to(loaded.device, non_blocking=True)
     mean = torch.as_tensor(loaded.mean, device=loaded.device)
     std = torch.as_tensor(loaded.std, device=loaded.device)
     norm = (batch.permute(0, 3, 1, 2).float() / 255.0 - mean) / std
-    out = loaded.model(raw=batch, image=norm)
+    out, cls = loaded.model.maps_and_cls(raw=batch, image=norm)
     p = out["np"].float().softmax(dim=1)[:, 1].cpu().numpy()
     v = out["hv"].float().cpu().numpy()
     t = out["nt"].float().softmax(dim=1).cpu().numpy()
-    return [(p[k], v[k], t[k]) for k in range(len(raw))]
+    return [(p[k], v[k], t[k]) for k in range(len(raw))], cls
 
 
 @torch.inference_mode()

@@ -58,16 +58,22 @@ def read_temperature(run_root: Path | None) -> float:
     return float((metrics.get("calibration") or {}).get("temperature") or 1.0)
 
 
-def load_organ_model(state: dict[str, Any], path: Path, run_root: Path | None, device):
-    """(pipeline, transform, config) of an organ checkpoint, ready for ``predict``."""
-    from cellbench.models.backbones import preprocess
+def _head(state: dict[str, Any], config) -> nn.Module:
     from cellbench.tasks.organ.head import OrganHead
 
-    config = config_from_dict(state["config"], source=f"{path} (saved config)")
     weights = state["ema"] if config.train.eval_ema and state.get("ema") else state["model"]
     dim = int(weights["feature_mean"].shape[0])
     head = OrganHead(dim, len(state["classes"]), config.organ.hidden, config.organ.dropout)
     head.load_state_dict(weights)
+    return head
+
+
+def load_organ_model(state: dict[str, Any], path: Path, run_root: Path | None, device):
+    """(pipeline, transform, config) of an organ checkpoint, ready for ``predict``."""
+    from cellbench.models.backbones import preprocess
+
+    config = config_from_dict(state["config"], source=f"{path} (saved config)")
+    head = _head(state, config)
     from cellbench.features.source_backbone import store_backbone
 
     backbone = store_backbone(config.data.features, device)
@@ -95,4 +101,64 @@ def load_organ_predictor(
         epoch=state.get("epoch"),
         run=run,
         temperature=pipeline.temperature,
+    )
+
+
+@dataclass
+class OrganTileHead:
+    """The organ head alone, to decide each tile of a slide from the CLS the nuclei run's
+    backbone already computed (``predict --organ-run``): no backbone of its own.
+    ``backbone_identity`` is what its feature store recorded; the slide pipeline compares it
+    with the nuclei run's before any tile is read."""
+
+    head: nn.Module
+    classes: list[str]
+    temperature: float
+    run_name: str
+    checkpoint_path: Path
+    identity: dict[str, Any]
+
+    def backbone_identity(self) -> dict[str, Any]:
+        return self.identity
+
+    @torch.inference_mode()
+    def probabilities(self, cls: torch.Tensor) -> np.ndarray:
+        """Calibrated probabilities (N, C) float64 of CLS features (N, D): softmax(logits / T),
+        as ``OrganPipeline`` gives them for an image."""
+        head = self.head.to(cls.device)
+        logits = head(cls.float()) / self.temperature
+        return logits.softmax(dim=1).double().cpu().numpy()
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "run": self.run_name,
+            "checkpoint": str(self.checkpoint_path),
+            "temperature": self.temperature,
+            "classes": list(self.classes),
+        }
+
+
+def load_organ_tile_head(state: dict[str, Any], path: Path, run_root: Path | None, device):
+    """An ``OrganTileHead`` of a checkpoint: the head on ``device`` and its store's backbone
+    identity (read from the manifest; a store whose manifest is gone is refused)."""
+    from cellbench.engine.device import resolve_device
+    from cellbench.errors import BadInputError
+    from cellbench.features.store import read_manifest
+
+    config = config_from_dict(state["config"], source=f"{path} (saved config)")
+    manifest_path = Path(config.data.features or "") / "manifest.json"
+    manifest = read_manifest(manifest_path) if config.data.features else None
+    if not manifest or not isinstance(manifest.get("backbone"), dict):
+        raise BadInputError(
+            f"{manifest_path}: the organ run's feature store (its backbone's record) is gone"
+        )
+    head = _head(state, config).to(resolve_device(device)).eval().requires_grad_(False)
+    identity = {
+        "backbone": manifest["backbone"],
+        "preprocessing": manifest.get("preprocessing"),
+        "mpp": float(config.data.mpp),
+    }
+    name = Path(run_root).name if run_root is not None else Path(path).name
+    return OrganTileHead(
+        head, list(state["classes"]), read_temperature(run_root), name, Path(path), identity
     )

@@ -122,6 +122,16 @@ class OrganTask(Task):
 
         render_organ(result, console)
 
+    decides_tiles = True  # its head reads the CLS a nuclei run's backbone already computed
+
+    def load_tile_head(self, checkpoint, device="cpu", *, run=None, state=None):
+        from cellbench.engine.checkpoint import read_checkpoint
+        from cellbench.tasks.base import run_folder
+        from cellbench.tasks.organ.predictor import load_organ_tile_head
+
+        state = state if state is not None else read_checkpoint(checkpoint)
+        return load_organ_tile_head(state, Path(checkpoint), run_folder(checkpoint, run), device)
+
     def load_predictor(self, checkpoint, device="cpu", *, run=None, use_ema=None, state=None):
         from cellbench.engine.checkpoint import read_checkpoint
         from cellbench.tasks.base import run_folder
