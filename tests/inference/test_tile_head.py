@@ -41,6 +41,13 @@ def runs(tmp_path_factory):
 
     base = make_nuclei_run(tmp_path_factory.mktemp("organ-slide"), 10, 1)
     _train_organ(base.features, base.runs, "organ")
+    # ten tiles a fold calibrate to a temperature near its upper bound (every tile ~1/5); a
+    # sharper one, not 1.0 (what a run without calibration gets), makes a decision that skips
+    # the temperature or reads another CLS show
+    metrics_file = base.runs / "0002-organ" / "metrics.json"
+    metrics = json.loads(metrics_file.read_text())
+    metrics["calibration"]["temperature"] = 0.8
+    metrics_file.write_text(json.dumps(metrics))
     profile = yaml.safe_load((base.root / "tiny-vit.yaml").read_text())
     # the same profile (name, preprocessing), other weights
     other_profile = base.root / "other" / "tiny-vit.yaml"
