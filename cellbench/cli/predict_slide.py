@@ -118,6 +118,7 @@ def predict_slides(
                 organ=head,
             )
         summary = result.summary
+        organ = summary.get("organ")  # the per-tile head's summary (--organ-run)
         if result.skipped:
             log(f"{slide}: already done ({result.folder / 'summary.json'}; --force redoes it)")
         else:
@@ -126,7 +127,6 @@ def predict_slides(
                 f"{slide}: {summary['objects']} nuclei, {summary['tiles']['with_tissue']} tiles "
                 f"in {t['wall']:.1f} s ({t['items_per_s']} tiles/s; bound by {t['bottleneck']})"
             )
-            organ = summary.get("organ")
             if organ and organ["majority"] is not None:
                 log(
                     f"{slide}: tissue {organ['majority']} on {organ['majority_share']:.0%} of "
@@ -142,7 +142,7 @@ def predict_slides(
                 "folder": str(result.folder),
                 "files": summary["files"],
                 "bottleneck": summary.get("bottleneck"),
-                **({"organ": summary["organ"]} if "organ" in summary else {}),
+                **({"organ": organ} if organ else {}),
             }
         )
     return results
