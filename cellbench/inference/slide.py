@@ -166,8 +166,12 @@ def attach_head(predictor: SlidePredictor, organ: Any) -> Any:
     head = organ if tile_head.is_tile_head(organ) else None
     if head is None:
         head = tile_head.load_tile_head(organ, device=getattr(predictor, "device", "cpu"))
-    run = getattr(predictor, "run", None)
-    name = Path(getattr(run, "root", run) or getattr(predictor, "checkpoint_path", "model")).name
+    from cellbench.runs.layout import RunPaths
+
+    run = getattr(predictor, "run", None)  # RunPaths, a run folder, or None (a bare .pt file)
+    if isinstance(run, RunPaths):
+        run = run.root
+    name = Path(run or getattr(predictor, "checkpoint_path", "model")).name
     tile_head.check_same_backbone(
         name, predictor.backbone_identity(), head.run_name, head.backbone_identity()
     )

@@ -163,9 +163,7 @@ def test_the_head_reads_the_decoders_backbone_pass_not_a_second_one(runs, slide)
     assert all(n.tissue is None for n in plain)
 
 
-def test_an_organ_run_on_another_backbone_is_refused_before_any_model_work(
-    runs, slide, tmp_path
-):
+def test_an_organ_run_on_another_backbone_is_refused_before_any_model_work(runs, slide, tmp_path):
     broken = runs.copy(tmp_path / "broken")
     for checkpoint in broken.run.checkpoints.glob("*.pt"):
         checkpoint.unlink()  # loading the nuclei model would fail: the refusal must come first
@@ -182,7 +180,7 @@ def test_an_organ_run_on_another_backbone_is_refused_before_any_model_work(
     from cellbench.inference import load_model
     from cellbench.inference.slide import predict_slide
 
-    with pytest.raises(BadInputError, match="weights sha256"):
+    with pytest.raises(BadInputError, match="0003-other and --run 0001-dig .*weights sha256"):
         predict_slide(load_model(runs.run), slide, out=out, organ=runs.runs / "0003-other")
     assert not out.exists()
 
@@ -231,3 +229,30 @@ def test_an_interrupted_slide_resumes_to_the_same_decisions_and_bytes(runs, slid
     redone = write_slide(model, slide, tmp_path / "plain", log=messages.append, **options)
     assert not redone.skipped and redone.summary["organ"] == full.summary["organ"]
     assert write_slide(model, slide, tmp_path / "plain", **options).skipped
+
+
+def test_an_online_features_run_is_checked_once_loaded_and_decides_the_same(runs, slide, tmp_path):
+    """An ``--online-features`` nuclei run names no store: its backbone is compared once built.
+    Same backbone, same head: the same decisions as the stored-features run's, whatever the
+    decoder."""
+    import pyarrow.parquet as pq
+
+    from cellbench.inference import load_model
+    from cellbench.inference.slide import write_slide
+    from cellbench.inference.tile_head import load_tile_head
+    from tests.helpers_nuclei_run import make_online_run
+
+    online = load_model(make_online_run(runs, tmp_path / "online").run)
+    stored = load_model(runs.run)
+    head = load_tile_head("organ", runs.runs)
+    a = write_slide(online, slide, tmp_path / "a", organ=head, batch_size=4)
+    b = write_slide(stored, slide, tmp_path / "b", organ=head, batch_size=4)
+    columns = ["tile", "tissue", "confidence"]
+    tiles_a = pq.read_table(a.folder / "case.tiles.parquet").select(columns).to_pylist()
+    assert tiles_a == pq.read_table(b.folder / "case.tiles.parquet").select(columns).to_pylist()
+
+    from cellbench.errors import BadInputError
+
+    with pytest.raises(BadInputError, match="0003-other and --run 0001-online.*weights sha256"):
+        write_slide(online, slide, tmp_path / "c", organ=runs.runs / "0003-other")
+    assert not (tmp_path / "c").exists()
