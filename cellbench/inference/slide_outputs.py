@@ -18,6 +18,13 @@ When every tile is done, the parts are read back one at a time and streamed into
     <stem>.overlay.png  the tissue thumbnail with every object as a dot of its type's colour
     summary.json        counts per type and per tissue region, timings, files (written last:
                         its presence means the slide is finished)
+
+With a per-tile head (``predict --organ-run``), the parts also hold each tile's decision, and:
+
+    <stem>.tiles.parquet  one row per tile: index, place (level-0 pixels: the tile and its core),
+    <stem>.tiles.csv      tissue, confidence, nuclei counted in the core
+    <stem>.tiles.geojson  one QuPath *tile* object per tile core, classified by its tissue
+    summary.json          "organ": run, temperature, tiles per tissue, the majority and its share
 """
 
 from __future__ import annotations
@@ -299,19 +306,63 @@ def _csv_writer(tables: Callable[[], Iterator[Any]], schema) -> Callable[[Any], 
     return write
 
 
+# tissue colours in QuPath, by the head's class index (matplotlib's tab20, dark shades first)
+TISSUE_COLORS = [
+    (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
+    (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207),
+    (174, 199, 232), (255, 187, 120), (152, 223, 138), (255, 152, 150), (197, 176, 213),
+    (196, 156, 148), (247, 182, 210), (199, 199, 199), (219, 219, 141), (158, 218, 229),
+]  # fmt: skip
+
+
+def _tile_feature(row: dict[str, Any], color: list[int]) -> str:
+    """A QuPath *tile* object: the tile's core (cores partition the slide), classified by the
+    head's decision."""
+    x, y = row["core_x_px"], row["core_y_px"]
+    w, h = row["core_width_px"], row["core_height_px"]
+    ring = [[x, y], [x + w, y], [x + w, y + h], [x, y + h], [x, y]]
+    feature = {
+        "type": "Feature",
+        "geometry": {"type": "Polygon", "coordinates": [ring]},
+        "properties": {
+            "objectType": "tile",
+            "classification": {"name": row["tissue"], "color": color},
+            "isLocked": False,
+            "measurements": {"tissue confidence": row["confidence"], "nuclei": row["nuclei"]},
+            "tile": row["tile"],
+        },
+    }
+    return json.dumps(feature, ensure_ascii=False)
+
+
 def _tile_outputs(journal: Path, folder: Path, stem: str, head: dict[str, Any]) -> dict:
-    """The per-tile table (Parquet, CSV) and the slide's tissue summary from the parts."""
+    """The per-tile table (Parquet, CSV), the tiles for QuPath (GeoJSON) and the slide's
+    tissue summary, streamed from the parts."""
     files = {
         "tiles_parquet": folder / f"{stem}.tiles.parquet",
         "tiles_csv": folder / f"{stem}.tiles.csv",
+        "tiles_geojson": folder / f"{stem}.tiles.geojson",
     }
     schema = _tile_schema()
+    classes = list(head.get("classes") or [])
 
     def tables():
         return _part_tile_tables(journal)
 
+    def geojson(fh) -> None:
+        fh.write(b'{"type": "FeatureCollection", "features": [\n')
+        first = True
+        for table in tables():
+            for row in table.to_pylist():
+                k = classes.index(row["tissue"]) if row["tissue"] in classes else len(classes)
+                color = list(TISSUE_COLORS[k % len(TISSUE_COLORS)])
+                fh.write((("" if first else ",\n") + _tile_feature(row, color)).encode())
+                first = False
+        fh.write(b"\n]}\n")
+
     atomic_write(files["tiles_parquet"], _parquet_writer(tables, schema))
     atomic_write(files["tiles_csv"], _csv_writer(tables, schema))
+    atomic_write(files["tiles_geojson"], geojson)
     per_tissue: Counter[str] = Counter()
     confidence: defaultdict[str, float] = defaultdict(float)
     for table in tables():
@@ -377,7 +428,7 @@ def assemble(
     if tile_head is not None:
         extra = _tile_outputs(journal, folder, stem, tile_head)
     else:  # a slide redone without a per-tile head: no table of an earlier run stays behind
-        for suffix in (".tiles.parquet", ".tiles.csv"):
+        for suffix in (".tiles.parquet", ".tiles.csv", ".tiles.geojson"):
             (folder / f"{stem}{suffix}").unlink(missing_ok=True)
 
     # counts and overlay: one more pass, columns only

@@ -127,6 +127,20 @@ def test_each_tile_gets_the_organ_predictors_decision_in_the_outputs(runs, slide
             n["tissue_confidence"]
         )
 
+    # QuPath: one tile object per tile core, classified by its tissue
+    cores = json.loads((folder / "case.tiles.geojson").read_text())["features"]
+    assert len(cores) == len(tiles)
+    for feature, row in zip(cores, tiles, strict=True):
+        props = feature["properties"]
+        assert props["objectType"] == "tile" and props["classification"]["name"] == row["tissue"]
+        assert props["measurements"] == {
+            "tissue confidence": row["confidence"],
+            "nuclei": row["nuclei"],
+        }
+        x, y = row["core_x_px"], row["core_y_px"]
+        assert feature["geometry"]["coordinates"][0][0] == [x, y]
+        assert feature["geometry"]["coordinates"][0][2] == [x + 32, y + 32]
+
     # the organ summary: run, temperature, tiles per tissue, the majority and its share
     metrics = json.loads((runs.runs / "0002-organ" / "metrics.json").read_text())
     decided = summary["organ"]
@@ -219,7 +233,8 @@ def test_an_interrupted_slide_resumes_to_the_same_decisions_and_bytes(runs, slid
     again = write_slide(model, slide, tmp_path / "cut", log=messages.append, **options)
     assert again.summary["tiles"]["resumed_from"] == 7, messages
     assert again.summary["organ"] == full.summary["organ"]
-    names = ["case.tiles.csv", "case.tiles.parquet", "case.csv", "case.parquet", "case.geojson"]
+    names = ["case.tiles.csv", "case.tiles.parquet", "case.tiles.geojson", "case.csv"]
+    names += ["case.parquet", "case.geojson", "case.overlay.png"]
     for name in names:
         assert (tmp_path / "cut" / "case" / name).read_bytes() == (full.folder / name).read_bytes()
 
