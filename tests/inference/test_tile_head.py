@@ -89,7 +89,7 @@ def test_each_tile_gets_the_organ_predictors_decision_in_the_outputs(runs, slide
     import cellbench
 
     out = tmp_path / "out"
-    result = _predict(runs, slide, "--organ-run", "organ", "--out", out, "--workers", "0")
+    result = _predict(runs, slide, "--organ-run", "organ", "--out", out, "--workers", "1")
     assert result.exit_code == 0, result.output[-3000:]
     folder = out / "case"
     summary = json.loads((folder / "summary.json").read_text())
