@@ -6,6 +6,10 @@ same weights: checked against the feature store's sha256) and the same preproces
 validation fold (``metrics.json`` ``calibration.temperature``; 1.0 when the run has none)
 calibrates them. ``cellbench.load_model`` returns an ``OrganPredictor``: a classification
 ``LoadedModel`` (same ``Prediction``) that also says its temperature.
+
+On a slide (``predict --run NUCLEI --organ-run ORGAN``) the head needs no backbone of its own:
+``OrganTileHead`` reads the CLS of the nuclei run's backbone pass, once both runs' feature
+stores record the same backbone (``cellbench.inference.tile_head``).
 """
 
 from __future__ import annotations
