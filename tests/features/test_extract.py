@@ -160,3 +160,30 @@ def test_a_second_process_on_the_same_tag_is_refused(fx_store, tiny_vit):
     lock = fx_store / "features" / "busy" / "lock"
     with RunLock(lock), pytest.raises(RunConflict, match=str(os.getpid())):
         extract_features(fx_store, backbone, tag="busy")
+
+
+def test_sigterm_commits_what_was_handed_to_the_writer_then_resumes(fx_store, tiny_vit):
+    """No commit was due (by time or --chunk-size) when SIGTERM came: the rows handed to the
+    writer are still written and committed on the way out, so the rerun redoes none of them."""
+    import os
+    import signal
+
+    from cellbench.signals import Terminated
+
+    backbone = build_backbone(str(tiny_vit), device="cpu")
+
+    def terminate_at_four(fold, done, total):
+        if done == 4:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    with pytest.raises(Terminated):
+        extract_features(fx_store, backbone, [1], "term", batch_size=2, progress=terminate_at_four)
+    root = fx_store / "features" / "term"
+    partial = json.loads((root / "fold1" / "manifest.json").read_text())
+    assert partial["complete"] is False and partial["done"] in (4, 6)  # a batch may follow
+    extract_features(fx_store, backbone, [1], "whole", batch_size=2)
+    _, results = extract_features(fx_store, backbone, [1], "term", batch_size=2)
+    assert results[0].status == "resumed"
+    for name in ("cls.npy", "tokens.npy"):
+        whole = (fx_store / "features" / "whole" / "fold1" / name).read_bytes()
+        assert (root / "fold1" / name).read_bytes() == whole
