@@ -110,8 +110,14 @@ def extract_command(
         typer.Option("--batch-size", min=1, help="Tiles per forward (default 8, or --machine's)."),
     ] = None,
     chunk_size: Annotated[
-        int, typer.Option("--chunk-size", min=1, help="Tiles per write (bounds memory).")
-    ] = 300,
+        int | None,
+        typer.Option(
+            "--chunk-size",
+            min=1,
+            help="Commit (fsync + manifest) at least every N tiles; by default every 10 s. "
+            "What an interruption may redo; memory is bounded by the batches in flight.",
+        ),
+    ] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:1...")] = "auto",
     force: Annotated[
         bool, typer.Option("--force", help="Extract again even if up to date or made otherwise.")

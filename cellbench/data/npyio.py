@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import mmap
+import os
 from pathlib import Path
 
 import numpy as np
@@ -153,6 +154,63 @@ class NpyWriter:
             self.close()
         else:
             self._fh.close()  # an error is already propagating; the caller discards the file
+
+
+class NpyRows:
+    """A .npy file of a fixed shape whose rows are written in place with ``os.pwrite``: created
+    at full size (a sparse file: its header, then zeros) or reopened to go on writing it.
+
+    Nothing is mapped, so nothing written counts towards our RSS (the page cache holds it, not
+    this process), and ``sync()`` puts every row written so far on disk: call it before a
+    manifest counts them.
+    """
+
+    def __init__(self, path: Path, dtype, shape: tuple[int, ...], create: bool):
+        self.path = Path(path)
+        self.dtype = np.dtype(dtype)
+        self.shape = tuple(int(d) for d in shape)
+        self._row = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
+        if create:
+            with open(self.path, "wb") as fh:
+                header = {
+                    "descr": np.lib.format.dtype_to_descr(self.dtype),
+                    "fortran_order": False,
+                    "shape": self.shape,
+                }
+                np.lib.format.write_array_header_1_0(fh, header)
+                self._offset = fh.tell()
+                fh.truncate(self._offset + self.shape[0] * self._row)
+        else:
+            got, got_dtype, fortran, self._offset = read_header(self.path)
+            if got != self.shape or got_dtype != self.dtype or fortran:
+                raise BadInputError(
+                    f"{self.path}: holds {got} {got_dtype}, expected {self.shape} {self.dtype}"
+                )
+        self._fd = os.open(self.path, os.O_WRONLY)
+
+    def write(self, start: int, rows: np.ndarray) -> None:
+        rows = np.ascontiguousarray(rows, dtype=self.dtype)
+        if rows.shape[1:] != self.shape[1:] or not 0 <= start <= self.shape[0] - len(rows):
+            raise ValueError(f"{self.path}: rows {rows.shape} at {start} do not fit {self.shape}")
+        data = memoryview(rows.reshape(-1).view(np.uint8))
+        at = self._offset + start * self._row
+        while data:
+            done = os.pwrite(self._fd, data, at)
+            data, at = data[done:], at + done
+
+    def sync(self) -> None:
+        os.fsync(self._fd)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> NpyRows:
+        return self
+
+    def __exit__(self, *_) -> None:
+        self.close()
 
 
 def sha256_file(path: Path, chunk: int = 16 << 20) -> str:

@@ -1,23 +1,31 @@
 """``features extract``: stream a frozen backbone's features of a nuclei store into the feature
-store (layout in ``cellbench.features.store``), chunk by chunk, resumable.
+store (layout in ``cellbench.features.store``), resumable.
 
-Memory stays bounded by the chunk: the source images are memory-mapped and read ``chunk_size``
-tiles at a time, the outputs are memory-mapped ``.npy`` files written in place, and the pages of
-each finished chunk are dropped from our RSS (``npyio.release_rows``).
+The slide pipeline's stages (``cellbench.inference.pipeline``), with batches for items: a reader
+thread reads the next batches of the source fold (plain reads, pinned for the copy when the
+device is a GPU) while the device runs this one; the device casts the features to float16 and
+they are copied into pinned host buffers asynchronously (``HostStaging``); a background writer
+(``BackgroundWriter``) writes the rows in place (``npyio.NpyRows``: nothing mapped, nothing in
+our RSS) and commits. Memory is bounded by the batches in flight, not by the fold.
 
-Resuming: the fold manifest is written *before* the arrays are created (so ``clean`` knows the
-files of an interrupted extraction) and rewritten atomically after each chunk, once that chunk's
-rows are flushed to disk, with the number of tiles done. A kill at any point leaves a fold whose
-manifest says ``complete: false`` and counts only flushed rows; the next run with the same
-backbone, weights, preprocessing and blocks continues from there, in the same batches, so the
-result is byte-identical to an uninterrupted run. SIGTERM is turned into the same interruption as
-Ctrl-C (exit 130).
+Committing: the fold manifest is written *before* the arrays are created (so ``clean`` knows the
+files of an interrupted extraction). A commit puts the rows written so far on disk (fsync) and
+then rewrites the manifest atomically with their number; commits happen by time (every
+``COMMIT_SECONDS``; ``chunk_size`` also bounds the tiles between two commits when given), and
+at the end, and when Ctrl-C or SIGTERM stops the extraction (the batches already handed to the
+writer are written first). A kill at any point leaves a fold whose manifest says
+``complete: false`` and counts only rows on disk; the next run with the same backbone, weights,
+preprocessing and blocks continues from there in the same batches (batches start at multiples
+of the batch size), so the result is byte-identical to an uninterrupted run. SIGTERM is turned
+into the same interruption as Ctrl-C (exit 130).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +36,7 @@ import torch
 
 from cellbench import __version__
 from cellbench.atomic import atomic_write_json
-from cellbench.data.npyio import read_header, read_rows, release_rows
+from cellbench.data.npyio import NpyRows, read_header, read_rows
 from cellbench.data.store import fold_dir, is_store, open_fold, store_folds
 from cellbench.errors import BadInputError, RunConflict, UsageError
 from cellbench.features.store import (
@@ -42,6 +50,7 @@ from cellbench.features.store import (
     read_manifest,
     tag_dir,
 )
+from cellbench.inference.pipeline import BackgroundWriter, HostStaging, StageClock, prefetched
 from cellbench.models.backbones import Backbone
 from cellbench.runs.layout import NAME_RE
 from cellbench.runs.lock import RunLock
@@ -50,6 +59,11 @@ from cellbench.signals import graceful_signals
 Progress = Callable[[int, int, int], None]  # (fold, tiles done, tiles total)
 # what must match for a fold to be resumed or reused (not batch or chunk size)
 IDENTITY_KEYS = ("backbone", "preprocessing", "blocks", "grid", "dim", "source", "tiles")
+COMMIT_SECONDS = 10.0  # work an interruption may redo, at most (plus what chunk_size allows)
+WRITE_DEPTH = 4  # batches waiting for the writer: bounds host memory
+READ_AHEAD = 3  # batches being read while the device runs one
+ROW_STATS = ("nonfinite_cls_rows", "constant_cls_rows", "nonfinite_tokens_rows",
+             "constant_tokens_rows")  # fmt: skip
 
 
 @dataclass
@@ -161,19 +175,18 @@ def write_tag_manifest(root: Path, identity: dict[str, Any], expect: dict[str, A
     atomic_write_json(root / "manifest.json", manifest)
 
 
-def _row_stats(cls: torch.Tensor, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Tiles whose features, as stored in float16, hold NaN/Inf, and tiles whose features are
-    one constant value: one min/max pass per array in the model's own precision (NaN propagates
-    through it; a value beyond float16's range shows as an infinite min or max once cast), on the
-    device, before the cast."""
-    out = {}
-    for name, value in (("cls", cls), ("tokens", tokens)):
+def _row_stats(cls: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """The ``ROW_STATS`` counts of a batch, stacked (int64, on the device): tiles whose
+    features, as stored in float16, hold NaN/Inf, and tiles whose features are one constant
+    value. One min/max pass per array in the model's own precision (NaN propagates through it; a
+    value beyond float16's range shows as an infinite min or max once cast), before the cast."""
+    out = []
+    for value in (cls, tokens):
         low, high = torch.aminmax(value.flatten(1), dim=1)
         low16, high16 = low.to(torch.float16), high.to(torch.float16)
         bad = ~(torch.isfinite(low16) & torch.isfinite(high16))
-        out[f"nonfinite_{name}_rows"] = bad.sum()
-        out[f"constant_{name}_rows"] = (~bad & (low == high)).sum()
-    return out
+        out += [bad.sum(), (~bad & (low == high)).sum()]
+    return torch.stack(out)
 
 
 def _cls_moments(path: Path, chunk: int = 4096) -> tuple[float, float]:
@@ -192,6 +205,74 @@ def _cls_moments(path: Path, chunk: int = 4096) -> tuple[float, float]:
     return mean, float(np.sqrt(max(sq / count - mean * mean, 0.0)))
 
 
+def _stream_rows(
+    backbone: Backbone,
+    images: Path,
+    files: dict[str, NpyRows],
+    manifest: dict[str, Any],
+    manifest_path: Path,
+    *,
+    batch_size: int,
+    chunk_size: int | None,
+    progress: Callable[[int], None] | None,
+) -> StageClock:
+    """Rows ``manifest["done"]`` onward of the fold: read -> device -> writer (module doc).
+    Returns the stages' busy seconds."""
+    n = int(manifest["tiles"])
+    stats = manifest["stats"]
+    batches = [(i, min(n, i + batch_size)) for i in range(int(manifest["done"]), n, batch_size)]
+    on_gpu = backbone.device.type == "cuda"
+    clock = StageClock(readers=1)
+    staging = HostStaging(WRITE_DEPTH + 2)
+    written = {"rows": int(manifest["done"]), "at": time.monotonic()}
+
+    def read(rows: tuple[int, int]) -> np.ndarray | torch.Tensor:
+        pixels = read_rows(images, *rows)  # a plain read, not page faults
+        return torch.from_numpy(pixels).pin_memory() if on_gpu else pixels
+
+    def commit() -> None:
+        """The rows written so far on disk, then counted in the manifest (atomic)."""
+        for rows in files.values():
+            rows.sync()
+        manifest["done"] = written["rows"]
+        atomic_write_json(manifest_path, manifest)
+        written["at"] = time.monotonic()
+
+    def write(rows: tuple[int, int], staged) -> None:  # on the writer's thread, in order
+        cls, tokens, counts = staged.arrays()
+        files["cls"].write(rows[0], cls)
+        files["tokens"].write(rows[0], tokens)
+        staged.release()
+        for name, count in zip(ROW_STATS, counts.tolist(), strict=True):
+            stats[name] += int(count)
+        written["rows"] = rows[1]
+        due = time.monotonic() - written["at"] >= COMMIT_SECONDS
+        if due or (chunk_size and rows[1] - int(manifest["done"]) >= chunk_size):
+            commit()
+
+    try:
+        with BackgroundWriter(WRITE_DEPTH, clock) as writer:
+            for rows, pixels in prefetched(batches, read, 1, READ_AHEAD, clock):
+                started = time.perf_counter()
+                cls, tokens = backbone.extract(pixels)
+                with torch.inference_mode():
+                    counts = _row_stats(cls, tokens)
+                    staged = staging.to_host(
+                        [cls.to(torch.float16), tokens.to(torch.float16), counts]
+                    )
+                clock.seconds["forward"] += time.perf_counter() - started
+                writer.put(write, rows, staged)
+                if progress:
+                    progress(rows[1])
+    finally:
+        # the batches handed to the writer are written (the writer's exit waited for them):
+        # commit them, also when Ctrl-C or an error stops the extraction, so a rerun redoes none
+        if written["rows"] > int(manifest["done"]):
+            with contextlib.suppress(Exception):  # the old manifest stays, consistent
+                commit()
+    return clock
+
+
 def extract_fold(
     backbone: Backbone,
     data_root: Path,
@@ -199,7 +280,7 @@ def extract_fold(
     fold: int,
     *,
     batch_size: int,
-    chunk_size: int,
+    chunk_size: int | None,
     force: bool,
     progress: Progress | None,
     expect: dict[str, Any],
@@ -246,42 +327,30 @@ def extract_fold(
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_json(folder / "manifest.json", manifest)  # first: clean knows these files
     write_tag_manifest(root, identity, expect)
-    mode = "r+" if start else "w+"
-    out = {
-        name: np.lib.format.open_memmap(
-            folder / f"{name}.npy", mode=mode, dtype=np.float16, shape=shape
-        )
-        for name, shape in shapes.items()
-    }
     if not start:
         atomic_write_json(folder / "tissues.json", source.tissues)
-    for what in ("cls", "tokens"):
-        stats.setdefault(f"nonfinite_{what}_rows", 0)
-        stats.setdefault(f"constant_{what}_rows", 0)
+    for name in ROW_STATS:
+        stats.setdefault(name, 0)
     if progress:
         progress(fold, start, n)
-    for c0 in range(start, n, chunk_size):
-        c1 = min(n, c0 + chunk_size)
-        images = read_rows(source.path / "images.npy", c0, c1)  # a plain read, not page faults
-        counts = []
-        for b0 in range(0, len(images), batch_size):
-            cls, tokens = backbone.extract(images[b0 : b0 + batch_size])
-            counts.append(_row_stats(cls, tokens))
-            cls, tokens = cls.to(torch.float16), tokens.to(torch.float16)
-            i0 = c0 + b0
-            i1 = i0 + len(cls)
-            out["cls"][i0:i1] = cls.cpu().numpy()
-            out["tokens"][i0:i1] = tokens.cpu().numpy()
-        for name in counts[0]:
-            stats[name] += int(sum(c[name] for c in counts))  # one device sync per chunk
-        for arr in out.values():
-            arr.flush()  # the rows are on disk before the manifest counts them
-            release_rows(arr, c0, c1)
-        manifest["done"] = c1
-        atomic_write_json(folder / "manifest.json", manifest)
-        if progress:
-            progress(fold, c1, n)
-    del out
+    files = {
+        name: NpyRows(folder / f"{name}.npy", np.float16, shape, create=not start)
+        for name, shape in shapes.items()
+    }
+    try:
+        _stream_rows(
+            backbone,
+            source.path / "images.npy",
+            files,
+            manifest,
+            folder / "manifest.json",
+            batch_size=batch_size,
+            chunk_size=chunk_size,
+            progress=(lambda done: progress(fold, done, n)) if progress else None,
+        )
+    finally:
+        for rows in files.values():
+            rows.close()
     stats["cls_mean"], stats["cls_std"] = _cls_moments(folder / "cls.npy")
     manifest.update(complete=True, done=n, finished=_now(), stats=stats)
     atomic_write_json(folder / "manifest.json", manifest)
@@ -307,7 +376,7 @@ def extract_features(
     tag: str | None = None,
     *,
     batch_size: int = 8,
-    chunk_size: int = 300,
+    chunk_size: int | None = None,
     force: bool = False,
     progress: Progress | None = None,
 ) -> tuple[Path, list[FoldResult]]:
@@ -325,7 +394,7 @@ def extract_features(
             f"{data_root}: fold(s) {', '.join(map(str, missing)) or 'any'} not in the store "
             f"(complete folds: {', '.join(map(str, available)) or 'none'})"
         )
-    if batch_size < 1 or chunk_size < 1:
+    if batch_size < 1 or (chunk_size is not None and chunk_size < 1):
         raise UsageError("--batch-size and --chunk-size must be at least 1")
     tag = tag or default_tag(backbone)
     if not NAME_RE.fullmatch(tag):

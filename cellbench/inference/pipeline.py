@@ -16,6 +16,11 @@ in the items' order, so the output does not depend on scheduling; at most ``pref
 are being read and ``inflight`` payloads post-processed at any time, which bounds memory
 whatever the number of items.
 
+The same stages serve ``features extract`` (``cellbench.features.extract``), whose items are
+batches and whose results go to the disk rather than to a pool: ``prefetched`` (the reader
+threads), ``HostStaging`` (device results copied into pinned host buffers, asynchronously) and
+``BackgroundWriter`` (the writes, in order, on their own thread).
+
 ``StageClock`` adds up each stage's busy seconds. A stage with ``n`` threads or processes has
 ``n`` seconds of capacity per second of wall time, so the bottleneck is the stage with the
 highest busy time per worker (read, forward, post-processing or write).
@@ -23,8 +28,10 @@ highest busy time per worker (read, forward, post-processing or write).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import multiprocessing
+import queue
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -98,6 +105,137 @@ def _done(value: Any) -> Future:
     return future
 
 
+def prefetched(
+    items: Iterable[Item],
+    read: Callable[[Item], Any],
+    readers: int = 2,
+    depth: int = 4,
+    clock: StageClock | None = None,
+) -> Iterator[tuple[Item, Any]]:
+    """The reader stage: ``(item, read(item))`` in the order of ``items``, read ahead by
+    ``readers`` threads with at most ``depth`` reads in flight (memory bounded by ``depth``
+    items, whatever their number); each item's read has started before the one ``depth - 1``
+    before it is handed out, so the reads overlap the caller's work on that one."""
+    source = iter(items)
+    pending: deque[tuple[Item, Future]] = deque()
+    pool = ThreadPoolExecutor(max(1, readers), thread_name_prefix="cellbench-read")
+    try:
+        while True:
+            for item in source:
+                pending.append((item, pool.submit(_timed, read, item)))
+                if len(pending) >= max(1, depth):
+                    break
+            if not pending:
+                return
+            item, future = pending.popleft()
+            value, seconds = future.result()
+            if clock is not None:
+                clock.seconds["read"] += seconds
+            yield item, value
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+class BackgroundWriter:
+    """The writer stage: ``put(write, *args)`` runs the writes in order on one thread, so the
+    device loop never waits on the disk. At most ``depth`` writes wait at any time (each holds one
+    batch's host buffers: memory stays bounded); the first error a write raised is raised in the
+    caller at its next ``put`` or at ``drain``/``close``.
+
+        with BackgroundWriter(depth=4) as writer:
+            for batch in ...:
+                writer.put(write_rows, batch)
+        # every write done here (or its error raised)
+    """
+
+    def __init__(self, depth: int = 4, clock: StageClock | None = None):
+        self.depth = max(1, depth)
+        self.clock = clock
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="cellbench-write")
+        self._pending: deque[Future] = deque()
+
+    def put(self, write: Callable[..., Any], *args: Any) -> None:
+        while self._pending and (len(self._pending) >= self.depth or self._pending[0].done()):
+            self._finish_oldest()
+        self._pending.append(self._pool.submit(_timed, write, *args))
+
+    def _finish_oldest(self) -> None:
+        _, seconds = self._pending.popleft().result()
+        if self.clock is not None:
+            self.clock.seconds["write"] += seconds
+
+    def drain(self) -> None:
+        """Wait for every write put so far; the first error among them is raised."""
+        while self._pending:
+            self._finish_oldest()
+
+    def close(self) -> None:
+        try:
+            self.drain()
+        finally:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> BackgroundWriter:
+        return self
+
+    def __exit__(self, exc_type, *_) -> None:
+        if exc_type is None:
+            self.close()
+            return
+        # an error or Ctrl-C is on its way out: the writes already put still finish (they are
+        # whole batches the caller may commit); their own errors do not hide the first one
+        with contextlib.suppress(Exception):
+            self.close()
+
+
+class Staged:
+    """One batch's results on the host: ``arrays()`` waits for its copies to end (CUDA) and gives
+    them as numpy arrays; ``release()`` hands its pinned buffers back for reuse."""
+
+    def __init__(self, arrays: list, event: Any = None, slot: Any = None, ring: Any = None):
+        self._arrays, self._event, self._slot, self._ring = arrays, event, slot, ring
+
+    def arrays(self) -> list[np.ndarray]:
+        if self._event is not None:
+            self._event.synchronize()
+        return [a.numpy() for a in self._arrays]
+
+    def release(self) -> None:
+        if self._ring is not None:
+            self._ring.put(self._slot)
+            self._ring = None
+
+
+class HostStaging:
+    """Device results copied to the host for the writer. On CUDA, into a ring of ``slots``
+    pinned buffers, asynchronously (``non_blocking``), with an event the writer waits on: the
+    device goes on with the next batch while the copy runs, and a buffer is reused once its
+    write released it (``slots`` bounds host memory; give the writer's depth + 2). Elsewhere the
+    tensors are already in host memory and are handed on as they are."""
+
+    def __init__(self, slots: int):
+        self._ring: queue.Queue = queue.Queue()
+        for _ in range(max(2, slots)):
+            self._ring.put([])  # a slot: its buffers, allocated at first use
+
+    def to_host(self, tensors: Sequence[Any]) -> Staged:
+        import torch
+
+        if not tensors or tensors[0].device.type != "cuda":
+            return Staged([t.detach().cpu() for t in tensors])
+        slot = self._ring.get()  # waits while every buffer is being written
+        views = []
+        for k, t in enumerate(tensors):
+            if k == len(slot) or slot[k].shape[1:] != t.shape[1:] or len(slot[k]) < len(t):
+                buffer = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+                slot[k : k + 1] = [buffer]
+            views.append(slot[k][: len(t)])
+            views[-1].copy_(t, non_blocking=True)
+        event = torch.cuda.Event()
+        event.record()
+        return Staged(views, event, slot, self._ring)
+
+
 def stream(
     items: Iterable[Item],
     read: Callable[[Item], np.ndarray],
@@ -118,23 +256,9 @@ def stream(
     batch_size = max(1, batch_size)
     prefetch = 2 * batch_size + readers  # tiles being read or waiting for the device
     inflight = batch_size + 2 * max(workers, 1)  # payloads waiting for post-processing
-    source = iter(items)
-    reads: deque[tuple[Item, Future]] = deque()
     posts: deque[tuple[Item, Future]] = deque()
-    read_pool = ThreadPoolExecutor(max(1, readers), thread_name_prefix="cellbench-read")
     post_pool = ProcessPoolExecutor(workers, mp_context=_context(post)) if workers > 0 else None
-    exhausted = False
     start = time.perf_counter()
-
-    def fill() -> None:
-        nonlocal exhausted
-        while not exhausted and len(reads) < prefetch:
-            try:
-                item = next(source)
-            except StopIteration:
-                exhausted = True
-                return
-            reads.append((item, read_pool.submit(_timed, read, item)))
 
     def finish_one() -> Iterator[tuple[Item, Any]]:
         item, future = posts.popleft()
@@ -145,16 +269,13 @@ def stream(
         yield item, result
         clock.seconds["write"] += time.perf_counter() - handed  # the caller's time with it
 
+    reads = prefetched(items, read, readers, prefetch, clock)
     try:
-        fill()
-        while reads:
-            batch = []
-            while reads and len(batch) < batch_size:
-                item, future = reads.popleft()
-                pixels, seconds = future.result()
-                clock.seconds["read"] += seconds
-                batch.append((item, pixels))
-            fill()  # the readers work on the next batch while the device runs this one
+        while True:
+            # taking a batch tops the readers up: they read the next one while the device runs
+            batch = [pair for _, pair in zip(range(batch_size), reads, strict=False)]
+            if not batch:
+                break
             payloads, seconds = _timed(forward, np.stack([p for _, p in batch]))
             clock.seconds["forward"] += seconds
             for (item, _), payload in zip(batch, payloads, strict=True):
@@ -168,6 +289,6 @@ def stream(
             yield from finish_one()
     finally:
         clock.wall += time.perf_counter() - start
-        read_pool.shutdown(wait=True, cancel_futures=True)
+        reads.close()
         if post_pool is not None:
             post_pool.shutdown(wait=True, cancel_futures=True)

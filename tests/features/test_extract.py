@@ -75,14 +75,11 @@ def test_rerun_is_up_to_date_and_other_settings_are_refused(fx_store, tiny_vit):
 
 def test_resume_after_interruption_gives_the_identical_store(fx_store, tiny_vit):
     backbone = build_backbone(str(tiny_vit), device="cpu")
-    reference, _ = extract_features(fx_store, backbone, folds=[1], tag="reference", chunk_size=3)
+    reference, _ = extract_features(fx_store, backbone, folds=[1], tag="reference", batch_size=3)
 
-    calls = []
-
-    def stop_after_two_chunks(fold, done, total):
-        calls.append(done)
+    def stop_after_two_batches(fold, done, total):
         if done >= 6:
-            raise KeyboardInterrupt  # as Ctrl-C between two chunks
+            raise KeyboardInterrupt  # as Ctrl-C once the second batch went to the writer
 
     with pytest.raises(KeyboardInterrupt):
         extract_features(
@@ -90,16 +87,54 @@ def test_resume_after_interruption_gives_the_identical_store(fx_store, tiny_vit)
             backbone,
             folds=[1],
             tag="resumed",
-            chunk_size=3,
-            progress=stop_after_two_chunks,
+            batch_size=3,
+            progress=stop_after_two_batches,
         )
     root = fx_store / "features" / "resumed"
     partial = json.loads((root / "fold1" / "manifest.json").read_text())
+    # the batches handed to the writer were written and committed on the way out
     assert partial["complete"] is False and partial["done"] == 6
-    _, results = extract_features(fx_store, backbone, folds=[1], tag="resumed", chunk_size=3)
+    _, results = extract_features(fx_store, backbone, folds=[1], tag="resumed", batch_size=3)
     assert results[0].status == "resumed"
     for name in ("cls.npy", "tokens.npy", "tissues.json"):
         assert (root / "fold1" / name).read_bytes() == (reference / "fold1" / name).read_bytes()
+
+
+def test_commits_come_by_time_or_every_chunk_size_tiles(fx_store, tiny_vit, monkeypatch):
+    """A commit (fsync + manifest) per batch made a fast backbone wait on the disk: rows are
+    committed every COMMIT_SECONDS, or every --chunk-size tiles when given, and at the end."""
+    import cellbench.features.extract as extract
+
+    backbone = build_backbone(str(tiny_vit), device="cpu")
+    seen: dict[str, list[int]] = {}
+
+    def record(tag):
+        manifest = fx_store / "features" / tag / "fold1" / "manifest.json"
+
+        def progress(fold, done, total):
+            seen.setdefault(tag, []).append(json.loads(manifest.read_text())["done"])
+
+        return progress
+
+    monkeypatch.setattr(extract, "COMMIT_SECONDS", 3600.0)
+    # one write waiting at most: when batch k is handed on, batch k - 1 is written (no race)
+    monkeypatch.setattr(extract, "WRITE_DEPTH", 1)
+    extract_features(fx_store, backbone, [1], "by-time", batch_size=2, progress=record("by-time"))
+    assert set(seen["by-time"]) == {0}  # nothing committed before the end: no time had passed
+    extract_features(
+        fx_store, backbone, [1], "by-chunk", batch_size=2, chunk_size=4,
+        progress=record("by-chunk"),
+    )  # fmt: skip
+    assert seen["by-chunk"] == [0, 0, 0, 4, 4, 8]  # the writer committed every 4 tiles
+    monkeypatch.setattr(extract, "COMMIT_SECONDS", 0.0)
+    extract_features(fx_store, backbone, [1], "every", batch_size=2, progress=record("every"))
+    assert seen["every"] == [0, 0, 2, 4, 6, 8]
+    for tag in ("by-time", "by-chunk", "every"):
+        done = json.loads((fx_store / "features" / tag / "fold1" / "manifest.json").read_text())
+        assert done["complete"] and done["done"] == 10
+        for name in ("cls.npy", "tokens.npy"):
+            got = (fx_store / "features" / tag / "fold1" / name).read_bytes()
+            assert got == (fx_store / "features" / "by-time" / "fold1" / name).read_bytes()
 
 
 def test_refuses_what_is_not_a_store_or_not_a_fold(fx_store, tiny_vit, tmp_path):
@@ -125,3 +160,30 @@ def test_a_second_process_on_the_same_tag_is_refused(fx_store, tiny_vit):
     lock = fx_store / "features" / "busy" / "lock"
     with RunLock(lock), pytest.raises(RunConflict, match=str(os.getpid())):
         extract_features(fx_store, backbone, tag="busy")
+
+
+def test_sigterm_commits_what_was_handed_to_the_writer_then_resumes(fx_store, tiny_vit):
+    """No commit was due (by time or --chunk-size) when SIGTERM came: the rows handed to the
+    writer are still written and committed on the way out, so the rerun redoes none of them."""
+    import os
+    import signal
+
+    from cellbench.signals import Terminated
+
+    backbone = build_backbone(str(tiny_vit), device="cpu")
+
+    def terminate_at_four(fold, done, total):
+        if done == 4:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    with pytest.raises(Terminated):
+        extract_features(fx_store, backbone, [1], "term", batch_size=2, progress=terminate_at_four)
+    root = fx_store / "features" / "term"
+    partial = json.loads((root / "fold1" / "manifest.json").read_text())
+    assert partial["complete"] is False and partial["done"] in (4, 6)  # a batch may follow
+    extract_features(fx_store, backbone, [1], "whole", batch_size=2)
+    _, results = extract_features(fx_store, backbone, [1], "term", batch_size=2)
+    assert results[0].status == "resumed"
+    for name in ("cls.npy", "tokens.npy"):
+        whole = (fx_store / "features" / "whole" / "fold1" / name).read_bytes()
+        assert (root / "fold1" / name).read_bytes() == whole
