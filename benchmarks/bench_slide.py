@@ -12,11 +12,17 @@ height; each reports its peak RSS (VmHWM) and its post-processing workers' (RUSA
 Memory is bounded by the tiles in flight, not by the slide: the ratio should stay near 1 (goal
 <= 1.2).
 
+Organ head (``--organ-run``, or with the tiny run a tiny organ head trained on its features): the
+forward pass with the per-tile head (the same backbone pass also gives the CLS the head reads)
+against the forward pass alone, alternating on the same tiles; its overhead should be the head's
+few matrix products, not a second backbone pass.
+
 The slides are mosaics of generated tiles (``data synth``) written as pyramidal tiled TIFFs. The
 model is ``--run`` (a trained nuclei run), or the tests' tiny nuclei run trained here (64-px tiles,
 a few minutes on a CPU).
 
-    python benchmarks/bench_slide.py [--run RUN] [--side 8] [--device auto] [--workers N]
+    python benchmarks/bench_slide.py [--run RUN [--organ-run RUN]] [--side 8] [--device auto]
+                                     [--workers N]
 """
 
 from __future__ import annotations
@@ -72,6 +78,11 @@ def _store_of(run_root: Path) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", help="a trained nuclei run (default: train the tests' tiny one)")
+    parser.add_argument(
+        "--organ-run",
+        help="an organ run on --run's backbone (default: none "
+        "with --run; a tiny one trained on the tiny run's features otherwise)",
+    )
     parser.add_argument("--runs-dir", default=None)
     parser.add_argument("--side", type=int, default=8, help="slide side in generated tiles")
     parser.add_argument("--device", default="auto")
@@ -82,20 +93,30 @@ def main() -> None:
     import cellbench
     from cellbench.cli.predict_slide import default_workers
     from cellbench.inference.slide import plan_slide, write_slide
+    from cellbench.inference.tile_head import load_tile_head
     from cellbench.inference.tiling import read_tile
     from cellbench.runs.store import RunStore
 
     workers = default_workers() if args.workers is None else args.workers
     with tempfile.TemporaryDirectory(prefix="bench-slide-") as tmp:
         tmp = Path(tmp)
+        organ_root = None
         if args.run:
             run_root = RunStore(args.runs_dir).resolve(args.run).root
+            if args.organ_run:
+                organ_root = RunStore(args.runs_dir).resolve(args.organ_run).root
         else:
+            from cellbench.engine.session import TrainRequest, train
             from tests.helpers_nuclei_run import make_nuclei_run
 
             print("training the tests' tiny nuclei run ...", file=sys.stderr)
-            run_root = make_nuclei_run(tmp / "run", 12, 12, "train.scheduler=none").run.root
+            tiny = make_nuclei_run(tmp / "run", 12, 12, "train.scheduler=none")
+            run_root = tiny.run.root
+            sets = ["task=organ", f"data.features={tiny.features}", "organ.target=family"]
+            request = TrainRequest(overrides=sets, run="organ", runs_dir=tiny.runs)
+            organ_root = train(request)[0].root
         model = cellbench.load_model(run_root, device=args.device)
+        head = load_tile_head(organ_root, device=model.device) if organ_root else None
         store = _store_of(run_root)
         small = _slide(store, tmp / "small.tif", args.side, model.mpp)
         large = _slide(store, tmp / "large.tif", 2 * args.side, model.mpp)
@@ -120,6 +141,38 @@ def main() -> None:
             model.forward_tiles(tiles[k : k + args.batch_size])
         forward_rate = len(tiles) / (time.perf_counter() - start)
         pipeline_rate = timings["items_per_s"]
+
+        # --- the per-tile organ head: forward with and without it, alternating, same tiles
+        organ = {}
+        if head is not None:
+            seconds = {"alone": 0.0, "with_head": 0.0}
+            for _ in range(3):
+                for k in range(0, len(tiles), args.batch_size):
+                    batch = tiles[k : k + args.batch_size]
+                    start = time.perf_counter()
+                    model.forward_tiles(batch)
+                    seconds["alone"] += time.perf_counter() - start
+                    start = time.perf_counter()
+                    _, cls = model.forward_tiles_and_cls(batch)
+                    head.probabilities(cls)
+                    seconds["with_head"] += time.perf_counter() - start
+            with_head = write_slide(
+                model,
+                small,
+                tmp / "out-organ",
+                workers=workers,
+                batch_size=args.batch_size,
+                tissue="none",
+                force=True,
+                organ=head,
+            )
+            organ = {
+                "organ_run": head.run_name,
+                "forward_alone_s": round(seconds["alone"], 3),
+                "forward_with_head_s": round(seconds["with_head"], 3),
+                "head_overhead": round(seconds["with_head"] / seconds["alone"] - 1, 4),
+                "pipeline_with_head_tiles_per_s": with_head.summary["timings"]["items_per_s"],
+            }
 
         # --- memory: fresh processes, the slide and one four times its area
         env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
@@ -153,6 +206,7 @@ def main() -> None:
         "tiles_per_slide": {k: v["tiles"] for k, v in rss.items()},
         "rss_ratio_4x_area": round(ratio, 3),
         "goal_rss_ratio": 1.2,
+        **organ,
     }
     print(json.dumps(report, indent=2))
 

@@ -44,12 +44,21 @@ def check_organ_run(paths, organ_paths) -> None:
     model loads: a run whose task makes no per-tile decision is refused (exit 2), a head whose
     features came from another backbone than the nuclei run's (exit 3)."""
     from cellbench.cli.run_inputs import run_config, run_task
+    from cellbench.config import config_from_dict
     from cellbench.inference import tile_head
+    from cellbench.tasks import get_task
 
     tile_head.check_task(run_task(organ_paths), organ_paths.root.name)
-    model = tile_head.config_identity(run_config(paths))
+    config = run_config(paths)
+    # a run whose backbone runs on the fly (--online-features) may name a store of another
+    # backbone: its own is compared once loaded, still before any tile is read
+    if not get_task(run_task(paths)).needs_feature_store(
+        config_from_dict(config, str(paths.config))
+    ):
+        return
+    model = tile_head.config_identity(config)
     head = tile_head.config_identity(run_config(organ_paths))
-    if model is not None and head is not None:  # an --online-features run: checked once loaded
+    if model is not None and head is not None:
         tile_head.check_same_backbone(paths.root.name, model, organ_paths.root.name, head)
 
 

@@ -257,7 +257,8 @@ def test_an_online_features_run_is_checked_once_loaded_and_decides_the_same(runs
     from cellbench.inference.tile_head import load_tile_head
     from tests.helpers_nuclei_run import make_online_run
 
-    online = load_model(make_online_run(runs, tmp_path / "online").run)
+    online_run = make_online_run(runs, tmp_path / "online")
+    online = load_model(online_run.run)
     stored = load_model(runs.run)
     head = load_tile_head("organ", runs.runs)
     a = write_slide(online, slide, tmp_path / "a", organ=head, batch_size=4)
@@ -271,3 +272,9 @@ def test_an_online_features_run_is_checked_once_loaded_and_decides_the_same(runs
     with pytest.raises(BadInputError, match="0003-other and --run 0001-online.*weights sha256"):
         write_slide(online, slide, tmp_path / "c", organ=runs.runs / "0003-other")
     assert not (tmp_path / "c").exists()
+    # the CLI: no store to compare before loading, the loaded backbone is (exit 3, no output)
+    command = ["predict", "--run", "online", "--runs-dir", str(online_run.runs), str(slide)]
+    command += ["--organ-run", str(runs.runs / "0003-other"), "--out", str(tmp_path / "d")]
+    result = runner.invoke(app, command)
+    assert result.exit_code == 3 and "weights sha256" in result.output, result.output
+    assert not (tmp_path / "d").exists()
