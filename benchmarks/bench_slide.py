@@ -156,22 +156,11 @@ def main() -> None:
                     _, cls = model.forward_tiles_and_cls(batch)
                     head.probabilities(cls)
                     seconds["with_head"] += time.perf_counter() - start
-            with_head = write_slide(
-                model,
-                small,
-                tmp / "out-organ",
-                workers=workers,
-                batch_size=args.batch_size,
-                tissue="none",
-                force=True,
-                organ=head,
-            )
             organ = {
                 "organ_run": head.run_name,
                 "forward_alone_s": round(seconds["alone"], 3),
                 "forward_with_head_s": round(seconds["with_head"], 3),
                 "head_overhead": round(seconds["with_head"] / seconds["alone"] - 1, 4),
-                "pipeline_with_head_tiles_per_s": with_head.summary["timings"]["items_per_s"],
             }
 
         # --- memory: fresh processes, the slide and one four times its area
