@@ -18,7 +18,7 @@ whatever the number of items.
 
 The same stages serve ``features extract`` (``cellbench.features.extract``), whose items are
 batches and whose results go to the disk rather than to a pool: ``prefetched`` (the reader
-threads), ``HostStaging`` (device results copied into pinned host buffers, asynchronously) and
+threads), ``HostStaging`` (reused host buffers; pinned, and filled asynchronously, from a GPU) and
 ``BackgroundWriter`` (the writes, in order, on their own thread).
 
 ``StageClock`` adds up each stage's busy seconds. A stage with ``n`` threads or processes has
@@ -188,52 +188,66 @@ class BackgroundWriter:
             self.close()
 
 
-class Staged:
-    """One batch's results on the host: ``arrays()`` waits for its copies to end (CUDA) and gives
-    them as numpy arrays; ``release()`` hands its pinned buffers back for reuse."""
+class HostSlot:
+    """One batch's host buffers, taken from a ``HostStaging`` ring: ``tensors`` (views sized to
+    the batch) are filled, by the caller on the CPU or by ``fill`` from the device; the writer
+    reads ``arrays()`` (which waits for an asynchronous copy to end) and then ``release()``s the
+    slot for a later batch."""
 
-    def __init__(self, arrays: list, event: Any = None, slot: Any = None, ring: Any = None):
-        self._arrays, self._event, self._slot, self._ring = arrays, event, slot, ring
+    def __init__(self, tensors: list, buffers: list, ring: queue.Queue):
+        self.tensors = tensors
+        self._buffers, self._ring, self._event = buffers, ring, None
+
+    def fill(self, sources: Sequence[Any]) -> HostSlot:
+        """Copy device tensors into this slot without waiting (CUDA: ``non_blocking`` from the
+        device into pinned memory, an event recorded after them)."""
+        import torch
+
+        for target, source in zip(self.tensors, sources, strict=True):
+            target.copy_(source, non_blocking=True)
+        if any(source.device.type == "cuda" for source in sources):
+            self._event = torch.cuda.Event()
+            self._event.record()
+        return self
 
     def arrays(self) -> list[np.ndarray]:
         if self._event is not None:
             self._event.synchronize()
-        return [a.numpy() for a in self._arrays]
+        return [t.numpy() for t in self.tensors]
 
     def release(self) -> None:
         if self._ring is not None:
-            self._ring.put(self._slot)
+            self._ring.put(self._buffers)
             self._ring = None
 
 
 class HostStaging:
-    """Device results copied to the host for the writer. On CUDA, into a ring of ``slots``
-    pinned buffers, asynchronously (``non_blocking``), with an event the writer waits on: the
-    device goes on with the next batch while the copy runs, and a buffer is reused once its
-    write released it (``slots`` bounds host memory; give the writer's depth + 2). Elsewhere the
-    tensors are already in host memory and are handed on as they are."""
+    """A ring of ``slots`` reusable host buffer sets for the batches between the device and the
+    writer (pinned when ``pinned``, for asynchronous copies from a GPU). A batch takes a slot,
+    fills it and hands it to the writer, which releases it once written: host memory stays
+    bounded by ``slots`` (give the writer's depth + 2) and no batch pays for fresh pages (on a
+    CPU, allocating the outputs anew each batch cost ~5 % of vit-demo's forward in page faults).
+    ``take`` waits while every slot is being written."""
 
-    def __init__(self, slots: int):
+    def __init__(self, slots: int, pinned: bool = False):
+        self.pinned = pinned
         self._ring: queue.Queue = queue.Queue()
         for _ in range(max(2, slots)):
-            self._ring.put([])  # a slot: its buffers, allocated at first use
+            self._ring.put([])  # a slot's buffers, allocated at first use
 
-    def to_host(self, tensors: Sequence[Any]) -> Staged:
+    def take(self, specs: Sequence[tuple[tuple[int, ...], Any]]) -> HostSlot:
+        """A slot whose tensors have the given ``(shape, dtype)``s (views of its buffers)."""
         import torch
 
-        if not tensors or tensors[0].device.type != "cuda":
-            return Staged([t.detach().cpu() for t in tensors])
-        slot = self._ring.get()  # waits while every buffer is being written
+        buffers = self._ring.get()
         views = []
-        for k, t in enumerate(tensors):
-            if k == len(slot) or slot[k].shape[1:] != t.shape[1:] or len(slot[k]) < len(t):
-                buffer = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
-                slot[k : k + 1] = [buffer]
-            views.append(slot[k][: len(t)])
-            views[-1].copy_(t, non_blocking=True)
-        event = torch.cuda.Event()
-        event.record()
-        return Staged(views, event, slot, self._ring)
+        for k, (shape, dtype) in enumerate(specs):
+            fits = k < len(buffers) and buffers[k].dtype == dtype
+            if not fits or buffers[k].shape[1:] != tuple(shape[1:]) or len(buffers[k]) < shape[0]:
+                buffer = torch.empty(tuple(shape), dtype=dtype, pin_memory=self.pinned)
+                buffers[k : k + 1] = [buffer]
+            views.append(buffers[k][: shape[0]])
+        return HostSlot(views, buffers, self._ring)
 
 
 def stream(

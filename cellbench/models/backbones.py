@@ -358,11 +358,21 @@ class Backbone:
     @torch.inference_mode()
     def extract(self, images: np.ndarray | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 (B, H, W, 3) tiles -> CLS (B, D) and tokens (B, L, G, G, D), on the device."""
+        cls, parts = self.extract_parts(images)
+        return cls, stack_blocks(parts, self.grid)
+
+    @torch.inference_mode()
+    def extract_parts(
+        self, images: np.ndarray | torch.Tensor
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """``extract`` before the blocks are stacked: CLS (B, D) and each block's tokens
+        (B, G * G, D), views of its output. ``stack_blocks`` gives the tokens; a caller that
+        copies them anyway (the feature writer) stacks them where the copy costs least."""
         x = self.preprocess(images)
         if self.amp_dtype is None:
-            return extract(self.model, x, self.blocks)
+            return extract_parts(self.model, x, self.blocks)
         with torch.autocast(self.device.type, dtype=self.amp_dtype):
-            return extract(self.model, x, self.blocks)
+            return extract_parts(self.model, x, self.blocks)
 
 
 def build_backbone(
@@ -452,6 +462,16 @@ def extract(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """CLS (B, D) from ``forward_features`` (final norm applied) and the raw outputs of
     ``blocks`` (1-based), prefix tokens (CLS, registers) removed: (B, L, G, G, D)."""
+    patch = model.patch_embed.patch_size
+    cls, parts = extract_parts(model, x, blocks)
+    return cls, stack_blocks(parts, (x.shape[-2] // patch[0], x.shape[-1] // patch[1]))
+
+
+def extract_parts(
+    model: nn.Module, x: torch.Tensor, blocks: Sequence[int]
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """CLS (B, D) and each of ``blocks``' outputs without the prefix tokens, (B, G * G, D)
+    views: forward hooks record the blocks' outputs while ``forward_features`` runs."""
     captured: dict[int, torch.Tensor] = {}
 
     def keep(number: int):
@@ -467,11 +487,25 @@ def extract(
         for handle in handles:
             handle.remove()
     prefix = int(model.num_prefix_tokens)
-    patch = model.patch_embed.patch_size
-    gh, gw = x.shape[-2] // patch[0], x.shape[-1] // patch[1]
-    b, d = final.shape[0], final.shape[-1]
-    tokens = torch.stack([captured[n][:, prefix:] for n in blocks], dim=1)
-    return final[:, 0], tokens.reshape(b, len(blocks), gh, gw, d)
+    return final[:, 0], [captured[n][:, prefix:] for n in blocks]
+
+
+def stack_blocks(
+    parts: Sequence[torch.Tensor],
+    grid: tuple[int, int],
+    dtype: torch.dtype | None = None,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Blocks' tokens (B, G * G, D) each -> (B, L, G, G, D), cast to ``dtype`` (or ``out``'s)
+    on the way: one copy, not a stack and then a cast (the same values as casting the stack)."""
+    first = parts[0]
+    b, d = first.shape[0], first.shape[-1]
+    if out is None:
+        shape = (b, len(parts), *grid, d)
+        out = torch.empty(shape, dtype=dtype or first.dtype, device=first.device)
+    for k, part in enumerate(parts):
+        out[:, k].copy_(part.reshape(b, *grid, d))
+    return out
 
 
 def count_parameters_meta(profile: BackboneProfile) -> int:
