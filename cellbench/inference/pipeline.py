@@ -153,11 +153,23 @@ class BackgroundWriter:
         self.clock = clock
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="cellbench-write")
         self._pending: deque[Future] = deque()
+        self._failed = False
 
     def put(self, write: Callable[..., Any], *args: Any) -> None:
         while self._pending and (len(self._pending) >= self.depth or self._pending[0].done()):
             self._finish_oldest()
-        self._pending.append(self._pool.submit(_timed, write, *args))
+        self._pending.append(self._pool.submit(self._run, write, *args))
+
+    def _run(self, write: Callable[..., Any], *args: Any) -> tuple[Any, float]:
+        # after a failed write none of the queued ones runs: a later batch written without the
+        # failed one would let a commit count rows that are not on disk
+        if self._failed:
+            raise RuntimeError("an earlier write failed")
+        try:
+            return _timed(write, *args)
+        except BaseException:
+            self._failed = True
+            raise
 
     def _finish_oldest(self) -> None:
         _, seconds = self._pending.popleft().result()

@@ -1,5 +1,6 @@
 """The streaming pipeline: results in the items' order whatever the workers, every stage timed,
-a bounded number of tiles read ahead."""
+a bounded number of tiles read ahead; the stages ``features extract`` uses on their own (reader,
+background writer, reused host slots)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,13 @@ import threading
 import numpy as np
 import pytest
 
-from cellbench.inference.pipeline import StageClock, stream
+from cellbench.inference.pipeline import (
+    BackgroundWriter,
+    HostStaging,
+    StageClock,
+    prefetched,
+    stream,
+)
 
 
 @pytest.mark.parametrize("workers", [0, 2])
@@ -57,3 +64,67 @@ def test_reads_stay_a_bounded_distance_ahead_of_the_consumer():
         with lock:
             ahead.append(max(read_so_far) - i)
     assert max(ahead) <= 2 * 4 + 2 + 4 + 2  # prefetch + payloads waiting: not the 1000 items
+
+
+def test_prefetched_reads_in_order_at_most_depth_ahead():
+    started = []
+    lock = threading.Lock()
+
+    def read(i):
+        with lock:
+            started.append(i)
+        return i * i
+
+    seen = []
+    for i, value in prefetched(range(50), read, readers=3, depth=4):
+        with lock:
+            seen.append((i, value, max(started)))
+    assert [(i, v) for i, v, _ in seen] == [(i, i * i) for i in range(50)]
+    assert max(furthest - i for i, _, furthest in seen) <= 3  # depth 4: this one and 3 more
+
+
+def test_background_writer_keeps_order_bounds_the_queue_and_raises_the_first_error():
+    import time
+
+    done, waiting = [], []
+    writer = BackgroundWriter(depth=2)
+
+    def write(i):
+        time.sleep(0.002)  # slower than the caller: the queue fills up
+        done.append(i)
+
+    for i in range(20):
+        writer.put(write, i)
+        waiting.append(i + 1 - len(done))
+    writer.close()
+    assert done == list(range(20)) and max(waiting) <= 3  # 2 waiting + the one being written
+
+    def fail(i):
+        if i == 3:
+            raise OSError(28, "No space left on device")
+        done.append(i)
+
+    done.clear()
+    with pytest.raises(OSError, match="No space"), BackgroundWriter(depth=2) as writer:
+        for i in range(10):
+            writer.put(fail, i)
+    assert done == [0, 1, 2]  # nothing after the failed write
+
+
+def test_host_slots_are_reused_and_bounded():
+    import torch
+
+    staging = HostStaging(slots=2)
+    first = staging.take([((3, 4), torch.float16), ((2,), torch.int64)])
+    first.tensors[0].fill_(1.5)
+    second = staging.take([((3, 4), torch.float16), ((2,), torch.int64)])
+    first.release()
+    # a third take reuses the first slot's buffers (sized for 3 rows; 2 asked: a view)
+    third = staging.take([((2, 4), torch.float16), ((2,), torch.int64)])
+    assert third.tensors[0].shape == (2, 4)
+    assert third.tensors[0].data_ptr() == first.tensors[0].data_ptr()
+    assert (third.arrays()[0] == 1.5).all()  # the same memory, not fresh pages
+    second.release()
+    third.release()
+    copied = staging.take([((2, 4), torch.float16)]).fill([torch.ones(2, 4)])
+    assert copied.arrays()[0].dtype == np.float16 and copied.arrays()[0].sum() == 8
