@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from cellbench.cli.common import (
     JsonOption,
@@ -254,7 +255,9 @@ def _train(request, reporter, json_output: bool) -> None:
         best_text = f"best {best['metric']} {best['value']:.4g} (epoch {best['epoch']})"
     else:
         best_text = "no best epoch"
-    log(f"[bold]{result.status}[/] {paths.root} · {result.reason} · {best_text}")
+    # the reason may quote a library's message with brackets (gloo: "[/.../pair.cc:545]"): text,
+    # not markup
+    log(f"[bold]{result.status}[/] {escape(f'{paths.root} · {result.reason} · {best_text}')}")
     if json_output:
         print_json(result.metrics)
     if result.status == "failed":
@@ -280,12 +283,14 @@ def _lr_find(request, reporter, json_output: bool) -> None:
     summary = {"run": paths.root.name, **result.summary()}
     if result.suggestion is None:
         log(
-            f"[yellow]lr-find:[/] no suggestion ({result.reason}); see {paths.root / 'lr_find.png'}"
+            f"[yellow]lr-find:[/] no suggestion ({escape(str(result.reason))}); see "
+            f"{escape(str(paths.root / 'lr_find.png'))}"
         )
     else:
         log(
             f"[bold]suggested lr {result.suggestion:.3g}[/] (loss lowest at "
-            f"{result.min_loss_lr:.3g}; {result.reason}) · {paths.root / 'lr_find.png'}"
+            f"{result.min_loss_lr:.3g}; {escape(str(result.reason))}) · "
+            f"{escape(str(paths.root / 'lr_find.png'))}"
         )
     if json_output:
         print_json(summary)

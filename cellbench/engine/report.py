@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -81,7 +82,7 @@ class RichReporter(Reporter):
 
     def run_start(self, info: dict[str, Any]) -> None:
         parts = [f"{k} {_fmt(v)}" for k, v in info.items() if v is not None]
-        self.console.print("[bold]train[/] " + " · ".join(parts), highlight=False)
+        self.console.print("[bold]train[/] " + escape(" · ".join(parts)), highlight=False)
 
     def begin(self, description: str, total: int) -> None:
         if not self.show_progress:
@@ -106,15 +107,19 @@ class RichReporter(Reporter):
         fields = " · ".join(f"{k} {_fmt(v)}" for k, v in shown.items())
         marker = " [green]*best*[/]" if best.get("epoch") == row["epoch"] else ""
         self.console.print(
-            f"epoch {row['epoch']}: {fields} · {time_s:.1f}s{marker}", highlight=False
+            escape(f"epoch {row['epoch']}: {fields} · {time_s:.1f}s") + marker, highlight=False
         )
 
     def warning(self, check: str, severity: str, message: str) -> None:
         style = SEVERITY_STYLE.get(severity, "yellow")
-        self.console.print(f"[{style}]{severity}[/] [bold]{check}[/]: {message}", highlight=False)
+        self.console.print(
+            f"[{style}]{escape(severity)}[/] [bold]{escape(check)}[/]: {escape(message)}",
+            highlight=False,
+        )
 
     def message(self, text: str) -> None:
-        self.console.print(text, highlight=False)
+        # engine messages are plain text that may quote paths or library errors with brackets
+        self.console.print(escape(text), highlight=False)
 
     def close(self) -> None:
         if self._progress is not None:

@@ -729,6 +729,6 @@ class Trainer:
         # stop flag is what matters, a message lost is better than a traceback
         with contextlib.suppress(RuntimeError):
             self.reporter.message(
-                f"[yellow]{self._signal}:[/] stopping at the next step "
+                f"{self._signal}: stopping at the next step "
                 "(again to abort now; the last completed epoch is kept either way)"
             )
