@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
+
 from cellbench.cli.common import err_console, log
 
 
@@ -129,7 +131,8 @@ def predict_slides(
         summary = result.summary
         organ = summary.get("organ")  # the per-tile head's summary (--organ-run)
         if result.skipped:
-            log(f"{slide}: already done ({result.folder / 'summary.json'}; --force redoes it)")
+            done = result.folder / "summary.json"
+            log(escape(f"{slide}: already done ({done}; --force redoes it)"))
         else:
             t = summary["timings"]
             log(

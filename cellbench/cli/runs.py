@@ -86,7 +86,9 @@ def list_runs(runs_dir: RunsDirOption = None, json_out: JsonOption = False) -> N
         print_json([s.to_dict() for s in summaries])
         return
     if not summaries:
-        console.print(f"No runs in {store.root}/ yet. Start one with [bold]cellbench train[/].")
+        console.print(
+            f"No runs in {escape(str(store.root))}/ yet. Start one with [bold]cellbench train[/]."
+        )
         return
     cells = _list_cells(summaries)
     table = Table(
@@ -270,7 +272,7 @@ def compare_runs(
     if plot is not None:
         plot_curves(curves, metrics, plot)
         outputs.record(plot)
-        log(f"curves written to {plot}")
+        log(escape(f"curves written to {plot}"))
     if json_out:
         print_json(records)
         return

@@ -206,14 +206,14 @@ def sweep_command(
         nproc=nproc,
         machine=machine,
     )
-    log(f"sweep [bold]{spec.name}[/] · {folder.root}")
+    log(f"sweep [bold]{escape(spec.name)}[/] · {escape(str(folder.root))}")
     outcome = Sweep(spec, folder, store, options, say=log).run()
     board = outcome.board
     _render(board, err_console if json_output else console)
     if json_output:
         print_json(board)
     counts = " · ".join(f"{n} {s}" for s, n in sorted(outcome.counts.items()))
-    log(f"{counts} · {folder.leaderboard_csv}")
+    log(escape(f"{counts} · {folder.leaderboard_csv}"))
     if outcome.interrupted:
         from cellbench.signals import TERMINATION_SIGNALS, Terminated
 
