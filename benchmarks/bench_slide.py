@@ -178,6 +178,12 @@ def main() -> None:
             rss[name] = json.loads(out.stdout.strip().splitlines()[-1])
         ratio = rss["slide_4x_area"]["maxrss_kb"] / rss["slide"]["maxrss_kb"]
 
+    capacity = {
+        stage: len(tiles) / busy
+        for stage, busy in timings["busy_per_worker"].items()
+        if stage != "forward" and busy > 0
+    }
+    bound = min([forward_rate, *capacity.values()])
     report = {
         "device": str(model.device),
         "tile": model.tile_size,
@@ -190,6 +196,11 @@ def main() -> None:
         "goal_ratio": 0.9,
         "busy_per_worker_s": timings["busy_per_worker"],
         "bottleneck": timings["bottleneck"],
+        # what this machine allows: the slowest of the forward alone and each other stage's
+        # capacity (tiles / its busy seconds per thread or process). Where post-processing
+        # has too few workers (2 cores) the bound is theirs, not the forward's
+        "bound_tiles_per_s": round(bound, 3),
+        "ratio_to_bound": round(pipeline_rate / bound, 3),
         "peak_rss_mb": {k: round(v["maxrss_kb"] / 1024, 1) for k, v in rss.items()},
         "workers_peak_rss_mb": {k: round(v["workers_maxrss_kb"] / 1024, 1) for k, v in rss.items()},
         "tiles_per_slide": {k: v["tiles"] for k, v in rss.items()},

@@ -32,7 +32,7 @@ from cellbench import __version__
 from cellbench.atomic import atomic_write_json
 from cellbench.errors import BadInputError
 from cellbench.inference import slide_outputs
-from cellbench.inference.pipeline import StageClock, stream
+from cellbench.inference.pipeline import StageClock, cores_beside, stream
 from cellbench.inference.slide_reader import SlideReader, open_slide
 from cellbench.inference.tiling import (
     Geometry,
@@ -276,11 +276,12 @@ def _stream_records(
             return list(zip(payloads, decisions, strict=True))
 
         post = functools.partial(with_label, post)
-    for tile, result in stream(
-        tiles, read, forward, post, batch_size, readers, workers, clock, job=job
-    ):
-        detections, decision = result if head is not None else (result, None)
-        yield tile, _records(plan, tile, detections, name, decision), decision
+    with cores_beside(workers, getattr(model, "device", None)):
+        for tile, result in stream(
+            tiles, read, forward, post, batch_size, readers, workers, clock, job=job
+        ):
+            detections, decision = result if head is not None else (result, None)
+            yield tile, _records(plan, tile, detections, name, decision), decision
 
 
 def _object(record: dict[str, Any]) -> SlideObject:

@@ -14,6 +14,7 @@ from cellbench.inference.pipeline import (
     BackgroundWriter,
     HostStaging,
     StageClock,
+    cores_beside,
     prefetched,
     stream,
 )
@@ -128,3 +129,21 @@ def test_host_slots_are_reused_and_bounded():
     third.release()
     copied = staging.take([((2, 4), torch.float16)]).fill([torch.ones(2, 4)])
     assert copied.arrays()[0].dtype == np.float16 and copied.arrays()[0].sum() == 8
+
+
+def test_cpu_forward_leaves_a_core_to_each_worker_and_restores_its_threads():
+    import os
+
+    import torch
+
+    before = torch.get_num_threads()
+    cores = len(os.sched_getaffinity(0))
+    try:
+        torch.set_num_threads(cores)
+        with cores_beside(1, torch.device("cpu")):
+            assert torch.get_num_threads() == max(1, cores - 1)
+        assert torch.get_num_threads() == cores
+        with cores_beside(0, torch.device("cpu")), cores_beside(1, torch.device("meta")):
+            assert torch.get_num_threads() == cores  # no workers, or not the CPU: untouched
+    finally:
+        torch.set_num_threads(before)
