@@ -181,7 +181,7 @@ def test_under_torchrun_another_rank_leaves_the_error_and_the_exit_to_rank_0(tmp
     args = [sys.executable, "-m", "cellbench", "runs", "show", "nope", "--runs-dir", str(tmp_path)]
     rank_1 = subprocess.Popen(args, env=env, stderr=subprocess.PIPE, text=True)
     try:
-        time.sleep(3)  # rank 0 would have said it and exited long before
+        time.sleep(5)  # rank 0 would have said it and exited long before (startup ~0.5 s)
         assert rank_1.poll() is None
         rank_1.send_signal(signal.SIGTERM)  # torchrun, once rank 0 exited
         _, err = rank_1.communicate(timeout=30)
