@@ -61,68 +61,58 @@ def open_npy(path: Path) -> np.ndarray:
     return np.load(path, mmap_mode="r", allow_pickle=False)
 
 
-def read_rows(path: Path, start: int, stop: int) -> np.ndarray:
-    """Rows [start, stop) of a C-order .npy file, read with one ``readinto`` into a new array.
+class _RowFile:
+    """An open C-order .npy file whose rows are read or written in place with positional I/O
+    (``os.preadv``/``os.pwrite``): the header parsed once, no shared file position (safe from
+    several threads), nothing memory-mapped (nothing counted in our RSS)."""
 
-    Faster than touching a memory map page by page (one copy in the kernel instead of a page
-    fault per 4 KB), and nothing stays mapped in our RSS afterwards.
-    """
-    shape, dtype, fortran, offset = read_header(Path(path))
-    if fortran:
-        raise BadInputError(f"{path}: Fortran-order array; re-save it in C order")
-    row = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
-    stop = min(stop, shape[0])
-    out = np.empty((max(stop - start, 0), *shape[1:]), dtype=dtype)
-    with open(path, "rb", buffering=0) as fh:
-        fh.seek(offset + start * row)
-        view = memoryview(out.reshape(-1).view(np.uint8))
-        got = 0
-        while got < len(view):
-            n = fh.readinto(view[got:])
-            if not n:
-                raise BadInputError(f"{path}: truncated .npy file (rows {start}..{stop})")
-            got += n
-    return out
-
-
-class NpyRowReader:
-    """Rows of a C-order .npy file read into the caller's buffers with positional reads
-    (``os.preadv``): the header parsed once, the file kept open, no shared file position (safe
-    from several threads). Reusing a few buffers batch after batch spares the page faults that
-    ``read_rows``' fresh array costs each time."""
-
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, flags: int):
         self.path = Path(path)
         shape, self.dtype, fortran, self._offset = read_header(self.path)
         if fortran:
             raise BadInputError(f"{path}: Fortran-order array; re-save it in C order")
-        self.rows, self.row_shape = shape[0], tuple(shape[1:])
+        self.shape = tuple(int(d) for d in shape)
+        self.rows, self.row_shape = self.shape[0], self.shape[1:]
         self._row = int(np.prod(self.row_shape, dtype=np.int64)) * self.dtype.itemsize
-        self._fd = os.open(self.path, os.O_RDONLY)
+        self._fd = os.open(self.path, flags)
 
-    def read_into(self, start: int, out: np.ndarray) -> np.ndarray:
-        """Rows ``start`` .. ``start + len(out)`` into ``out`` (C-contiguous, this file's dtype)."""
-        if out.dtype != self.dtype or tuple(out.shape[1:]) != self.row_shape:
-            raise ValueError(f"{self.path}: buffer {out.shape} {out.dtype}, rows {self.row_shape}")
-        view = memoryview(out.reshape(-1).view(np.uint8))
-        at = self._offset + start * self._row
-        while view:
-            got = os.preadv(self._fd, [view], at)
-            if not got:
-                raise BadInputError(f"{self.path}: truncated .npy file (rows from {start})")
-            view, at = view[got:], at + got
-        return out
+    def _bytes(self, start: int, rows: np.ndarray) -> tuple[memoryview, int]:
+        """``rows`` (this file's dtype and row shape) as bytes, and where row ``start`` lies."""
+        if rows.dtype != self.dtype or tuple(rows.shape[1:]) != self.row_shape:
+            raise ValueError(f"{self.path}: rows {rows.shape} {rows.dtype}, file {self.shape}")
+        if not 0 <= start <= self.rows - len(rows):
+            raise ValueError(f"{self.path}: rows {start}..{start + len(rows)} of {self.rows}")
+        return memoryview(rows.reshape(-1).view(np.uint8)), self._offset + start * self._row
 
     def close(self) -> None:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
 
-    def __enter__(self) -> NpyRowReader:
+    def __enter__(self):
         return self
 
     def __exit__(self, *_) -> None:
         self.close()
+
+
+class NpyRowReader(_RowFile):
+    """Rows of a .npy file read into the caller's buffers: reusing a few buffers batch after
+    batch spares the page faults of a fresh array each time, and one plain read per batch costs
+    less than touching a memory map page by page."""
+
+    def __init__(self, path: Path):
+        super().__init__(path, os.O_RDONLY)
+
+    def read_into(self, start: int, out: np.ndarray) -> np.ndarray:
+        """Rows ``start`` .. ``start + len(out)`` into ``out`` (C-contiguous)."""
+        view, at = self._bytes(start, out)
+        while view:
+            got = os.preadv(self._fd, [view], at)
+            if not got:
+                raise BadInputError(f"{self.path}: truncated .npy file (rows from {start})")
+            view, at = view[got:], at + got
+        return out
 
 
 def release_rows(array: np.ndarray, start: int, stop: int) -> None:
@@ -196,61 +186,38 @@ class NpyWriter:
             self._fh.close()  # an error is already propagating; the caller discards the file
 
 
-class NpyRows:
-    """A .npy file of a fixed shape whose rows are written in place with ``os.pwrite``: created
-    at full size (a sparse file: its header, then zeros) or reopened to go on writing it.
-
-    Nothing is mapped, so nothing written counts towards our RSS (the page cache holds it, not
-    this process), and ``sync()`` puts every row written so far on disk: call it before a
-    manifest counts them.
-    """
+class NpyRows(_RowFile):
+    """A .npy file of a fixed shape whose rows are written in place: created at full size (a
+    sparse file: its header, then zeros) or reopened to go on writing it, refused when it holds
+    another shape or dtype. ``sync()`` puts every row written so far on disk: call it before a
+    manifest counts them."""
 
     def __init__(self, path: Path, dtype, shape: tuple[int, ...], create: bool):
-        self.path = Path(path)
-        self.dtype = np.dtype(dtype)
-        self.shape = tuple(int(d) for d in shape)
-        self._row = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
+        dtype, shape = np.dtype(dtype), tuple(int(d) for d in shape)
         if create:
-            with open(self.path, "wb") as fh:
+            with open(path, "wb") as fh:
                 header = {
-                    "descr": np.lib.format.dtype_to_descr(self.dtype),
+                    "descr": np.lib.format.dtype_to_descr(dtype),
                     "fortran_order": False,
-                    "shape": self.shape,
+                    "shape": shape,
                 }
                 np.lib.format.write_array_header_1_0(fh, header)
-                self._offset = fh.tell()
-                fh.truncate(self._offset + self.shape[0] * self._row)
-        else:
-            got, got_dtype, fortran, self._offset = read_header(self.path)
-            if got != self.shape or got_dtype != self.dtype or fortran:
-                raise BadInputError(
-                    f"{self.path}: holds {got} {got_dtype}, expected {self.shape} {self.dtype}"
-                )
-        self._fd = os.open(self.path, os.O_WRONLY)
+                fh.truncate(fh.tell() + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize)
+        super().__init__(path, os.O_WRONLY)
+        if self.shape != shape or self.dtype != dtype:
+            self.close()
+            raise BadInputError(
+                f"{path}: holds {self.shape} {self.dtype}, expected {shape} {dtype}"
+            )
 
     def write(self, start: int, rows: np.ndarray) -> None:
-        rows = np.ascontiguousarray(rows, dtype=self.dtype)
-        if rows.shape[1:] != self.shape[1:] or not 0 <= start <= self.shape[0] - len(rows):
-            raise ValueError(f"{self.path}: rows {rows.shape} at {start} do not fit {self.shape}")
-        data = memoryview(rows.reshape(-1).view(np.uint8))
-        at = self._offset + start * self._row
+        data, at = self._bytes(start, np.ascontiguousarray(rows, dtype=self.dtype))
         while data:
             done = os.pwrite(self._fd, data, at)
             data, at = data[done:], at + done
 
     def sync(self) -> None:
         os.fsync(self._fd)
-
-    def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-
-    def __enter__(self) -> NpyRows:
-        return self
-
-    def __exit__(self, *_) -> None:
-        self.close()
 
 
 def sha256_file(path: Path, chunk: int = 16 << 20) -> str:

@@ -33,3 +33,28 @@ def test_release_rows_keeps_data_readable(tmp_path):
     arr = open_npy(path)
     release_rows(arr, 0, 64)
     assert arr[40, 3] == 40 and len(sha256_file(path)) == 64
+
+
+def test_rows_written_in_place_read_back_and_a_reopen_checks_the_shape(tmp_path):
+    from cellbench.data.npyio import NpyRowReader, NpyRows
+
+    path = tmp_path / "rows.npy"
+    data = np.arange(5 * 3 * 2, dtype=np.float16).reshape(5, 3, 2)
+    with NpyRows(path, np.float16, (5, 3, 2), create=True) as out:
+        out.write(3, data[3:])  # any order: positional writes
+        out.write(0, data[:3])
+        out.sync()
+    np.testing.assert_array_equal(np.load(path), data)  # a plain .npy file
+    with NpyRows(path, np.float16, (5, 3, 2), create=False) as again:
+        again.write(1, data[1:2] * 0)
+    assert np.load(path)[1].sum() == 0
+    with pytest.raises(BadInputError, match="expected"):
+        NpyRows(path, np.float16, (6, 3, 2), create=False)
+    with NpyRowReader(path) as reader:
+        buffer = np.empty((2, 3, 2), np.float16)
+        np.testing.assert_array_equal(reader.read_into(3, buffer), data[3:])
+        with pytest.raises(ValueError, match="rows 4..6 of 5"):
+            reader.read_into(4, buffer)
+    path.write_bytes(path.read_bytes()[:-8])  # truncated under us
+    with NpyRowReader(path) as reader, pytest.raises(BadInputError, match="truncated"):
+        reader.read_into(3, buffer)
