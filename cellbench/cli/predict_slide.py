@@ -8,7 +8,6 @@ unless ``--mpp`` is given: reading it at a guessed resolution would shift every 
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -19,11 +18,10 @@ from cellbench.cli.common import err_console, log
 
 
 def default_workers() -> int:
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cpus = os.cpu_count() or 1
-    return max(0, min(8, cpus - 1))
+    """Post-processing workers: every CPU but the one the forward and readers run on, at most 8."""
+    from cellbench.cpus import usable_cpus
+
+    return max(0, min(8, usable_cpus() - 1))
 
 
 def check_slides(slides: list[Path], options) -> None:

@@ -26,10 +26,9 @@ R = TypeVar("R")
 
 def default_workers() -> int:
     """One worker per CPU this process may use."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
+    from cellbench.cpus import usable_cpus
+
+    return usable_cpus()
 
 
 def _context(modules: tuple[str, ...]):

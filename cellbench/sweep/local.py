@@ -32,10 +32,9 @@ PARENT_ENV = "CELLBENCH_SWEEP_PARENT"
 
 
 def cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+    from cellbench.cpus import usable_cpus
+
+    return usable_cpus()
 
 
 def visible_gpus() -> list[str]:
