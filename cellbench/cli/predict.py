@@ -45,6 +45,7 @@ class SlideOptions:
     force: bool
     batch_size: int
     organ_run: str | None = None
+    overwrite: bool = False
 
     def given(self) -> str | None:
         """The first slide-only option given (they send any image through the slide path)."""
@@ -157,7 +158,9 @@ def predict_command(
     batch_size = machine_batch(machine, batch_size, "eval", default=32)
     paths = run_store(runs_dir).resolve(run)
     check_inputs(paths, force, "predict")  # before any image or model is read
-    slide_options = SlideOptions(mpp, level, roi, tissue, workers, force, batch_size, organ_run)
+    slide_options = SlideOptions(
+        mpp, level, roi, tissue, workers, force, batch_size, organ_run, overwrite
+    )
 
     from cellbench.cli.predict_slide import check_organ_run, check_slides, predict_slides
     from cellbench.inference import load_model, read_images  # torch: lazily
@@ -182,7 +185,8 @@ def predict_command(
         raise UsageError(f"--out: {paths.root.name}'s predictions are a table, not files per image")
     stems = [Path(image).stem for image in images]
     if loaded.writes_files:
-        repeated = sorted({s for s in stems if stems.count(s) > 1})
+        folders = [slide.stem for slide in slides]  # a slide's outputs: <out>/<its stem>/
+        repeated = sorted({s for names in (stems, folders) for s in names if names.count(s) > 1})
         if repeated:
             raise UsageError(f"two images named '{repeated[0]}': their outputs would collide")
     if overwrite and not loaded.writes_files:
@@ -193,6 +197,10 @@ def predict_command(
     for stem in stems:
         for name in loaded.output_names(stem):
             outputs.check(folder / name, overwrite=overwrite, option="--out")
+    for slide in slides:  # a slide's outputs go to their own folder, <out>/<slide stem>/
+        from cellbench.inference.slide_outputs import check_outputs
+
+        check_outputs(folder / slide.stem, slide.stem, overwrite)
     if slides and not loaded.predicts_slides:
         raise UsageError(f"{slides[0]}: {paths.root.name}'s task does not predict whole slides")
     for note in loaded.notes():

@@ -118,6 +118,7 @@ def predict_slides(
                 batch_size=options.batch_size,
                 workers=workers,
                 force=options.force,
+                overwrite=options.overwrite,
                 progress=progress,
                 log=log,
                 mpp=options.mpp,

@@ -362,6 +362,7 @@ def write_slide(
     readers: int = 2,
     workers: int = 0,
     force: bool = False,
+    overwrite: bool = False,
     progress: Callable[[int, int], None] | None = None,
     log: Callable[[str], None] | None = None,
     tissue: str = "auto",
@@ -371,7 +372,9 @@ def write_slide(
     """Predict a slide into ``out/<stem>/`` (see ``slide_outputs``), resuming from its journal;
     a finished slide (its ``summary.json`` is there) is skipped unless ``force``. ``organ``: a
     run (or a loaded head, ``tile_head.load_tile_head``) whose head decides each tile's tissue
-    from the CLS of the model's own backbone pass: the per-tile table and ``summary["organ"]``."""
+    from the CLS of the model's own backbone pass: the per-tile table and ``summary["organ"]``.
+    An existing file at an output's path that cellbench did not write is refused (exit 4)
+    unless ``overwrite`` (``cellbench.outputs``)."""
     path = Path(path)
     folder = Path(out) / path.stem
     summary_file = folder / "summary.json"
@@ -389,6 +392,7 @@ def write_slide(
             if wanted is None or summary.get("tile_head") == wanted:
                 return SlideResult(path, folder, summary, skipped=True)
             log(f"{path}: finished without --organ-run {head.run_name}: predicting it again")
+    slide_outputs.check_outputs(folder, path.stem, overwrite)
     started = time.perf_counter()
     plan = plan_slide(predictor, path, tissue=tissue, **options)
     try:
@@ -468,6 +472,7 @@ def write_slide(
             "seconds": round(time.perf_counter() - started, 3),
         }
         atomic_write_json(summary_file, summary)  # last: its presence means finished
+        slide_outputs.record_outputs(folder, path.stem, tiles=head is not None)
         slide_outputs.shutil.rmtree(journal, ignore_errors=True)
         return SlideResult(path, folder, summary)
     finally:

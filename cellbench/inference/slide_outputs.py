@@ -335,6 +335,37 @@ def _tile_feature(row: dict[str, Any], color: list[int]) -> str:
     return json.dumps(feature, ensure_ascii=False)
 
 
+# the files a slide's folder gets (summary.json last): checked against the output ledger before
+# anything is written, listed in it after (cellbench.outputs), like every other --out file
+OUTPUT_SUFFIXES = (".geojson", ".parquet", ".csv", ".overlay.png")
+TILE_SUFFIXES = (".tiles.parquet", ".tiles.csv", ".tiles.geojson")
+
+
+def output_files(folder: Path, stem: str) -> list[Path]:
+    names = [f"{stem}{suffix}" for suffix in OUTPUT_SUFFIXES + TILE_SUFFIXES]
+    return [Path(folder) / name for name in [*names, "summary.json"]]
+
+
+def check_outputs(folder: Path, stem: str, overwrite: bool) -> None:
+    """Refuse (exit 4, naming it) a file at an output's path that cellbench did not write, before
+    any work: a user's ``case1.geojson`` (annotations) beside the predictions is never replaced
+    unless ``overwrite``."""
+    from cellbench import outputs
+
+    for path in output_files(folder, stem):
+        outputs.check(path, overwrite=overwrite, option="--out")
+
+
+def record_outputs(folder: Path, stem: str, tiles: bool) -> None:
+    """List the files this prediction wrote (``tiles``: with the per-tile ones) in the folder's
+    ledger, so a rerun may replace them; never a file it did not write."""
+    from cellbench import outputs
+
+    suffixes = OUTPUT_SUFFIXES + (TILE_SUFFIXES if tiles else ())
+    for path in [*(Path(folder) / f"{stem}{s}" for s in suffixes), Path(folder) / "summary.json"]:
+        outputs.record(path)
+
+
 def _tile_outputs(journal: Path, folder: Path, stem: str, head: dict[str, Any]) -> dict:
     """The per-tile table (Parquet, CSV), the tiles for QuPath (GeoJSON) and the slide's
     tissue summary, streamed from the parts."""
@@ -428,8 +459,12 @@ def assemble(
     if tile_head is not None:
         extra = _tile_outputs(journal, folder, stem, tile_head)
     else:  # a slide redone without a per-tile head: no table of an earlier run stays behind
-        for suffix in (".tiles.parquet", ".tiles.csv", ".tiles.geojson"):
-            (folder / f"{stem}{suffix}").unlink(missing_ok=True)
+        from cellbench import outputs
+
+        for suffix in TILE_SUFFIXES:
+            path = folder / f"{stem}{suffix}"
+            if outputs.written_by_cellbench(path):  # never a file cellbench did not write
+                path.unlink()
 
     # counts and overlay: one more pass, columns only
     image = Image.fromarray(thumbnail)

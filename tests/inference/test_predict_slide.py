@@ -230,3 +230,40 @@ def test_a_slide_killed_midway_resumes_to_the_same_outputs(slide_run, tmp_path):
     for name in ("big.geojson", "big.csv", "big.parquet", "big.overlay.png"):
         assert (killed / "big" / name).read_bytes() == (full / "big" / name).read_bytes(), name
     shutil.rmtree(tmp_path / "full")
+
+
+def test_a_users_file_where_a_slide_output_goes_is_refused_never_replaced(
+    slide_run, slide, tmp_path
+):
+    """A pathologist's own case.geojson (annotations) in the folder a slide's outputs go to:
+    refused before any work, exit 4 naming it, kept byte for byte; --overwrite replaces it; a
+    rerun replaces cellbench's own outputs; a table cellbench did not write is never deleted."""
+    path, _ = slide
+    out = tmp_path / "out"
+    (out / "case").mkdir(parents=True)
+    annotations = out / "case" / "case.geojson"
+    annotations.write_text('{"type": "FeatureCollection", "features": []}  # mine')
+    mine = out / "case" / "case.tiles.csv"
+    mine.write_text("tile,my notes\n")
+    refused = _predict(slide_run, path, "--out", out, "--workers", "0", "--tissue", "none")
+    assert refused.exit_code == 4, refused.output[-2000:]
+    assert "case.geojson" in refused.output and "--overwrite" in refused.output
+    assert annotations.read_text().endswith("# mine")
+    assert sorted(p.name for p in (out / "case").iterdir()) == ["case.geojson", "case.tiles.csv"]
+
+    annotations.unlink()  # the user moves their annotations away; their tiles.csv stays
+    done = _predict(slide_run, path, "--out", out, "--workers", "0", "--tissue", "none")
+    assert done.exit_code == 4 and "case.tiles.csv" in done.output  # still refused
+    forced = _predict(
+        slide_run, path, "--out", out, "--workers", "0", "--tissue", "none", "--overwrite"
+    )
+    assert forced.exit_code == 0, forced.output[-2000:]
+    assert mine.read_text() == "tile,my notes\n"  # replaced by nothing: no head, not deleted
+    refused = _predict(slide_run, path, "--out", out, "--workers", "0", "--tissue", "none",
+                       "--force")  # fmt: skip
+    assert refused.exit_code == 4 and "case.tiles.csv" in refused.output  # never taken as ours
+    assert json.loads((out / "case" / "case.geojson").read_text())["type"] == "FeatureCollection"
+    mine.unlink()
+    again = _predict(slide_run, path, "--out", out, "--workers", "0", "--tissue", "none",
+                     "--force")  # fmt: skip
+    assert again.exit_code == 0, again.output[-2000:]  # its own outputs: replaced
