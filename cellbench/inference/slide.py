@@ -178,8 +178,13 @@ def attach_head(predictor: SlidePredictor, organ: Any) -> Any:
     return head
 
 
+UNDECIDED = "undecided"  # a tile whose head output is not a number (NaN features): no tissue
+
+
 def _decision(probabilities, classes: list[str]) -> dict[str, Any]:
     # rounded as the GeoJSON's probabilities: a resumed slide (other batches) writes the same
+    if not all(math.isfinite(float(p)) for p in probabilities):  # NaN is no number: null
+        return {"tissue": UNDECIDED, "confidence": None}
     k = int(probabilities.argmax())
     return {"tissue": classes[k], "confidence": round(float(probabilities[k]), 4)}
 

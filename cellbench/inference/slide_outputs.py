@@ -396,11 +396,14 @@ def _tile_outputs(journal: Path, folder: Path, stem: str, head: dict[str, Any]) 
     atomic_write(files["tiles_geojson"], geojson)
     per_tissue: Counter[str] = Counter()
     confidence: defaultdict[str, float] = defaultdict(float)
+    confident: Counter[str] = Counter()  # tiles with a confidence (an undecided tile has none)
     for table in tables():
         columns = table.select(["tissue", "confidence"]).to_pydict()
         for tissue, value in zip(columns["tissue"], columns["confidence"], strict=True):
             per_tissue[tissue] += 1
-            confidence[tissue] += value
+            if value is not None:
+                confidence[tissue] += value
+                confident[tissue] += 1
     tiles = sum(per_tissue.values())
     # the most frequent decision; a tie goes to the more confident tissue, then the name
     majority = min(per_tissue, key=lambda t: (-per_tissue[t], -confidence[t], t), default=None)
@@ -409,7 +412,8 @@ def _tile_outputs(journal: Path, folder: Path, stem: str, head: dict[str, Any]) 
         "tiles": tiles,
         "tiles_per_tissue": dict(sorted(per_tissue.items(), key=lambda kv: (-kv[1], kv[0]))),
         "mean_confidence_per_tissue": {
-            t: round(confidence[t] / n, CONFIDENCE_DIGITS) for t, n in sorted(per_tissue.items())
+            t: round(confidence[t] / confident[t], CONFIDENCE_DIGITS) if confident[t] else None
+            for t in sorted(per_tissue)
         },
         "majority": majority,
         "majority_share": round(per_tissue[majority] / tiles, 4) if tiles else None,

@@ -278,3 +278,36 @@ def test_an_online_features_run_is_checked_once_loaded_and_decides_the_same(runs
     result = runner.invoke(app, command)
     assert result.exit_code == 3 and "weights sha256" in result.output, result.output
     assert not (tmp_path / "d").exists()
+
+
+def test_a_tile_whose_head_gives_nan_is_undecided_with_a_null_confidence():
+    """Features gone NaN (bad weights) must not write NaN into the tile table, the GeoJSON or
+    summary.json: the tile is 'undecided', its confidence null."""
+    import math
+
+    from cellbench.inference.slide import UNDECIDED, _decision
+
+    assert _decision(np.array([0.2, 0.8]), ["a", "b"]) == {"tissue": "b", "confidence": 0.8}
+    undecided = _decision(np.array([math.nan, math.nan]), ["a", "b"])
+    assert undecided == {"tissue": UNDECIDED, "confidence": None}
+
+
+def test_undecided_tiles_write_null_not_nan_in_every_tile_output(tmp_path):
+    from cellbench.inference import slide_outputs
+
+    journal = tmp_path / ".journal"
+    writer = slide_outputs.Journal(journal, 0, tiles=True)
+    for index, (tissue, confidence) in enumerate([("Colon", 0.9), ("undecided", None)]):
+        row = {name: 0.0 for name in ("x_px", "y_px", "size_px", "core_x_px", "core_y_px")}
+        row.update(core_width_px=8.0, core_height_px=8.0, index=index, tile=f"t{index}",
+                   tissue=tissue, confidence=confidence, nuclei=0)  # fmt: skip
+        writer.add(index, [], row)
+    writer.commit()
+    head = {"run": "organ", "temperature": 1.0, "classes": ["Colon"]}
+    out = slide_outputs._tile_outputs(journal, tmp_path, "case", head)
+    summary = out["organ"]
+    assert summary["mean_confidence_per_tissue"] == {"Colon": 0.9, "undecided": None}
+    assert "NaN" not in json.dumps(summary)
+    tiles = json.loads((tmp_path / "case.tiles.geojson").read_text())  # valid JSON, no NaN
+    assert tiles["features"][1]["properties"]["measurements"]["tissue confidence"] is None
+    assert (tmp_path / "case.tiles.csv").read_text().splitlines()[2].count("undecided") == 1
