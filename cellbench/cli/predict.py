@@ -188,7 +188,7 @@ def predict_command(
         folders = [slide.stem for slide in slides]  # a slide's outputs: <out>/<its stem>/
         repeated = sorted({s for names in (stems, folders) for s in names if names.count(s) > 1})
         if repeated:
-            raise UsageError(f"two images named '{repeated[0]}': their outputs would collide")
+            raise UsageError(f"two inputs named '{repeated[0]}': their outputs would collide")
     if overwrite and not loaded.writes_files:
         raise UsageError(f"--overwrite: {paths.root.name}'s predictions are a table, not files")
     folder = Path(out) if out is not None else paths.root / "predict"
@@ -197,9 +197,9 @@ def predict_command(
     for stem in stems:
         for name in loaded.output_names(stem):
             outputs.check(folder / name, overwrite=overwrite, option="--out")
-    for slide in slides:  # a slide's outputs go to their own folder, <out>/<slide stem>/
-        from cellbench.inference.slide_outputs import check_outputs
+    from cellbench.inference.slide_outputs import check_outputs
 
+    for slide in slides:  # a slide's outputs go to their own folder, <out>/<slide stem>/
         check_outputs(folder / slide.stem, slide.stem, overwrite)
     if slides and not loaded.predicts_slides:
         raise UsageError(f"{slides[0]}: {paths.root.name}'s task does not predict whole slides")
