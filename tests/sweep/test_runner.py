@@ -120,9 +120,13 @@ def _wait(predicate, timeout=120.0):
 
 @pytest.mark.slow
 def test_interrupted_sweep_rerun_finishes_without_retraining_finished_trials(tmp_path, shapes):
+    # One worker, so the long trial starts only once the short one is recorded complete, and
+    # 300 epochs (~35 ms each here): the interrupt lands seconds before the long trial could end.
+    # (With two workers and 60 epochs the long trial could finish on a slow CI machine before
+    # the short one was recorded, and the interrupt found nothing running.)
     argv = [
         sys.executable, "-m", "cellbench", "sweep", "--profile", "demo", *tiny_sets(shapes),
-        "--grid", "train.epochs=1,60", "--workers", "2", "--name", "cut",
+        "--grid", "train.epochs=1,300", "--workers", "1", "--name", "cut",
         "--runs-dir", str(tmp_path / "runs"),
     ]  # fmt: skip
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -130,7 +134,7 @@ def test_interrupted_sweep_rerun_finishes_without_retraining_finished_trials(tmp
 
     def long_trial_training():
         state = tmp_path / "sweeps" / "cut" / "state.json"
-        run = store.find("cut-t002-ep60")
+        run = store.find("cut-t002-ep300")
         done = state.is_file() and _state(tmp_path, "cut")["trials"].get("t001", {}).get("status")
         return done == "completed" and run is not None and read_events(run.events, kind="epoch")
 
@@ -145,7 +149,7 @@ def test_interrupted_sweep_rerun_finishes_without_retraining_finished_trials(tmp
     state = _state(tmp_path, "cut")
     assert state["status"] == "interrupted"
     assert state["trials"]["t002"]["status"] == "interrupted"
-    long_run = store.find("cut-t002-ep60")
+    long_run = store.find("cut-t002-ep300")
     assert read_events(long_run.events, kind="run_end")[-1]["status"] == "interrupted"
 
     proc = subprocess.run(argv, capture_output=True, timeout=300)
@@ -155,7 +159,7 @@ def test_interrupted_sweep_rerun_finishes_without_retraining_finished_trials(tmp
     assert len(read_events(short_run.events, kind="run_start")) == 1  # not trained again
     starts = read_events(long_run.events, kind="run_start")
     assert [s["resumed"] for s in starts] == [False, True]
-    assert len(long_run.history.read_text().splitlines()) == 61  # header + 60 epochs
+    assert len(long_run.history.read_text().splitlines()) == 301  # header + 300 epochs
 
 
 @pytest.mark.slow
@@ -258,20 +262,21 @@ def test_a_trial_stopped_with_runs_stop_ends_interrupted_and_a_rerun_resumes_it(
     trial `interrupted`, and running the sweep again resumes that trial from its last.pt."""
     argv = [
         sys.executable, "-m", "cellbench", "sweep", "--profile", "demo", *tiny_sets(shapes),
-        "--grid", "train.epochs=1,25", "--workers", "2", "--name", "halt",
+        "--grid", "train.epochs=1,300", "--workers", "2", "--name", "halt",
         "--runs-dir", str(tmp_path / "runs"),
     ]  # fmt: skip
+    # 300 epochs (~35 ms each here) leave seconds for the stop to land on a slow machine
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     store = RunStore(tmp_path / "runs")
 
     def long_trial_training():
-        run = store.find("halt-t002-ep25")
+        run = store.find("halt-t002-ep300")
         return run is not None and read_events(run.events, kind="epoch")
 
     try:
         assert _wait(long_trial_training)
         stop = runner.invoke(
-            app, ["runs", "stop", "halt-t002-ep25", "--wait", "--runs-dir", str(tmp_path / "runs")]
+            app, ["runs", "stop", "halt-t002-ep300", "--wait", "--runs-dir", str(tmp_path / "runs")]
         )
         assert stop.exit_code == 0, stop.output
         proc.wait(timeout=120)
@@ -281,7 +286,7 @@ def test_a_trial_stopped_with_runs_stop_ends_interrupted_and_a_rerun_resumes_it(
     state = _state(tmp_path, "halt")
     assert state["trials"]["t002"]["status"] == "interrupted"
     assert state["trials"]["t001"]["status"] == "completed"
-    long_run = store.find("halt-t002-ep25")
+    long_run = store.find("halt-t002-ep300")
     stopped_at = len(read_events(long_run.events, kind="epoch"))
 
     proc = subprocess.run(argv, capture_output=True, timeout=600)
