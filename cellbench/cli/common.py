@@ -90,6 +90,13 @@ def print_json(data: Any) -> None:
 
 
 def log(message: str) -> None:
+    """A line on stderr, as plain text: paths and library messages may hold brackets
+    ("case[HE].tif", gloo's "[/.../pair.cc:545]") that Rich would read as markup."""
+    err_console.print(message, markup=False, highlight=False)
+
+
+def log_markup(message: str) -> None:
+    """A line on stderr with Rich markup: the caller escapes what it interpolates."""
     err_console.print(message, highlight=False)
 
 

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 
 from cellbench.cli.common import (
     JsonOption,
@@ -300,7 +299,7 @@ def eval_pannuke(
     if csv_path is not None:
         write_tile_csv(csv_path, tile_rows(scored))
         outputs.record(csv_path)
-        log(escape(f"per-tile scores written to {csv_path}"))
+        log(f"per-tile scores written to {csv_path}")
     if json_out:
         print_json({"true": str(true), "pred": str(pred), **summary})
         return

@@ -12,8 +12,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rich.markup import escape
-
 from cellbench.cli.common import err_console, log
 
 
@@ -131,7 +129,7 @@ def predict_slides(
         organ = summary.get("organ")  # the per-tile head's summary (--organ-run)
         if result.skipped:
             done = result.folder / "summary.json"
-            log(escape(f"{slide}: already done ({done}; --force redoes it)"))
+            log(f"{slide}: already done ({done}; --force redoes it)")
         else:
             t = summary["timings"]
             log(

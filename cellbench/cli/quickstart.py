@@ -20,7 +20,13 @@ from typing import Annotated
 import typer
 from rich.rule import Rule
 
-from cellbench.cli.common import RunsDirOption, console, err_console, log, run_store
+from cellbench.cli.common import (
+    RunsDirOption,
+    console,
+    err_console,
+    log_markup,
+    run_store,
+)
 
 QUICKSTART_RUN = "quickstart"  # the classification study's run
 UNSEEN_SEED = 10_007  # the generated training data uses seed 0
@@ -127,7 +133,7 @@ def _nuclei(
         default_sweeps_root(store.root),
         WorkflowOptions(fresh=True),
         console,
-        say=log,
+        say=log_markup,
     )
     console.print(Rule("[bold green]quickstart done", align="left"))
     remember_profiles(["organ-demo", "nuclei-demo"])

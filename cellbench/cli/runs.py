@@ -272,7 +272,7 @@ def compare_runs(
     if plot is not None:
         plot_curves(curves, metrics, plot)
         outputs.record(plot)
-        log(escape(f"curves written to {plot}"))
+        log(f"curves written to {plot}")
     if json_out:
         print_json(records)
         return

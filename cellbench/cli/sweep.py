@@ -21,6 +21,7 @@ from cellbench.cli.common import (
     err_console,
     format_duration,
     log,
+    log_markup,
     print_json,
     run_store,
     warn,
@@ -206,14 +207,14 @@ def sweep_command(
         nproc=nproc,
         machine=machine,
     )
-    log(f"sweep [bold]{escape(spec.name)}[/] · {escape(str(folder.root))}")
-    outcome = Sweep(spec, folder, store, options, say=log).run()
+    log_markup(f"sweep [bold]{escape(spec.name)}[/] · {escape(str(folder.root))}")
+    outcome = Sweep(spec, folder, store, options, say=log_markup).run()
     board = outcome.board
     _render(board, err_console if json_output else console)
     if json_output:
         print_json(board)
     counts = " · ".join(f"{n} {s}" for s, n in sorted(outcome.counts.items()))
-    log(escape(f"{counts} · {folder.leaderboard_csv}"))
+    log(f"{counts} · {folder.leaderboard_csv}")
     if outcome.interrupted:
         from cellbench.signals import TERMINATION_SIGNALS, Terminated
 

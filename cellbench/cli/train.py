@@ -18,6 +18,7 @@ from cellbench.cli.common import (
     command_arguments,
     err_console,
     log,
+    log_markup,
     print_json,
 )
 from cellbench.errors import CheckFailed, ExitCode, UsageError
@@ -257,7 +258,9 @@ def _train(request, reporter, json_output: bool) -> None:
         best_text = "no best epoch"
     # the reason may quote a library's message with brackets (gloo: "[/.../pair.cc:545]"): text,
     # not markup
-    log(f"[bold]{result.status}[/] {escape(f'{paths.root} · {result.reason} · {best_text}')}")
+    log_markup(
+        f"[bold]{result.status}[/] {escape(f'{paths.root} · {result.reason} · {best_text}')}"
+    )
     if json_output:
         print_json(result.metrics)
     if result.status == "failed":
@@ -282,12 +285,12 @@ def _lr_find(request, reporter, json_output: bool) -> None:
     paths, result = lr_find(request, reporter)
     summary = {"run": paths.root.name, **result.summary()}
     if result.suggestion is None:
-        log(
+        log_markup(
             f"[yellow]lr-find:[/] no suggestion ({escape(str(result.reason))}); see "
             f"{escape(str(paths.root / 'lr_find.png'))}"
         )
     else:
-        log(
+        log_markup(
             f"[bold]suggested lr {result.suggestion:.3g}[/] (loss lowest at "
             f"{result.min_loss_lr:.3g}; {escape(str(result.reason))}) · "
             f"{escape(str(paths.root / 'lr_find.png'))}"

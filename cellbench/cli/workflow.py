@@ -22,7 +22,7 @@ from cellbench.cli.common import (
     err_console,
     format_bytes,
     format_duration,
-    log,
+    log_markup,
     print_json,
     run_store,
 )
@@ -123,7 +123,7 @@ def run_command(
         quiet_stdout=json_output,
     )
     out = err_console if json_output else console
-    runner, state = run_workflow(spec, root, store, sweeps_root, options, out, say=log)
+    runner, state = run_workflow(spec, root, store, sweeps_root, options, out, say=log_markup)
     if dry_run:
         steps = runner.plan()
         render_plan(spec.name, steps, out, runner.folder)

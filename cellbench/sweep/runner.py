@@ -303,7 +303,7 @@ class Sweep:
     def trial_started(self, trial: Trial, job: Job) -> None:
         resume = "--resume" in job.args
         self.state.set_trial(trial.id, status="running", started=time.time(), resumed=resume)
-        self.say(f"[cyan]{trial.id}[/] {trial.name} {'resumed' if resume else 'started'}")
+        self.say(f"[cyan]{trial.id}[/] {escape(trial.name)} {'resumed' if resume else 'started'}")
 
     def trial_ended(self, trial: Trial, code: int, interrupted: bool, pruned: bool = False):
         run = self.store.find(trial.name)

@@ -454,5 +454,5 @@ def run_workflow(
         return runner, None
     if folder is None:
         raise RunConflict(f"{root}: could not create the workflow folder")
-    say(f"workflow [bold]{spec.name}[/] · {folder.root}")
+    say(f"workflow [bold]{escape(spec.name)}[/] · {escape(str(folder.root))}")
     return runner, runner.run()

@@ -49,37 +49,37 @@ def test_results_come_back_in_order_through_every_stage(workers):
     assert all(v >= 0 for v in clock.seconds.values()) and clock.seconds["forward"] > 0
 
 
+class RecordingReader:
+    """A reader run by several threads that notes which items it has started."""
+
+    def __init__(self, value):
+        self.value, self.started, self.lock = value, [], threading.Lock()
+
+    def __call__(self, i):
+        with self.lock:
+            self.started.append(i)
+        return self.value(i)
+
+    def furthest(self) -> int:
+        with self.lock:
+            return max(self.started)
+
+
 def test_reads_stay_a_bounded_distance_ahead_of_the_consumer():
-    read_so_far = []
-    lock = threading.Lock()
-
-    def read(i):
-        with lock:
-            read_so_far.append(i)
-        return np.zeros((1,), np.uint8)
-
+    read = RecordingReader(lambda i: np.zeros((1,), np.uint8))
     ahead = []
     for i, _ in stream(
         range(1000), read, lambda b: [0] * len(b), lambda p, j: p, batch_size=4, readers=2
     ):
-        with lock:
-            ahead.append(max(read_so_far) - i)
+        ahead.append(read.furthest() - i)
     assert max(ahead) <= 2 * 4 + 2 + 4 + 2  # prefetch + payloads waiting: not the 1000 items
 
 
 def test_prefetched_reads_in_order_at_most_depth_ahead():
-    started = []
-    lock = threading.Lock()
-
-    def read(i):
-        with lock:
-            started.append(i)
-        return i * i
-
+    read = RecordingReader(lambda i: i * i)
     seen = []
     for i, value in prefetched(range(50), read, readers=3, depth=4):
-        with lock:
-            seen.append((i, value, max(started)))
+        seen.append((i, value, read.furthest()))
     assert [(i, v) for i, v, _ in seen] == [(i, i * i) for i in range(50)]
     assert max(furthest - i for i, _, furthest in seen) <= 3  # depth 4: this one and 3 more
 
