@@ -341,8 +341,10 @@ OUTPUT_SUFFIXES = (".geojson", ".parquet", ".csv", ".overlay.png")
 TILE_SUFFIXES = (".tiles.parquet", ".tiles.csv", ".tiles.geojson")
 
 
-def output_files(folder: Path, stem: str) -> list[Path]:
-    names = [f"{stem}{suffix}" for suffix in OUTPUT_SUFFIXES + TILE_SUFFIXES]
+def output_files(folder: Path, stem: str, tiles: bool = True) -> list[Path]:
+    """The slide's output files (``tiles``: with the per-tile ones), summary.json last."""
+    suffixes = OUTPUT_SUFFIXES + (TILE_SUFFIXES if tiles else ())
+    names = [f"{stem}{suffix}" for suffix in suffixes]
     return [Path(folder) / name for name in [*names, "summary.json"]]
 
 
@@ -361,8 +363,7 @@ def record_outputs(folder: Path, stem: str, tiles: bool) -> None:
     ledger, so a rerun may replace them; never a file it did not write."""
     from cellbench import outputs
 
-    suffixes = OUTPUT_SUFFIXES + (TILE_SUFFIXES if tiles else ())
-    for path in [*(Path(folder) / f"{stem}{s}" for s in suffixes), Path(folder) / "summary.json"]:
+    for path in output_files(folder, stem, tiles):
         outputs.record(path)
 
 

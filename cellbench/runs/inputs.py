@@ -119,6 +119,9 @@ def differences(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
         if new is None:
             changes.append(f"{kind}: {old.get('path')} is gone")
             continue
+        if "manifest" in new and "manifest" not in old:  # one line, not every field -> null
+            changes.append(f"{kind}: {new['path']}/manifest.json is gone or unreadable")
+            continue
         for key, was in old.items():
             if key == "path":
                 continue

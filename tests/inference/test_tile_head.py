@@ -311,3 +311,25 @@ def test_undecided_tiles_write_null_not_nan_in_every_tile_output(tmp_path):
     tiles = json.loads((tmp_path / "case.tiles.geojson").read_text())  # valid JSON, no NaN
     assert tiles["features"][1]["properties"]["measurements"]["tissue confidence"] is None
     assert (tmp_path / "case.tiles.csv").read_text().splitlines()[2].count("undecided") == 1
+
+
+def test_an_organ_run_whose_feature_store_is_gone_is_refused_naming_it(runs, slide, tmp_path):
+    """The head's backbone is known only from its store's manifest: without it the head cannot
+    be matched to the nuclei run's backbone, so it is refused (exit 3), not trusted."""
+    from cellbench.errors import BadInputError
+    from cellbench.inference.tile_head import load_tile_head
+
+    manifest = runs.store / "features" / "other" / "manifest.json"
+    hidden = manifest.with_name("manifest.json.hidden")
+    manifest.rename(hidden)
+    try:
+        with pytest.raises(BadInputError, match=r"features/other: the run's feature store is gone"):
+            load_tile_head(runs.runs / "0003-other")
+        out = tmp_path / "out"
+        result = _predict(runs, slide, "--organ-run", "other", "--out", out)
+        assert result.exit_code == 3, result.output
+        # refused earlier, by the run's recorded inputs: one line naming the missing file
+        assert "features/other/manifest.json is gone or unreadable" in result.output
+        assert not out.exists()
+    finally:
+        hidden.rename(manifest)

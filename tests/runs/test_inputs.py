@@ -27,4 +27,9 @@ def test_differences_name_each_changed_field_and_fold():
     assert changes[0].startswith("features weights sha256: aaaaaaaaaaaa… -> bbbbbbbbbbbb…")
     assert changes[1] == "features source folds 2: y -> z"
     assert differences(before, {}) == ["features: /s/features/t is gone"]
+    # the folder is there, its manifest is not: one line, not every field "-> null"
+    missing = {"features": {"path": "/s/features/t", "manifest": None}}
+    assert differences(before, missing) == [
+        "features: /s/features/t/manifest.json is gone or unreadable"
+    ]
     assert differences({}, now) == []  # nothing recorded: nothing to hold the run to

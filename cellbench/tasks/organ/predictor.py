@@ -147,21 +147,13 @@ def load_organ_tile_head(state: dict[str, Any], path: Path, run_root: Path | Non
     identity (read from the manifest; a store whose manifest is gone is refused)."""
     from cellbench.engine.device import resolve_device
     from cellbench.errors import BadInputError
-    from cellbench.features.store import read_manifest
+    from cellbench.inference.tile_head import config_identity
 
     config = config_from_dict(state["config"], source=f"{path} (saved config)")
-    manifest_path = Path(config.data.features or "") / "manifest.json"
-    manifest = read_manifest(manifest_path) if config.data.features else None
-    if not manifest or not isinstance(manifest.get("backbone"), dict):
-        raise BadInputError(
-            f"{manifest_path}: the organ run's feature store (its backbone's record) is gone"
-        )
+    identity = config_identity(config.to_dict())  # refuses a store whose manifest is gone
+    if identity is None:
+        raise BadInputError(f"{path}: the organ run names no feature store (data.features)")
     head = _head(state, config).to(resolve_device(device)).eval().requires_grad_(False)
-    identity = {
-        "backbone": manifest["backbone"],
-        "preprocessing": manifest.get("preprocessing"),
-        "mpp": float(config.data.mpp),
-    }
     name = Path(run_root).name if run_root is not None else Path(path).name
     return OrganTileHead(
         head, list(state["classes"]), read_temperature(run_root), name, Path(path), identity
