@@ -120,16 +120,44 @@ def _read_ledger(folder: Path) -> dict[str, Any] | None:
     try:
         if path.is_symlink() or path.stat().st_size > 16 * 2**20:
             raise ValueError
-        data = json.loads(path.read_text(encoding="utf-8"))
+        # NaN/Infinity are no JSON cellbench writes (it could not write them back)
+        data = json.loads(path.read_text(encoding="utf-8"), parse_constant=_no_constant)
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise ValueError
-        if not isinstance(data.get("files"), dict):
+        files = data.get("files")
+        if not isinstance(files, dict) or not all(_entry_ok(e) for e in files.values()):
             raise ValueError
-    except (OSError, ValueError, UnicodeDecodeError):
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError):
         raise RunConflict(
             f"{path}: not a cellbench output ledger; cellbench will not replace it (move it)"
         ) from None
     return data
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(name)
+
+
+def _entry_ok(entry: Any) -> bool:
+    """A ledger entry as ``record`` writes it: ``{"size": int, "sha256": str}``."""
+    return (
+        isinstance(entry, dict)
+        and type(entry.get("size")) is int
+        and isinstance(entry.get("sha256"), str)
+    )
+
+
+def check_ledger(folder: str | os.PathLike) -> None:
+    """Refuse (exit 4) a ledger file in ``folder`` that is not cellbench's, before any work (it
+    is read otherwise only once an output is there to replace)."""
+    _read_ledger(Path(folder))
+
+
+def listed_size(path: str | os.PathLike) -> int | None:
+    """The size the folder's ledger lists for ``path`` (None: not listed)."""
+    path = Path(path)
+    entry = (_read_ledger(path.parent) or {}).get("files", {}).get(path.name)
+    return entry["size"] if entry else None
 
 
 def written_by_cellbench(path: str | os.PathLike) -> bool:

@@ -13,6 +13,8 @@ A *detection* (what a predictor's post-processing returns per object, see
 from __future__ import annotations
 
 import json
+import os
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -73,3 +75,22 @@ def with_label(post: Callable[[Any, Any], Any], payload: tuple[Any, Any], job: A
     the device (``predict --organ-run``) rides along with the tile through the pool."""
     maps, label = payload
     return post(maps, job), label
+
+
+def exit_with(pid: int, every_s: float = 1.0) -> None:
+    """A process pool's initializer: the worker exits once process ``pid`` (the one that made
+    the pool) is gone. A ``predict`` killed with SIGKILL would otherwise leave its workers
+    waiting for work forever: under forkserver their parent is the fork server, not ``pid``,
+    and they hold the killed command's stdout open (a caller reading it never gets EOF)."""
+
+    def watch() -> None:
+        while True:
+            time.sleep(every_s)
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                os._exit(1)
+            except PermissionError:  # alive, another user's (a reused pid): keep watching
+                pass
+
+    threading.Thread(target=watch, name="cellbench-parent-watch", daemon=True).start()

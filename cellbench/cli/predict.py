@@ -197,10 +197,10 @@ def predict_command(
     for stem in stems:
         for name in loaded.output_names(stem):
             outputs.check(folder / name, overwrite=overwrite, option="--out")
-    from cellbench.inference.slide_outputs import check_outputs
+    from cellbench.inference.slide_outputs import check_outputs, slide_folder
 
     for slide in slides:  # a slide's outputs go to their own folder, <out>/<slide stem>/
-        check_outputs(folder / slide.stem, slide.stem, overwrite)
+        check_outputs(slide_folder(folder, slide), slide.stem, overwrite)
     if slides and not loaded.predicts_slides:
         raise UsageError(f"{slides[0]}: {paths.root.name}'s task does not predict whole slides")
     for note in loaded.notes():

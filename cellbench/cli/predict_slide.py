@@ -24,6 +24,7 @@ def default_workers() -> int:
 
 def check_slides(slides: list[Path], options) -> None:
     """Open each slide and check its resolution; the first problem is a BadInputError (3)."""
+    from cellbench.inference.slide_outputs import slide_folder
     from cellbench.inference.slide_reader import open_slide
     from cellbench.inference.tiling import check_mpp, parse_roi
 
@@ -33,6 +34,7 @@ def check_slides(slides: list[Path], options) -> None:
 
         raise UsageError(f"--tissue {options.tissue}: expected auto or none")
     for slide in slides:
+        slide_folder(".", slide)  # a name that gives no output folder of its own: refused
         with open_slide(slide) as reader:
             check_mpp(slide, reader.mpp, options.mpp)
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import multiprocessing
+import os
 import queue
 import time
 from collections import deque
@@ -41,6 +42,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from cellbench.tile_jobs import exit_with
 from cellbench.tile_jobs import timed_call as _timed  # it runs in the workers
 
 Item = TypeVar("Item")
@@ -306,7 +308,11 @@ def stream(
     prefetch = 2 * batch_size + readers  # tiles being read or waiting for the device
     inflight = batch_size + 2 * max(workers, 1)  # payloads waiting for post-processing
     posts: deque[tuple[Item, Future]] = deque()
-    post_pool = ProcessPoolExecutor(workers, mp_context=_context(post)) if workers > 0 else None
+    post_pool = None
+    if workers > 0:  # the workers exit with this process, even a SIGKILLed one
+        post_pool = ProcessPoolExecutor(
+            workers, mp_context=_context(post), initializer=exit_with, initargs=(os.getpid(),)
+        )
     start = time.perf_counter()
 
     def finish_one() -> Iterator[tuple[Item, Any]]:

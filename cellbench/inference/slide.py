@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from cellbench import __version__
-from cellbench.atomic import atomic_write_json
 from cellbench.errors import BadInputError
 from cellbench.inference import slide_outputs
 from cellbench.inference.pipeline import StageClock, cores_beside, stream
@@ -43,6 +42,7 @@ from cellbench.inference.tiling import (
     tile_grid,
 )
 from cellbench.inference.tissue import TissueMask, read_thumbnail, thumbnail_factor, tissue_mask
+from cellbench.strict_json import dumps as strict_dumps
 from cellbench.tile_jobs import core_detections, with_label
 
 FORMAT = "cellbench-slide-prediction"
@@ -334,10 +334,13 @@ def _plan_record(
     """What must match for a journal to be resumed: same slide file, model (and per-tile
     head), geometry, tiles."""
     tiles = hashlib.sha256(",".join(t.key for t in plan.tiles).encode()).hexdigest()
+    # the checkpoint files too: new weights saved at the same path and epoch are another model
+    weights = [getattr(m, "checkpoint_path", None) for m in (model, head) if m is not None]
     record = {
         "slide": _fingerprint(path),
         "model": model.describe(),
         "tile_head": head.describe() if head is not None else None,
+        "weights": [_fingerprint(Path(w)) for w in weights if w and Path(w).is_file()],
         "geometry": plan.geometry.to_dict(),
         "tissue": tissue,
         "tiles": len(plan.tiles),
@@ -355,7 +358,31 @@ class SlideResult:
 
 
 def summary_path(out: str | os.PathLike, path: str | os.PathLike) -> Path:
-    return Path(out) / Path(path).stem / "summary.json"
+    return slide_outputs.slide_folder(out, path) / "summary.json"
+
+
+def _plan_key(record: dict[str, Any]) -> str:
+    """What a finished slide's summary keeps of its plan record: the per-tile head aside (a
+    slide finished with one is not redone without it)."""
+    kept = {k: v for k, v in record.items() if k != "tile_head"}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()
+
+
+def _finished(summary_file: Path) -> dict[str, Any] | None:
+    try:
+        summary = json.loads(summary_file.read_text())
+    except (OSError, ValueError):
+        return None
+    return summary if isinstance(summary, dict) and summary.get("format") == FORMAT else None
+
+
+def _why_again(summary: dict[str, Any], key: str, head: Any, folder: Path) -> str | None:
+    """Why a finished slide is predicted again (None: it is done as asked)."""
+    if summary.get("plan_sha256") != key:
+        return "with other settings, another model or other weights"
+    if head is not None and summary.get("tile_head") != head.describe():
+        return f"without --organ-run {head.run_name}"
+    return slide_outputs.outputs_intact(folder, summary.get("files") or {})
 
 
 def write_slide(
@@ -381,28 +408,25 @@ def write_slide(
     An existing file at an output's path that cellbench did not write is refused (exit 4)
     unless ``overwrite`` (``cellbench.outputs``)."""
     path = Path(path)
-    folder = Path(out) / path.stem
+    folder = slide_outputs.slide_folder(out, path)
     summary_file = folder / "summary.json"
     log = log or (lambda message: None)
     predictor = check_predictor(model)
     head = attach_head(predictor, organ)  # before any tile is read
     wanted = head.describe() if head is not None else None
-    if summary_file.is_file() and not force:
-        try:
-            summary = json.loads(summary_file.read_text())
-        except (OSError, ValueError):
-            summary = None
-        if isinstance(summary, dict) and summary.get("format") == FORMAT:
-            # finished; asked now for a per-tile head it was not run with: done again
-            if wanted is None or summary.get("tile_head") == wanted:
-                return SlideResult(path, folder, summary, skipped=True)
-            log(f"{path}: finished without --organ-run {head.run_name}: predicting it again")
-    slide_outputs.check_outputs(folder, path.stem, overwrite)
     started = time.perf_counter()
     plan = plan_slide(predictor, path, tissue=tissue, **options)
     try:
-        journal = folder / ".journal"
         record = _plan_record(predictor, plan, path, tissue, head)
+        key = _plan_key(record)
+        finished = None if force else _finished(summary_file)
+        if finished is not None:
+            why = _why_again(finished, key, head, folder)
+            if why is None:
+                return SlideResult(path, folder, finished, skipped=True)
+            log(f"{path}: finished before, {why}: predicting it again")
+        slide_outputs.check_outputs(folder, path.stem, overwrite)
+        journal = folder / ".journal"
         if force or slide_outputs.read_plan(journal) != record:
             if slide_outputs.read_plan(journal) is not None and not force:
                 log(f"{path}: the journal was for other settings or another model: starting over")
@@ -456,6 +480,7 @@ def write_slide(
             "reader": plan.reader.backend,
             "model": predictor.describe(),
             "tile_head": wanted,
+            "plan_sha256": key,
             "slide_mpp": g.slide_mpp,
             "mpp_source": plan.mpp_source,
             "run_mpp": g.run_mpp,
@@ -476,8 +501,11 @@ def write_slide(
             "bottleneck": timings["bottleneck"],
             "seconds": round(time.perf_counter() - started, 3),
         }
-        atomic_write_json(summary_file, summary)  # last: its presence means finished
-        slide_outputs.record_outputs(folder, path.stem, tiles=head is not None)
+        # last: its presence means finished (the outputs are each listed in the ledger already)
+        slide_outputs.write_output(
+            summary_file,
+            lambda fh: fh.write((strict_dumps(summary, indent=2, sort_keys=False) + "\n").encode()),
+        )
         slide_outputs.shutil.rmtree(journal, ignore_errors=True)
         return SlideResult(path, folder, summary)
     finally:

@@ -341,6 +341,20 @@ OUTPUT_SUFFIXES = (".geojson", ".parquet", ".csv", ".overlay.png")
 TILE_SUFFIXES = (".tiles.parquet", ".tiles.csv", ".tiles.geojson")
 
 
+def slide_folder(out: str | Path, slide: str | Path) -> Path:
+    """``out/<slide stem>/``, where a slide's outputs go; a stem that is no folder name of its
+    own (``...tif`` has stem ``..``) would put them beside or above ``out``: refused (exit 2)."""
+    from cellbench.errors import UsageError
+
+    stem = Path(slide).stem
+    if stem in ("", ".", "..") or stem.startswith("."):
+        raise UsageError(
+            f"{slide}: a slide named '{stem}' gets no output folder of its own under --out "
+            "(rename or link it with a plain name)"
+        )
+    return Path(out) / stem
+
+
 def output_files(folder: Path, stem: str, tiles: bool = True) -> list[Path]:
     """The slide's output files (``tiles``: with the per-tile ones), summary.json last."""
     suffixes = OUTPUT_SUFFIXES + (TILE_SUFFIXES if tiles else ())
@@ -348,23 +362,57 @@ def output_files(folder: Path, stem: str, tiles: bool = True) -> list[Path]:
     return [Path(folder) / name for name in [*names, "summary.json"]]
 
 
-def check_outputs(folder: Path, stem: str, overwrite: bool) -> None:
-    """Refuse (exit 4, naming it) a file at an output's path that cellbench did not write, before
-    any work: a user's ``case1.geojson`` (annotations) beside the predictions is never replaced
-    unless ``overwrite``."""
+def write_output(path: Path, write: Callable[[Any], None]) -> None:
+    """One output, atomically, listed in the folder's ledger at once: a kill between two
+    outputs leaves each one either absent or listed, so the rerun may replace it."""
     from cellbench import outputs
 
+    atomic_write(path, write)
+    outputs.record(path)
+
+
+def _journal_is_ours(journal: Path) -> None:
+    """Refuse (exit 4) a ``.journal`` that holds anything cellbench's journal never does: it is
+    emptied when a slide starts over and removed when it ends."""
+    from cellbench.atomic import TEMP_NAME
+    from cellbench.errors import RunConflict
+
+    if not journal.exists() and not journal.is_symlink():
+        return
+    if journal.is_symlink() or not journal.is_dir():
+        raise RunConflict(f"{journal}: not a folder cellbench made; not replaced (move it)")
+    for entry in journal.iterdir():
+        ours = entry.name == "plan.json" or PART_RE.fullmatch(entry.name)
+        if not (ours or TEMP_NAME.fullmatch(entry.name)) or not entry.is_file():
+            raise RunConflict(
+                f"{entry}: in the slide's journal folder, not written by cellbench; the journal "
+                "is removed when the slide ends: move it"
+            )
+
+
+def check_outputs(folder: Path, stem: str, overwrite: bool) -> None:
+    """Before any work: refuse (exit 4, naming it) a file at an output's path that cellbench did
+    not write (a user's ``case1.geojson`` beside the predictions is never replaced unless
+    ``overwrite``), a ledger that is not cellbench's, and a journal folder holding other files."""
+    from cellbench import outputs
+
+    outputs.check_ledger(folder)
     for path in output_files(folder, stem):
         outputs.check(path, overwrite=overwrite, option="--out")
+    _journal_is_ours(Path(folder) / ".journal")
 
 
-def record_outputs(folder: Path, stem: str, tiles: bool) -> None:
-    """List the files this prediction wrote (``tiles``: with the per-tile ones) in the folder's
-    ledger, so a rerun may replace them; never a file it did not write."""
+def outputs_intact(folder: Path, files: dict[str, str]) -> str | None:
+    """Why a finished slide's outputs are not as cellbench left them (a file gone, or a size the
+    ledger does not list), or None. Sizes, not hashes: a skip stays instant on large outputs."""
     from cellbench import outputs
 
-    for path in output_files(folder, stem, tiles):
-        outputs.record(path)
+    for path in [Path(p) for p in files.values()]:
+        if not path.is_file():
+            return f"{path.name} is missing"
+        if outputs.listed_size(path) != path.stat().st_size:
+            return f"{path.name} was changed"
+    return None
 
 
 def _tile_outputs(journal: Path, folder: Path, stem: str, head: dict[str, Any]) -> dict:
@@ -392,9 +440,9 @@ def _tile_outputs(journal: Path, folder: Path, stem: str, head: dict[str, Any]) 
                 first = False
         fh.write(b"\n]}\n")
 
-    atomic_write(files["tiles_parquet"], _parquet_writer(tables, schema))
-    atomic_write(files["tiles_csv"], _csv_writer(tables, schema))
-    atomic_write(files["tiles_geojson"], geojson)
+    write_output(files["tiles_parquet"], _parquet_writer(tables, schema))
+    write_output(files["tiles_csv"], _csv_writer(tables, schema))
+    write_output(files["tiles_geojson"], geojson)
     per_tissue: Counter[str] = Counter()
     confidence: defaultdict[str, float] = defaultdict(float)
     confident: Counter[str] = Counter()  # tiles with a confidence (an undecided tile has none)
@@ -457,9 +505,9 @@ def assemble(
                 first = False
         fh.write(b"\n]}\n")
 
-    atomic_write(files["geojson"], geojson)
-    atomic_write(files["parquet"], _parquet_writer(lambda: _part_tables(journal), table_schema))
-    atomic_write(files["csv"], _csv_writer(lambda: _part_tables(journal), table_schema))
+    write_output(files["geojson"], geojson)
+    write_output(files["parquet"], _parquet_writer(lambda: _part_tables(journal), table_schema))
+    write_output(files["csv"], _csv_writer(lambda: _part_tables(journal), table_schema))
     extra = {}
     if tile_head is not None:
         extra = _tile_outputs(journal, folder, stem, tile_head)
@@ -487,7 +535,7 @@ def assemble(
             draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=tuple(color))
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
-    atomic_write(files["overlay"], lambda fh: fh.write(buffer.getvalue()))
+    write_output(files["overlay"], lambda fh: fh.write(buffer.getvalue()))
     return {
         "files": {k: str(v) for k, v in files.items()} | extra.get("files", {}),
         **({"organ": extra["organ"]} if extra else {}),

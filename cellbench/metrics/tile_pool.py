@@ -61,8 +61,13 @@ class TilePool:
     def _pool(self, fn: Callable) -> ProcessPoolExecutor:
         if self._executor is None:
             modules = tuple(dict.fromkeys((*self.preload, fn.__module__)))
+            from cellbench.tile_jobs import exit_with  # the workers exit with this process
+
             self._executor = ProcessPoolExecutor(
-                max_workers=self.workers, mp_context=_context(modules)
+                max_workers=self.workers,
+                mp_context=_context(modules),
+                initializer=exit_with,
+                initargs=(os.getpid(),),
             )
         return self._executor
 

@@ -5,6 +5,7 @@ background writer, reused host slots)."""
 from __future__ import annotations
 
 import operator
+import os
 import threading
 
 import numpy as np
@@ -147,3 +148,71 @@ def test_cpu_forward_leaves_a_core_to_each_worker_and_restores_its_threads():
             assert torch.get_num_threads() == cores  # no workers, or not the CPU: untouched
     finally:
         torch.set_num_threads(before)
+
+
+KILLED_PARENT = """
+import sys, numpy as np
+from cellbench.inference.pipeline import stream
+from tests.inference.test_pipeline import post_that_hangs
+if __name__ == "__main__":
+    for _ in stream(range(2), lambda i: np.zeros(1, np.uint8), lambda b: [sys.argv[1]] * len(b),
+                    post_that_hangs, batch_size=1, workers=1):
+        pass
+"""
+
+
+def post_that_hangs(pid_file, job):
+    """A post-processing that notes its worker's pid and never ends (module level: picklable)."""
+    import os
+    import time
+
+    with open(pid_file, "w") as fh:
+        fh.write(str(os.getpid()))
+    time.sleep(600)
+
+
+def _alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as fh:  # a zombie is gone, only not yet reaped
+        return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads /proc")
+def test_the_workers_exit_when_their_process_is_killed(tmp_path):
+    """SIGKILL of a predict left its post-processing workers waiting forever (their parent is the
+    fork server), holding the command's stdout open: a caller reading it never got EOF."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    pid_file = tmp_path / "worker.pid"
+    script = tmp_path / "parent.py"
+    script.write_text(KILLED_PARENT)
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    proc = subprocess.Popen([sys.executable, str(script), str(pid_file)], cwd=root, env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while not (pid_file.is_file() and pid_file.read_text()) and time.monotonic() < deadline:
+            assert proc.poll() is None
+            time.sleep(0.05)
+        worker = int(pid_file.read_text())
+        assert _alive(worker)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        deadline = time.monotonic() + 20
+        while _alive(worker) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(worker), "the worker outlived its killed process"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if pid_file.is_file() and pid_file.read_text() and _alive(int(pid_file.read_text())):
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)

@@ -267,3 +267,121 @@ def test_a_users_file_where_a_slide_output_goes_is_refused_never_replaced(
     again = _predict(slide_run, path, "--out", out, "--workers", "0", "--tissue", "none",
                      "--force")  # fmt: skip
     assert again.exit_code == 0, again.output[-2000:]  # its own outputs: replaced
+
+
+def _slide_files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+
+
+def test_a_finished_slide_is_done_again_when_asked_otherwise_or_its_outputs_changed(
+    slide_run, slide, tmp_path
+):
+    """'already done' only when the model, its weights, the settings and the outputs are
+    those of the finished prediction: another --tissue, a checkpoint saved again, or an output
+    deleted is predicted again (it was skipped, and the old results reported as the new)."""
+    path, _ = slide
+    out = tmp_path / "out"
+    args = [path, "--out", out, "--workers", "0"]
+    first = _predict(slide_run, *args, "--tissue", "none")
+    assert first.exit_code == 0, first.output[-2000:]
+    again = _predict(slide_run, *args, "--tissue", "none")
+    assert again.exit_code == 0 and "already done" in again.output
+
+    other = _predict(slide_run, *args, "--tissue", "auto")
+    assert other.exit_code == 0, other.output[-2000:]
+    assert "finished before, with other settings" in other.output
+    summary = json.loads((out / "case" / "summary.json").read_text())
+    assert summary["tissue"]["mode"] == "auto"
+
+    (out / "case" / "case.geojson").unlink()
+    missing = _predict(slide_run, *args, "--tissue", "auto")
+    assert missing.exit_code == 0, missing.output[-2000:]
+    assert "case.geojson is missing" in missing.output
+    assert (out / "case" / "case.geojson").is_file()
+
+    checkpoint = next(slide_run.run.checkpoints.glob("best.pt"))
+    stat = checkpoint.stat()
+    os.utime(checkpoint, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # saved again
+    try:
+        resaved = _predict(slide_run, *args, "--tissue", "auto")
+        assert resaved.exit_code == 0 and "other weights" in resaved.output, resaved.output
+    finally:
+        os.utime(checkpoint, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+def test_a_slide_killed_while_writing_its_outputs_resumes_without_overwrite(
+    slide_run, slide, tmp_path, monkeypatch
+):
+    """Killed between two outputs (the tiles all done): each output written is listed in the
+    ledger at once, so the rerun replaces its own files and finishes (it was refused, exit 4,
+    on the first output written, as if a user had put it there)."""
+    from cellbench.inference import load_model, slide_outputs
+    from cellbench.inference.slide import write_slide
+
+    path, _ = slide
+    out = tmp_path / "out"
+    model = load_model(slide_run.run)
+    written = []
+    real = slide_outputs.atomic_write
+
+    def killed_after_the_geojson(target, write, *a, **k):
+        if written and written[-1].endswith(".geojson"):
+            raise KeyboardInterrupt  # a kill: nothing after this runs
+        written.append(str(target))
+        return real(target, write, *a, **k)
+
+    monkeypatch.setattr(slide_outputs, "atomic_write", killed_after_the_geojson)
+    with pytest.raises(KeyboardInterrupt):
+        write_slide(model, path, out, tissue="none")
+    monkeypatch.setattr(slide_outputs, "atomic_write", real)
+    assert (out / "case" / "case.geojson").is_file()
+    assert not (out / "case" / "summary.json").exists()
+
+    result = _predict(slide_run, path, "--out", out, "--workers", "0", "--tissue", "none")
+    assert result.exit_code == 0, result.output[-2000:]
+    assert "resuming after" in result.output and (out / "case" / "summary.json").is_file()
+
+
+def test_what_is_not_cellbenchs_in_a_slide_folder_is_refused_before_any_work(
+    slide_run, slide, tmp_path
+):
+    """A ledger that is not cellbench's (garbage, NaN sizes, deep nesting) and a .journal
+    folder holding a user's file: exit 4 in one line before any tile is predicted, nothing
+    written, nothing deleted (the ledger was read only once outputs existed; the journal was
+    emptied)."""
+    path, _ = slide
+    for name, text in [
+        ("garbage", "garbage{"),
+        ("nan", '{"format": "cellbench-outputs", "files": {"x": {"size": NaN, "sha256": ""}}}'),
+        ("deep", "[" * 200_000),
+    ]:
+        out = tmp_path / name
+        (out / "case").mkdir(parents=True)
+        ledger = out / "case" / ".cellbench-outputs.json"
+        ledger.write_text(text)
+        result = _predict(slide_run, path, "--out", out, "--workers", "0", "--tissue", "none")
+        assert result.exit_code == 4, (name, result.output[-2000:])
+        assert "not a cellbench output ledger" in result.output and "Traceback" not in result.output
+        assert [p.name for p in (out / "case").iterdir()] == [ledger.name], name
+        assert ledger.read_text() == text
+
+    out = tmp_path / "journal"
+    notes = out / "case" / ".journal" / "notes.txt"
+    notes.parent.mkdir(parents=True)
+    notes.write_text("precious")
+    result = _predict(slide_run, path, "--out", out, "--workers", "0", "--tissue", "none")
+    assert result.exit_code == 4 and "notes.txt" in result.output, result.output[-2000:]
+    assert notes.read_text() == "precious"
+    assert [p.name for p in (out / "case").iterdir()] == [".journal"]
+
+
+def test_a_slide_whose_name_gives_no_folder_of_its_own_is_refused(slide_run, slide, tmp_path):
+    """``...tif`` has the stem ``..``: its outputs would land above --out."""
+    path, _ = slide
+    odd = tmp_path / "in" / "...tif"
+    odd.parent.mkdir()
+    shutil.copy(path, odd)
+    out = tmp_path / "a" / "out"
+    result = _predict(slide_run, odd, "--out", out, "--workers", "0")
+    assert result.exit_code == 2 and "no output folder of its own" in result.output
+    assert not (tmp_path / "a").exists()
