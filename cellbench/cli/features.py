@@ -22,7 +22,15 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from cellbench.cli.common import JsonOption, MachineOption, console, err_console, log, print_json
+from cellbench.cli.common import (
+    JsonOption,
+    MachineOption,
+    console,
+    err_console,
+    log,
+    print_json,
+    warn,
+)
 from cellbench.cli.lists import list_options, parse_folds, split_values
 from cellbench.errors import CheckFailed, UsageError
 
@@ -160,6 +168,12 @@ def extract_command(
     from cellbench.workspace.defaults import record_default
 
     record_default("features", root, say=log)  # when the workspace has none yet
+    for r in results:  # the store is written, but no head should learn from these tiles
+        if r.nonfinite_tiles:
+            warn(
+                f"fold {r.fold}: {r.nonfinite_tiles} of {r.tiles} tiles have NaN/Inf features "
+                f"(cellbench features check {root} lists them)"
+            )
     if json_out:
         print_json({"store": str(root), "folds": [r.to_dict() for r in results]})
         return

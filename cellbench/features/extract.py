@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -78,8 +79,19 @@ class FoldResult:
     fold: int
     status: str  # extracted | resumed | up to date
     tiles: int
-    cls_std: float | None
+    cls_std: float | None  # None: undefined (every CLS value NaN/Inf)
     path: Path
+    nonfinite_tiles: int = 0  # tiles whose CLS or tokens hold NaN/Inf (as stored, float16)
+
+    @classmethod
+    def of(cls, fold: int, status: str, tiles: int, stats: dict, path: Path) -> FoldResult:
+        std = stats.get("cls_std")
+        bad = max(
+            int(stats.get("nonfinite_cls_rows") or 0), int(stats.get("nonfinite_tokens_rows") or 0)
+        )
+        return cls(
+            fold, status, tiles, std if std is not None and math.isfinite(std) else None, path, bad
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.__dict__, "path": str(self.path)}
@@ -337,9 +349,7 @@ def extract_fold(
     start, stats, status = 0, {}, "extracted"
     if old is not None and _same(old, identity) and _arrays_ok(folder, shapes):
         if old.get("complete") and not force:
-            return FoldResult(
-                fold, "up to date", n, (old.get("stats") or {}).get("cls_std"), folder
-            )
+            return FoldResult.of(fold, "up to date", n, old.get("stats") or {}, folder)
         if not old.get("complete"):
             start, stats, status = int(old.get("done", 0)), dict(old.get("stats") or {}), "resumed"
     elif old is not None and old.get("complete") and not force:
@@ -394,7 +404,7 @@ def extract_fold(
     manifest.update(complete=True, done=n, finished=_now(), stats=stats)
     atomic_write_json(folder / "manifest.json", manifest)
     write_tag_manifest(root, identity, expect)
-    return FoldResult(fold, status, n, stats["cls_std"], folder)
+    return FoldResult.of(fold, status, n, stats, folder)
 
 
 def _now() -> str:

@@ -42,7 +42,6 @@ from cellbench.inference.tiling import (
     tile_grid,
 )
 from cellbench.inference.tissue import TissueMask, read_thumbnail, thumbnail_factor, tissue_mask
-from cellbench.strict_json import dumps as strict_dumps
 from cellbench.tile_jobs import core_detections, with_label
 
 FORMAT = "cellbench-slide-prediction"
@@ -502,10 +501,7 @@ def write_slide(
             "seconds": round(time.perf_counter() - started, 3),
         }
         # last: its presence means finished (the outputs are each listed in the ledger already)
-        slide_outputs.write_output(
-            summary_file,
-            lambda fh: fh.write((strict_dumps(summary, indent=2, sort_keys=False) + "\n").encode()),
-        )
+        slide_outputs.write_summary(summary_file, summary)
         slide_outputs.shutil.rmtree(journal, ignore_errors=True)
         return SlideResult(path, folder, summary)
     finally:

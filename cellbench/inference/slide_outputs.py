@@ -347,7 +347,7 @@ def slide_folder(out: str | Path, slide: str | Path) -> Path:
     from cellbench.errors import UsageError
 
     stem = Path(slide).stem
-    if stem in ("", ".", "..") or stem.startswith("."):
+    if stem in ("", ".", ".."):
         raise UsageError(
             f"{slide}: a slide named '{stem}' gets no output folder of its own under --out "
             "(rename or link it with a plain name)"
@@ -368,6 +368,15 @@ def write_output(path: Path, write: Callable[[Any], None]) -> None:
     from cellbench import outputs
 
     atomic_write(path, write)
+    outputs.record(path)
+
+
+def write_summary(path: Path, summary: dict[str, Any]) -> None:
+    """``summary.json``, written last (its presence means the slide is finished), and listed."""
+    from cellbench import outputs
+    from cellbench.atomic import atomic_write_json
+
+    atomic_write_json(path, summary)
     outputs.record(path)
 
 

@@ -163,3 +163,26 @@ def test_extract_into_a_busy_tag_names_the_feature_store(fx_store, tiny_vit):
         result = _extract(fx_store, tiny_vit, "--tag", "busy")
     assert result.exit_code == 4
     assert "writing this feature store" in result.stderr and "this run" not in result.stderr
+
+
+def test_extracted_features_with_nan_warn_at_once(fx_store, tiny_vit, tmp_path):
+    """Weights that give NaN (one NaN in the final norm): the store is written and the manifest
+    counts the tiles, and extract says so (it printed a table and exit 0 with no word of it)."""
+    from safetensors.torch import save_file
+
+    from cellbench.models.backbones import create_vit, load_backbone_profile
+
+    state = create_vit(load_backbone_profile(str(tiny_vit))).state_dict()
+    state = {k: v.clone() for k, v in state.items()}
+    state["norm.weight"][3] = float("nan")
+    weights = tmp_path / "nan.safetensors"
+    save_file(state, str(weights))
+    result = _extract(fx_store, tiny_vit, "--folds", "1", "--tag", "nan", "--weights", str(weights))
+    assert result.exit_code == 0, result.output
+    assert "fold 1: 10 of 10 tiles have NaN/Inf features" in result.stderr
+    assert "features check" in result.stderr
+    listed = _extract(fx_store, tiny_vit, "--folds", "1", "--tag", "nan", "--weights", str(weights),
+                      "--json")  # fmt: skip
+    fold = json.loads(listed.stdout)["folds"][0]
+    assert fold["status"] == "up to date" and fold["nonfinite_tiles"] == 10
+    assert "fold 1: 10 of 10" in listed.stderr  # said again for a store already there
