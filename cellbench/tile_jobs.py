@@ -28,7 +28,7 @@ def timed_call(fn: Callable, *args) -> tuple[Any, float]:
 
 
 def core_detections(
-    postprocess: Callable[[Any], list[dict[str, Any]]],
+    postprocess: Callable[[Any, tuple[int, int, int, int]], list[dict[str, Any]]],
     payload: Any,
     job: tuple[tuple[int, int, int, int], tuple[float, float]],
     scale: float,
@@ -40,10 +40,11 @@ def core_detections(
     ``origin + tile_xy * scale``; ``area`` becomes slide pixels. ``geometry`` is the GeoJSON
     geometry as JSON text (made here, in the worker, not in the writer), and ``touches_edge``
     says that the outline reaches the tile's edge: the object may be cut (the margin is smaller
-    than the object)."""
+    than the object). ``postprocess(payload, core)`` may leave out the objects centred outside
+    the core (it need not outline them); this rule is applied here again."""
     (x0, y0, x1, y1), (ox, oy) = job
     out = []
-    for d in postprocess(payload):
+    for d in postprocess(payload, (x0, y0, x1, y1)):
         if not (x0 <= d["x"] < x1 and y0 <= d["y"] < y1):
             continue
         rings = [

@@ -24,7 +24,7 @@ def _inst():
 def test_only_objects_centred_in_the_core_are_kept_in_slide_coordinates():
     types = {1: (1, 0.9), 2: (2, 0.8), 3: (3, 0.7), 4: (5, 0.6)}
     kept = core_detections(
-        lambda payload: instance_detections(*payload),
+        lambda payload, core: instance_detections(*payload),  # every nucleus: filtered here
         (_inst(), types),
         ((16, 16, 48, 48), (1000.0, 2000.0)),
         scale=2.0,
@@ -43,7 +43,7 @@ def test_only_objects_centred_in_the_core_are_kept_in_slide_coordinates():
 
 def test_an_object_reaching_the_tile_edge_is_flagged():
     kept = core_detections(
-        lambda inst: instance_detections(inst),
+        lambda inst, core: instance_detections(inst, core=core),
         _inst(),
         ((0, 0, 64, 64), (0.0, 0.0)),
         scale=1.0,
@@ -52,3 +52,32 @@ def test_an_object_reaching_the_tile_edge_is_flagged():
     assert len(kept) == 4
     assert [d["touches_edge"] for d in kept] == [False, False, True, False]
     assert kept[0]["cls"] == "Nucleus" and np.isnan(kept[0]["probability"])
+
+
+def test_a_postprocessor_given_the_core_outlines_only_its_nuclei(monkeypatch):
+    """``instance_detections`` with the core gives the same detections the pipeline keeps from
+    all of them, and outlines no other nucleus."""
+    from cellbench.tasks.nuclei.export import detections
+
+    types = {1: (1, 0.9), 2: (2, 0.8), 3: (3, 0.7), 4: (5, 0.6)}
+    job = ((16, 16, 48, 48), (1000.0, 2000.0))
+    everything = core_detections(
+        lambda payload, core: instance_detections(*payload), (_inst(), types), job, 2.0, 64
+    )
+    outlined = []
+    real_rings = detections.nucleus_rings
+
+    def recording_rings(inst, ids=None):
+        outlined.append(None if ids is None else sorted(int(i) for i in ids))
+        return real_rings(inst, ids=ids)
+
+    monkeypatch.setattr(detections, "nucleus_rings", recording_rings)
+    own = core_detections(
+        lambda payload, core: instance_detections(*payload, core=core),
+        (_inst(), types),
+        job,
+        2.0,
+        64,
+    )
+    assert own == everything
+    assert outlined == [[1, 4]]

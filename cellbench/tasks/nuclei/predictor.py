@@ -167,9 +167,10 @@ class NucleiModel(Predictor):
             "mpp": self.mpp,
         }
 
-    def tile_postprocessor(self) -> Callable[[Any], list[dict[str, Any]]]:
-        """A picklable function: one tile's maps -> its detections (``export.detections``); it
-        runs in the pipeline's worker processes."""
+    def tile_postprocessor(self) -> Callable[[Any, tuple[int, int, int, int]], list[dict]]:
+        """A picklable function: one tile's maps and core (x0, y0, x1, y1) -> the detections
+        centred in the core (``export.detections``); it runs in the pipeline's worker
+        processes."""
         from cellbench.tasks.nuclei.export.detections import maps_detections
 
         return functools.partial(maps_detections, params=self.params)

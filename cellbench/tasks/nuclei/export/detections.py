@@ -26,9 +26,14 @@ from cellbench.tasks.nuclei.postproc import PostProcParams, postprocess_tile
 
 
 def instance_detections(
-    inst: np.ndarray, types: dict[int, tuple[int, float]] | None = None
+    inst: np.ndarray,
+    types: dict[int, tuple[int, float]] | None = None,
+    core: tuple[float, float, float, float] | None = None,
 ) -> list[dict[str, Any]]:
-    """The detections of an instance map and post-processing's ``{id: (type, probability)}``."""
+    """The detections of an instance map and post-processing's ``{id: (type, probability)}``;
+    with ``core`` (x0, y0, x1, y1), only the nuclei whose centroid lies in it (x0 <= x < x1,
+    y0 <= y < y1): a slide tile outlines the nuclei it keeps, not those of its margin that
+    the neighbouring tiles keep."""
     inst = np.asarray(inst)
     types = types or {}
     labels = inst.ravel().astype(np.int64)
@@ -39,8 +44,13 @@ def instance_detections(
         # +0.5: the centre of pixel (r, c) is (c + 0.5, r + 0.5) in the rings' coordinates
         cx = np.bincount(labels, cols.ravel(), k + 1) / area + 0.5
         cy = np.bincount(labels, rows.ravel(), k + 1) / area + 0.5
+    wanted = None
+    if core is not None:
+        x0, y0, x1, y1 = core
+        inside = (x0 <= cx) & (cx < x1) & (y0 <= cy) & (cy < y1)
+        wanted = np.flatnonzero(inside[1:]) + 1
     out = []
-    for nucleus, rings in nucleus_rings(inst).items():
+    for nucleus, rings in nucleus_rings(inst, ids=wanted).items():
         kind, probability = types.get(nucleus, (0, float("nan")))
         out.append(
             {
@@ -57,9 +67,13 @@ def instance_detections(
 
 
 def maps_detections(
-    maps: tuple[np.ndarray, np.ndarray, np.ndarray], params: PostProcParams
+    maps: tuple[np.ndarray, np.ndarray, np.ndarray],
+    core: tuple[float, float, float, float] | None = None,
+    *,
+    params: PostProcParams,
 ) -> list[dict[str, Any]]:
-    """Post-process one tile's (np_prob, hv, nt_prob) maps into detections."""
+    """Post-process one tile's (np_prob, hv, nt_prob) maps into detections (those centred in
+    ``core`` when given)."""
     np_prob, hv, nt = maps
     inst, types = postprocess_tile(np_prob, hv, nt, params)
-    return instance_detections(inst, types)
+    return instance_detections(inst, types, core)

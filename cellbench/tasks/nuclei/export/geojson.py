@@ -18,54 +18,64 @@ outline, as QuPath's own cell detection draws them).
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 from scipy import ndimage
-from skimage.measure import approximate_polygon, find_contours
+from skimage.measure import find_contours
 
 from cellbench.atomic import atomic_write_json
 from cellbench.tasks.nuclei.export.colors import type_color, type_name
+from cellbench.tasks.nuclei.export.simplify import approximate_polygons
 
 Ring = list[list[float]]
 
 
-def _component_ring(component: np.ndarray, tolerance: float) -> np.ndarray:
+def _component_ring(component: np.ndarray) -> np.ndarray:
     """Outer contour (row, col) of one connected blob, in the blob's crop coordinates."""
     filled = ndimage.binary_fill_holes(component)
     padded = np.pad(filled, 1).astype(np.float32)  # padding closes every contour
     contours = find_contours(padded, 0.5)
-    ring = max(contours, key=len) - 1.0  # the outline, not the outline of a hole; undo the pad
-    if tolerance > 0 and len(ring) > 4:
-        # marching squares puts a point on every pixel edge: drop the collinear ones
-        ring = approximate_polygon(ring, tolerance=tolerance)
-    return ring
+    return max(contours, key=len) - 1.0  # the outline, not the outline of a hole; undo the pad
 
 
 def nucleus_rings(
-    inst: np.ndarray, offset: tuple[float, float] = (0.0, 0.0), tolerance: float = 0.25
+    inst: np.ndarray,
+    offset: tuple[float, float] = (0.0, 0.0),
+    tolerance: float = 0.25,
+    ids: Iterable[int] | None = None,
 ) -> dict[int, list[Ring]]:
     """``{id: [ring, ...]}``: one closed ring of [x, y] points per connected piece of each
-    nucleus, in image pixel coordinates (QuPath's convention), shifted by ``offset`` (x, y)
-    when the tile sits inside a larger image. Each nucleus is cropped to its bounding box
-    (``ndimage.find_objects``), so the cost follows the nuclei, not the image size."""
+    nucleus (of those in ``ids`` when given), in image pixel coordinates (QuPath's
+    convention), shifted by ``offset`` (x, y) when the tile sits inside a larger image. Each
+    nucleus is cropped to its bounding box (``ndimage.find_objects``), so the cost follows the
+    nuclei, not the image size."""
     inst = np.asarray(inst)
-    out: dict[int, list[Ring]] = {}
-    for index, box in enumerate(ndimage.find_objects(inst), start=1):
+    boxes = ndimage.find_objects(inst)
+    chosen = range(1, len(boxes) + 1) if ids is None else sorted({int(i) for i in ids})
+    pieces_of: list[tuple[int, tuple[slice, ...], np.ndarray]] = []
+    for index in chosen:
+        box = boxes[index - 1] if 0 < index <= len(boxes) else None
         if box is None:
             continue
-        mask = inst[box] == index
-        pieces, count = ndimage.label(mask)
-        rings = []
-        for piece in range(1, count + 1):
-            ring = _component_ring(pieces == piece, tolerance)
-            xs = ring[:, 1] + box[1].start + 0.5 + offset[0]
-            ys = ring[:, 0] + box[0].start + 0.5 + offset[1]
-            points = [[round(float(x), 3), round(float(y), 3)] for x, y in zip(xs, ys, strict=True)]
-            if points[0] != points[-1]:
-                points.append(points[0])
-            rings.append(points)
-        out[index] = rings
+        pieces, count = ndimage.label(inst[box] == index)
+        pieces_of += [(index, box, _component_ring(pieces == p)) for p in range(1, count + 1)]
+    # marching squares puts a point on every pixel edge: drop the collinear ones, every ring of
+    # the image in one pass (simplify.py: the same points as skimage's approximate_polygon)
+    long = [k for k, (_, _, ring) in enumerate(pieces_of) if len(ring) > 4]
+    simplified = approximate_polygons([pieces_of[k][2] for k in long], tolerance)
+    rings = [ring for _, _, ring in pieces_of]
+    for k, ring in zip(long, simplified, strict=True):
+        rings[k] = ring
+    out: dict[int, list[Ring]] = {}
+    for (index, box, _), ring in zip(pieces_of, rings, strict=True):
+        xs = (ring[:, 1] + box[1].start + 0.5 + offset[0]).tolist()
+        ys = (ring[:, 0] + box[0].start + 0.5 + offset[1]).tolist()
+        points = [[round(x, 3), round(y, 3)] for x, y in zip(xs, ys, strict=True)]
+        if points[0] != points[-1]:
+            points.append(points[0])
+        out.setdefault(index, []).append(points)
     return out
 
 
