@@ -17,10 +17,7 @@ next run). Several worker threads update one state: one lock serialises the writ
 
 from __future__ import annotations
 
-import json
 import os
-import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +26,7 @@ import yaml
 
 from cellbench.atomic import atomic_write_json, atomic_write_text
 from cellbench.errors import BadInputError
+from cellbench.json_state import JsonState, read_json
 from cellbench.sweep.trials import Trial
 
 SWEEPS_DIR_ENV = "CELLBENCH_SWEEPS_DIR"
@@ -46,12 +44,7 @@ def default_sweeps_root(runs_root: Path) -> Path:
 
 
 def _read_json(path: Path, default: Any) -> Any:
-    if not path.is_file():
-        return default
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise BadInputError(f"{path}: unreadable sweep file ({exc})") from exc
+    return read_json(path, default, "sweep file")
 
 
 @dataclass
@@ -112,38 +105,24 @@ class SweepFolder:
         return self.logs / f"{trial.id}-{trial.name}.log"
 
 
-class SweepState:
-    """``state.json`` in memory, saved after every change."""
+class SweepState(JsonState):
+    """``state.json`` in memory, saved after every change (``cellbench.json_state``)."""
 
     def __init__(self, folder: SweepFolder):
         self.folder = folder
-        self.data = _read_json(folder.state, {})
-        self.data.setdefault("name", folder.name)
-        self.data.setdefault("status", "created")
-        self.data.setdefault("phases", {})
-        self.data.setdefault("trials", {})
-        self._lock = threading.Lock()
+        super().__init__(
+            folder.state,
+            {"name": folder.name, "status": "created", "phases": {}, "trials": {}},
+            "sweep file",
+        )
 
     def trial(self, trial_id: str) -> dict[str, Any]:
-        with self._lock:  # a copy, taken while no worker thread updates it
-            return dict(self.data["trials"].get(trial_id) or {"status": "pending"})
+        return self.entry("trials", trial_id)
 
     def set_trial(self, trial_id: str, **values: Any) -> None:
-        with self._lock:
-            entry = self.data["trials"].setdefault(trial_id, {"status": "pending"})
-            entry.update(values)
-            self._save()
-
-    def set(self, **values: Any) -> None:
-        with self._lock:
-            self.data.update(values)
-            self._save()
+        self.update_entry("trials", trial_id, **values)
 
     def set_phase(self, phase: str, status: str) -> None:
         with self._lock:
             self.data["phases"][phase] = status
             self._save()
-
-    def _save(self) -> None:
-        self.data["updated"] = time.time()
-        atomic_write_json(self.folder.state, self.data)

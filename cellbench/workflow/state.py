@@ -19,7 +19,6 @@ or ``--from`` left phases not done) · failed · gate_failed · interrupted.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import time
@@ -29,8 +28,9 @@ from typing import Any
 
 import yaml
 
-from cellbench.atomic import atomic_write_json, atomic_write_text
-from cellbench.errors import BadInputError
+from cellbench.atomic import atomic_write_text
+from cellbench.json_state import JsonState
+from cellbench.json_state import read_json as _read
 
 WORKFLOWS_DIR_ENV = "CELLBENCH_WORKFLOWS_DIR"
 FOLDER_RE = re.compile(r"(?P<id>\d{4,})-(?P<name>[A-Za-z0-9][A-Za-z0-9_-]*)\Z")
@@ -125,44 +125,23 @@ def create_workflow(root: Path, name: str) -> WorkflowFolder:
 
 
 def read_json(path: Path, default: Any) -> Any:
-    if not path.is_file():
-        return default
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise BadInputError(f"{path}: unreadable workflow state ({exc})") from exc
+    return _read(path, default, "workflow state")
 
 
-class WorkflowState:
-    """``state.json`` in memory, saved after every change (one writer: the lock holder; the
-    ETA monitor thread writes through the same object, hence no torn interleaving)."""
+class WorkflowState(JsonState):
+    """``state.json`` in memory, saved after every change (``cellbench.json_state``: one
+    writer, the lock holder; the ETA monitor thread writes through the same object)."""
 
     def __init__(self, folder: WorkflowFolder):
-        import threading
-
         self.folder = folder
-        self.data: dict[str, Any] = read_json(folder.state, {})
-        self.data.setdefault("id", folder.id)
-        self.data.setdefault("name", folder.name)
-        self.data.setdefault("status", "created")
-        self.data.setdefault("phases", {})
-        self._lock = threading.Lock()
+        super().__init__(
+            folder.state,
+            {"id": folder.id, "name": folder.name, "status": "created", "phases": {}},
+            "workflow state",
+        )
 
     def phase(self, name: str) -> dict[str, Any]:
-        with self._lock:
-            return dict(self.data["phases"].get(name) or {"status": "pending"})
+        return self.entry("phases", name)
 
     def set_phase(self, name: str, **values: Any) -> None:
-        with self._lock:
-            entry = self.data["phases"].setdefault(name, {"status": "pending"})
-            entry.update(values)
-            self._save()
-
-    def set(self, **values: Any) -> None:
-        with self._lock:
-            self.data.update(values)
-            self._save()
-
-    def _save(self) -> None:
-        self.data["updated"] = time.time()
-        atomic_write_json(self.folder.state, self.data)
+        self.update_entry("phases", name, **values)
