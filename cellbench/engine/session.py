@@ -233,6 +233,24 @@ def read_lr_find(run: RunPaths) -> dict[str, Any] | None:
         return None
 
 
+def _prepare(store: RunStore, request: TrainRequest, existing: RunPaths | None):
+    """``(config, task, init_from, init_state)`` of a training or an LR finder: the resolved
+    config, its task, and the ``--init-from`` weights; what the config needs and this machine
+    lacks (TensorBoard) is refused before any folder or file is touched."""
+    from cellbench.tasks import get_task
+
+    config = resolve_config(request, existing)
+    task = get_task(config.task)
+    if config.train.tensorboard:
+        from cellbench.engine.tensorboard import require_tensorboard
+
+        require_tensorboard()
+    init_from, init_state = None, None
+    if request.init_from:
+        init_from, init_state = load_init_weights(store, request.init_from)
+    return config, task, init_from, init_state
+
+
 def train(request: TrainRequest, reporter=None, callbacks: Sequence[Any] = ()):
     """Run one training as ``request`` says; returns ``(RunPaths, TrainResult)``.
 
@@ -241,7 +259,6 @@ def train(request: TrainRequest, reporter=None, callbacks: Sequence[Any] = ()):
     do) happens on rank 0 and its outcome, or its refusal, reaches every rank
     (``distributed.on_main``). The other ranks get a silent event writer and reporter."""
     from cellbench.engine import distributed
-    from cellbench.tasks import get_task
 
     store = RunStore(request.runs_dir)
     if request.resume and request.fresh:
@@ -249,15 +266,7 @@ def train(request: TrainRequest, reporter=None, callbacks: Sequence[Any] = ()):
     existing = find_existing(store, request)
     if existing is not None:
         check_conflict(existing, request)
-    config = resolve_config(request, existing)
-    task = get_task(config.task)
-    if config.train.tensorboard:  # refused before any folder or file is touched
-        from cellbench.engine.tensorboard import require_tensorboard
-
-        require_tensorboard()
-    init_from, init_state = None, None
-    if request.init_from:
-        init_from, init_state = load_init_weights(store, request.init_from)
+    config, task, init_from, init_state = _prepare(store, request, existing)
     with distributed.process_group(config.train.device) as env:
         if not env.is_main:
             reporter = None  # rank 0 speaks for the run
@@ -462,22 +471,13 @@ def lr_find(request: TrainRequest, reporter=None):
     """
     from cellbench.engine.components import build_components
     from cellbench.engine.lr_finder import lr_range_test, save_lr_find
-    from cellbench.tasks import get_task
 
     if request.resume or request.fresh:
         raise UsageError("--lr-find runs before a training: it takes neither --resume nor --fresh")
     _one_process_only("--lr-find")
     store = RunStore(request.runs_dir)
     existing = find_existing(store, request)
-    config = resolve_config(request, existing)
-    task = get_task(config.task)
-    if config.train.tensorboard:  # refused before any folder or file is touched
-        from cellbench.engine.tensorboard import require_tensorboard
-
-        require_tensorboard()
-    init_from, init_state = None, None
-    if request.init_from:
-        init_from, init_state = load_init_weights(store, request.init_from)
+    config, task, init_from, init_state = _prepare(store, request, existing)
     c = build_components(
         config, task, init_state=init_state, init_source=f"--init-from {init_from}"
     )
