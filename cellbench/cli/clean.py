@@ -16,6 +16,7 @@ from rich.table import Table
 from cellbench.cli.common import (
     JsonOption,
     RunsDirOption,
+    SweepsDirOption,
     console,
     err_console,
     format_bytes,
@@ -177,15 +178,7 @@ def clean(
     ] = None,
     json_out: JsonOption = False,
     runs_dir: RunsDirOption = None,
-    sweeps_dir: Annotated[
-        Path | None,
-        typer.Option(
-            "--sweeps-dir",
-            envvar="CELLBENCH_SWEEPS_DIR",
-            help="Folder holding the sweeps (default: sweeps/ beside the runs folder).",
-            show_default=False,
-        ),
-    ] = None,
+    sweeps_dir: SweepsDirOption = None,
     data_dir: Annotated[
         Path | None,
         typer.Option(

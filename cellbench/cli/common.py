@@ -28,6 +28,15 @@ RunsDirOption = Annotated[
         show_default=False,
     ),
 ]
+SweepsDirOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--sweeps-dir",
+        envvar="CELLBENCH_SWEEPS_DIR",
+        help="Folder holding the sweeps (default: sweeps/ beside the runs folder).",
+        show_default=False,
+    ),
+]
 JsonOption = Annotated[
     bool, typer.Option("--json", help="Print machine-readable JSON on stdout (logs on stderr).")
 ]

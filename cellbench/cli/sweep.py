@@ -17,6 +17,7 @@ from cellbench.cli.common import (
     JsonOption,
     MachineOption,
     RunsDirOption,
+    SweepsDirOption,
     console,
     err_console,
     format_duration,
@@ -27,16 +28,6 @@ from cellbench.cli.common import (
     warn,
 )
 from cellbench.errors import BadInputError, CheckFailed, UsageError
-
-SweepsDirOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--sweeps-dir",
-        envvar="CELLBENCH_SWEEPS_DIR",
-        help="Folder holding the sweeps (default: sweeps/ beside the runs folder).",
-        show_default=False,
-    ),
-]
 
 SWEEP_HELP = (
     "Run a grid or a multi-phase study: every trial is an ordinary run (runs list, runs compare, "

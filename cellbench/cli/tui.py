@@ -10,8 +10,7 @@ from typing import Annotated
 
 import typer
 
-from cellbench.cli.common import RunsDirOption, run_store
-from cellbench.cli.sweep import SweepsDirOption
+from cellbench.cli.common import RunsDirOption, SweepsDirOption, run_store
 from cellbench.errors import BadInputError
 
 

@@ -18,6 +18,7 @@ from rich.table import Table
 from cellbench.cli.common import (
     JsonOption,
     RunsDirOption,
+    SweepsDirOption,
     console,
     err_console,
     format_bytes,
@@ -39,15 +40,6 @@ WorkflowsDirOption = Annotated[
         "--workflows-dir",
         envvar="CELLBENCH_WORKFLOWS_DIR",
         help="Folder holding the workflows (default: workflows/ beside the runs folder).",
-        show_default=False,
-    ),
-]
-SweepsDirOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--sweeps-dir",
-        envvar="CELLBENCH_SWEEPS_DIR",
-        help="Folder holding the sweeps of sweep phases (default: sweeps/ beside the runs folder).",
         show_default=False,
     ),
 ]
