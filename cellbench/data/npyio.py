@@ -190,9 +190,20 @@ class NpyRows(_RowFile):
     """A .npy file of a fixed shape whose rows are written in place: created at full size (a
     sparse file: its header, then zeros) or reopened to go on writing it, refused when it holds
     another shape or dtype. ``sync()`` puts every row written so far on disk: call it before a
-    manifest counts them."""
+    manifest counts them.
 
-    def __init__(self, path: Path, dtype, shape: tuple[int, ...], create: bool):
+    ``write_behind``: each write also starts the disk write of its rows, without waiting
+    (``posix_fadvise(DONTNEED)``, which on Linux starts the writeback of a range's dirty pages;
+    pages still dirty or being written stay cached). Otherwise the kernel writes them at its own
+    pace and each ``sync()`` waits for all of them at once. Measured writing vit-demo's 48 MB
+    of features at its speed: the last sync took 25-36 ms without, 0.3-0.6 ms with (the advice
+    cost 15 ms of the writer thread's time over the 1.2 s; the kernel's flusher would spend it
+    anyway)."""
+
+    def __init__(
+        self, path: Path, dtype, shape: tuple[int, ...], create: bool, write_behind: bool = False
+    ):
+        self.write_behind = write_behind and hasattr(os, "posix_fadvise")
         dtype, shape = np.dtype(dtype), tuple(int(d) for d in shape)
         if create:
             with open(path, "wb") as fh:
@@ -212,9 +223,13 @@ class NpyRows(_RowFile):
 
     def write(self, start: int, rows: np.ndarray) -> None:
         data, at = self._bytes(start, np.ascontiguousarray(rows, dtype=self.dtype))
+        begin, size = at, len(data)
         while data:
             done = os.pwrite(self._fd, data, at)
             data, at = data[done:], at + done
+        if self.write_behind and size:
+            with contextlib.suppress(OSError):  # advice only: sync() still waits for every row
+                os.posix_fadvise(self._fd, begin, size, os.POSIX_FADV_DONTNEED)
 
     def sync(self) -> None:
         os.fsync(self._fd)

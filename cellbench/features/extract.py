@@ -383,7 +383,9 @@ def extract_fold(
     if progress:
         progress(fold, start, n)
     files = {
-        name: NpyRows(folder / f"{name}.npy", np.float16, shape, create=not start)
+        name: NpyRows(
+            folder / f"{name}.npy", np.float16, shape, create=not start, write_behind=True
+        )
         for name, shape in shapes.items()
     }
     try:

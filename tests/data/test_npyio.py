@@ -58,3 +58,40 @@ def test_rows_written_in_place_read_back_and_a_reopen_checks_the_shape(tmp_path)
     path.write_bytes(path.read_bytes()[:-8])  # truncated under us
     with NpyRowReader(path) as reader, pytest.raises(BadInputError, match="truncated"):
         reader.read_into(3, buffer)
+
+
+def test_write_behind_starts_the_disk_write_of_each_range_written(tmp_path, monkeypatch):
+    """Each write advises the kernel to write its bytes now (posix_fadvise DONTNEED on exactly
+    that range), the rows read back whole; without write_behind there is no advice."""
+    import os
+
+    from cellbench.data.npyio import NpyRows
+
+    advised = []
+    real = os.posix_fadvise
+
+    def recording(fd, offset, length, advice):
+        advised.append((offset, length, advice))
+        return real(fd, offset, length, advice)
+
+    monkeypatch.setattr(os, "posix_fadvise", recording)
+    path = tmp_path / "rows.npy"
+    data = np.arange(6 * 4, dtype=np.float16).reshape(6, 4)
+    with NpyRows(path, np.float16, (6, 4), create=True, write_behind=True) as out:
+        header = out._offset
+        out.write(2, data[2:5])
+        out.write(0, data[:2])
+        out.write(5, data[5:])
+        out.sync()
+    np.testing.assert_array_equal(np.load(path), data)
+    row = 4 * 2  # bytes of a row
+    dontneed = os.POSIX_FADV_DONTNEED
+    assert advised == [
+        (header + 2 * row, 3 * row, dontneed),
+        (header, 2 * row, dontneed),
+        (header + 5 * row, row, dontneed),
+    ]
+    advised.clear()
+    with NpyRows(path, np.float16, (6, 4), create=False) as again:
+        again.write(0, data[:1])
+    assert advised == []
