@@ -185,6 +185,13 @@ def plan_run_clean(run: RunPaths, kinds: Iterable[str]) -> list[Removal]:
         raise ValueError(f"unknown clean kinds {sorted(unknown)}; known: {list(RUN_KINDS)}")
     if not run.root.is_dir():
         raise BadInputError(f"{run.root}: no such run folder")
+    if not (run.config.is_file() or run.events.is_file()):
+        # a folder named like a run (``2024-taxes``, or one made by hand in runs/) is not one
+        # until cellbench wrote its config or events there: nothing in it is cellbench's
+        raise BadInputError(
+            f"{run.root}: not a cellbench run (no config.yaml or events.jsonl in it); "
+            "nothing removed"
+        )
     _check_run_not_locked(run)
     now = time.time()
     removals = []

@@ -26,7 +26,7 @@ def pid_alive(pid: int) -> bool:
         return False
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):  # gone, or beyond any pid
         return False
     except PermissionError:  # exists, owned by another user
         return True
@@ -43,23 +43,45 @@ def process_start_time(pid: int) -> float | None:
         return None
 
 
-def read_lock(path: Path) -> dict | None:
+PID_MAX = 2**31 - 1  # pid_t is a signed 32-bit int: a larger number names no process
+
+
+def parse_lock(text: str) -> dict | None:
+    """A lock's payload: a JSON object whose ``pid`` is a process id; None for anything else.
+    cellbench links a lock into place whole (``RunLock``), so one that does not parse, or
+    names no pid, was not written by a cellbench writer: nothing holds it."""
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
+        info = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(info, dict):
+        return None
+    pid = info.get("pid")
+    if isinstance(pid, bool) or not isinstance(pid, int) or not 0 < pid <= PID_MAX:
+        return None
+    return info
+
+
+def read_lock(path: Path) -> dict | None:
+    """The payload of the lock at ``path`` (``parse_lock``), or None: no lock, or not one."""
+    try:
+        return parse_lock(path.read_text())
+    except (OSError, UnicodeDecodeError):
         return None
 
 
 def holder_alive(info: dict) -> bool:
-    """True when the lock payload ``info`` names a live process."""
+    """True when the lock payload ``info`` (from ``parse_lock``) names a live process."""
     if info.get("host") != socket.gethostname():
         return True  # another host's pids cannot be checked: assume it is alive
-    pid = int(info.get("pid", -1))
+    pid = info["pid"]
     if not pid_alive(pid):
         return False
     # A pid can be reused by an unrelated process after a crash: compare start times.
     recorded, actual = info.get("pid_started"), process_start_time(pid)
-    return recorded is None or actual is None or abs(recorded - actual) < 1.0
+    if not isinstance(recorded, int | float) or isinstance(recorded, bool) or actual is None:
+        return True  # unknown: never take a lock that may be held
+    return abs(recorded - actual) < 1.0
 
 
 def lock_holder_alive(path: Path) -> bool:
@@ -116,11 +138,8 @@ class RunLock:
                     raise RunConflict(
                         f"{self.path}: cannot read the {self.what} lock ({exc})"
                     ) from exc
-                try:
-                    info = json.loads(text)
-                except ValueError:
-                    info = None
-                if not isinstance(info, dict):
+                info = parse_lock(text)
+                if info is None:
                     # locks appear whole (hard link), so an unreadable one is corrupt, not
                     # half-written: nothing holds it, and only a guard holder removes it
                     self.path.unlink(missing_ok=True)

@@ -45,7 +45,7 @@ def running_holder(run: RunPaths) -> Holder:
     info = read_lock(run.lock)
     if info is None:
         raise NotRunning(f"{run.root.name}: not running (no lock: no process is writing it)")
-    pid, host = int(info.get("pid", -1)), str(info.get("host", "?"))
+    pid, host = info["pid"], str(info.get("host", "?"))
     if host != socket.gethostname():
         raise RunConflict(
             f"{run.lock}: held by pid {pid} on host {host}, not this host "
@@ -54,7 +54,14 @@ def running_holder(run: RunPaths) -> Holder:
     if not pid_alive(pid):
         raise NotRunning(f"{run.root.name}: not running (its writer, pid {pid}, is gone)")
     recorded, actual = info.get("pid_started"), process_start_time(pid)
-    if recorded is not None and actual is not None and abs(recorded - actual) >= 1.0:
+    if not isinstance(recorded, int | float) or isinstance(recorded, bool) or actual is None:
+        # a cellbench writer records when it started: without that (a lock it did not write)
+        # or without the process's own start time, the pid cannot be proved to be the writer
+        raise RunConflict(
+            f"{run.lock}: cannot prove that pid {pid} is this run's writer (the lock records "
+            "no start time, or the process's is unreadable); not signalling it"
+        )
+    if abs(recorded - actual) >= 1.0:
         # the writer died and the pid was reused: signalling it would hit an unrelated process
         raise NotRunning(
             f"{run.root.name}: not running (pid {pid} now belongs to another process, "
@@ -104,7 +111,7 @@ def wait_stopped(
     deadline = None if timeout is None else time.monotonic() + timeout
     while pid_alive(holder.pid):
         info = read_lock(run.lock)
-        if info is None or int(info.get("pid", -1)) != holder.pid:
+        if info is None or info["pid"] != holder.pid:
             return True
         if deadline is not None and time.monotonic() >= deadline:
             return False

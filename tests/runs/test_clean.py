@@ -186,6 +186,7 @@ def test_symlinked_folder_is_unlinked_contents_survive(
 def test_symlinked_run_folder_pointing_outside_is_refused(tmp_path: Path, runs_root: Path) -> None:
     real = tmp_path / "scratch" / "0005-linked"
     _write(real / "checkpoints" / "last.pt", 10)
+    _write(real / "config.yaml", 10)
     RunStore(runs_root).create("seed")  # the runs root exists
     (runs_root / "0005-linked").symlink_to(real, target_is_directory=True)
     run = RunStore(runs_root).resolve("linked")
@@ -570,3 +571,28 @@ def test_crash_in_a_kept_store_leaves_its_manifest_and_the_next_clean_finishes(
     # ... so the next clean takes the rest, and the user's file is still there
     execute(plan_cache_clean(data), [data])
     assert sorted(p.name for p in store.rglob("*")) == ["fold1", "labels.csv"]
+
+
+@pytest.mark.parametrize("where", ["outside", "in the runs folder"])
+def test_a_folder_named_like_a_run_without_cellbench_files_is_refused(tmp_path, where):
+    """``2024-taxes`` or a ``runs/0007-photos`` made by hand matches the run folder pattern, but
+    holds no config.yaml or events.jsonl of cellbench: nothing in it is removed (exit 3)."""
+    from typer.testing import CliRunner
+
+    from cellbench.cli.app import app
+
+    runs = tmp_path / "runs"
+    RunStore(runs).create("seed")
+    folder = (tmp_path / "stuff" if where == "outside" else runs) / "0007-photos"
+    photo = _write(folder / "holiday.jpg", 10)
+    weights = _write(folder / "model.pt", 10)
+    ref = str(folder) if where == "outside" else "photos"
+    with pytest.raises(BadInputError, match="not a cellbench run"):
+        plan_run_clean(RunStore(runs).resolve(ref), ALL_RUN_KINDS)
+    for extra in ([], ["--all"]):
+        result = CliRunner().invoke(
+            app, ["clean", "--run", ref, *extra, "--yes", "--runs-dir", str(runs)]
+        )
+        assert result.exit_code == 3, result.output
+        assert "not a cellbench run" in result.stderr
+    assert photo.exists() and weights.exists()

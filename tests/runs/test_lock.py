@@ -157,3 +157,37 @@ def test_lock_if_free_holds_a_free_lock_and_yields_none_to_a_held_one(tmp_path):
             assert second is None
         assert path.exists()  # the inner block did not release the outer lock
     assert not path.exists()  # released on leaving the block
+
+
+@pytest.mark.parametrize(
+    "text",
+    ['{"pid": "abc"}', '{"pid": null}', "[]", '"str"', '{"pid": 99999999999999999999}',
+     '{"pid": true}', '{"pid": -3}', '{"host": "h"}'],
+)  # fmt: skip
+def test_a_lock_naming_no_process_is_no_lock(tmp_path, text):
+    """Not a cellbench writer's lock (it links its lock whole, with its own pid): readers see no
+    lock, and the next writer takes it over, with no traceback."""
+    from cellbench.runs.lock import lock_holder_alive
+
+    path = tmp_path / "lock"
+    path.write_text(text)
+    assert read_lock(path) is None
+    assert not lock_holder_alive(path)
+    with RunLock(path):
+        assert read_lock(path)["pid"] == os.getpid()
+
+
+def test_a_lock_without_its_start_time_is_assumed_held(tmp_path):
+    """A live pid whose start the lock does not record cannot be proved to be a reused one:
+    the lock is not broken."""
+    import socket
+
+    path = tmp_path / "lock"
+    path.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
+    with pytest.raises(RunConflict, match="locked by pid"):
+        RunLock(path).acquire()
+    path.write_text(
+        json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "pid_started": "x"})
+    )
+    with pytest.raises(RunConflict, match="locked by pid"):
+        RunLock(path).acquire()

@@ -139,6 +139,28 @@ def test_a_lock_of_another_host_or_a_reused_pid_is_never_signalled(tmp_path):
         running_holder(run)
 
 
+def test_a_live_pid_the_lock_cannot_prove_to_be_the_writer_is_never_signalled(tmp_path):
+    """A lock that records no start time (cellbench's locks always do) names a live unrelated
+    process: it is refused (exit 4) and the process lives on."""
+    store = RunStore(tmp_path / "runs")
+    run = store.create("c2")
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        run.lock.write_text(json.dumps({"pid": bystander.pid, "host": socket.gethostname()}))
+        with pytest.raises(RunConflict, match="cannot prove that pid"):
+            request_stop(run)
+        result = runner.invoke(app, ["runs", "stop", "c2", "--runs-dir", str(store.root)])
+        assert result.exit_code == 4
+        for garbage in ('{"pid": "abc"}', "[]", '{"pid": 99999999999999999999}'):
+            run.lock.write_text(garbage)
+            result = runner.invoke(app, ["runs", "stop", "c2", "--runs-dir", str(store.root)])
+            assert result.exit_code == 0 and "not running (no lock" in result.stderr
+        assert bystander.poll() is None
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
 def test_the_holder_is_the_lock_owner_on_this_host(tmp_path):
     store = RunStore(tmp_path / "runs")
     run = store.create("mine")
