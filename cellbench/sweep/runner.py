@@ -18,7 +18,8 @@ from typing import Any
 
 from rich.markup import escape
 
-from cellbench.errors import RunConflict, UsageError, one_line
+from cellbench.errors import BadInputError, RunConflict, UsageError, one_line
+from cellbench.runs.layout import RunPaths
 from cellbench.runs.lock import RunLock, lock_holder_alive
 from cellbench.runs.store import RunStore
 from cellbench.runs.summary import summarize
@@ -119,6 +120,48 @@ def trial_args(
     return args, why
 
 
+# what makes a trial the trial it is: its space values, epochs and seed (data paths and batch
+# splits may legitimately differ between a trial's command and its saved, resolved config)
+_IDENTITY_KEYS = ("train.epochs", "train.seed")
+
+
+def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(data, dict):
+        return {prefix: data}
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        out.update(_flat(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def trained_otherwise(trial: Trial, run: RunPaths) -> list[str]:
+    """How the saved config of ``run`` (a run of the trial's name found in the runs folder)
+    differs from the trial in what defines it: ``key saved (this trial: value)`` each; empty
+    when it matches or cannot be compared (no readable saved config: it restarts anyway)."""
+    from cellbench.config import config_from_dict, load_config
+    from cellbench.yamlio import read_yaml
+
+    if not run.config.is_file():
+        return []
+    try:
+        mine = _flat(load_config(trial.profile, None, trial.sets).to_dict())
+        theirs = _flat(config_from_dict(read_yaml(run.config), str(run.config)).to_dict())
+    except (BadInputError, UsageError):
+        return []
+    # only what the trial's command sets itself: the profile under it may be a workspace's
+    # default that ``train`` picks, and --set wins over any profile
+    given = {text.split("=", 1)[0].strip() for text in trial.sets}
+    keys = [k for k in (*trial.params, *_IDENTITY_KEYS) if k in given]
+    if theirs.get("train.machine"):  # --machine split its batch into micro-batch x accumulation
+        keys = [k for k in keys if k not in ("train.batch_size", "train.grad_accum_steps")]
+    return [
+        f"{key} {theirs.get(key)!r} (this trial: {mine.get(key)!r})"
+        for key in sorted(mine)
+        if any(key == k or key.startswith(k + ".") for k in keys)
+        and mine.get(key) != theirs.get(key)
+    ]
+
+
 def _trial_args(trial: Trial, store: RunStore, runs_root: Path) -> tuple[list[str] | None, str]:
     common = ["--run", trial.name, "--runs-dir", str(runs_root)]
     run = store.find(trial.name)
@@ -126,6 +169,14 @@ def _trial_args(trial: Trial, store: RunStore, runs_root: Path) -> tuple[list[st
         return trial.train_args() + common, "new"
     if lock_holder_alive(run.lock):
         return None, f"{run.root.name} is being written by another process"
+    differs = trained_otherwise(trial, run)
+    if differs:
+        # counting it (completed) or resuming it (its saved config) would rank another
+        # training under this trial's settings
+        raise RunConflict(
+            f"{run.root}: a run of trial {trial.id}'s name exists, trained with other settings "
+            f"({'; '.join(differs[:3])}); give the sweep another --name, or remove that run"
+        )
     status = summarize(run).status
     if status == "completed":
         return None, "completed"

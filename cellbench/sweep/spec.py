@@ -119,6 +119,7 @@ def from_command_line(
         parse_override(text)
     phase_seeds = seeds_list(seeds, "--seeds", UsageError)
     phase = Phase(name="grid", kind="grid", epochs=epochs, seeds=phase_seeds)
+    check_space_against_phase(space, phase, "--grid", UsageError)
     return SweepSpec(
         name=check_sweep_name(name),
         profile=_profile_ref(profile, None),
@@ -127,6 +128,30 @@ def from_command_line(
         phases=[phase],
         source="command line",
     )
+
+
+def check_space_against_phase(
+    space: dict[str, list[Any]], phase: Phase, where: str, error: type[Exception]
+) -> None:
+    """Refuse a space that varies what the sweep fixes: a trial's ``train.epochs`` from
+    ``--epochs``/the phase's ``epochs`` and its ``train.seed`` from ``--seeds``/``seeds`` come
+    after the space's values and would silently replace them (two "configs" trained alike,
+    ranked apart); ``data.split_seed`` would rank trials on different validation images."""
+    if "data.split_seed" in space:
+        raise error(
+            f"{where}: data.split_seed cannot vary in a sweep: every trial must be ranked on "
+            "the same validation images (fix it with set instead)"
+        )
+    if "train.epochs" in space and phase.epochs is not None:
+        raise error(
+            f"{where}: train.epochs varies in the space and is also fixed by epochs "
+            f"({phase.epochs}, from --epochs or the sweep file): keep one of them"
+        )
+    if "train.seed" in space and (phase.seeds or phase.seed is not None):
+        raise error(
+            f"{where}: train.seed varies in the space and is also set by seeds: keep one of "
+            "them (seeds trains every config with each seed)"
+        )
 
 
 def find_sweep_file(ref: str) -> Path:
@@ -185,6 +210,9 @@ def load_sweep_file(
             raise BadInputError(f"{where}: phase {phase.name} ({phase.kind}) needs a phase before")
         if phase.kind == "grid" and not (phase.space or space):
             raise BadInputError(f"{where}: phase {phase.name} has no space to search")
+        if phase.kind == "grid":
+            here = f"{where}: phase {phase.name}"
+            check_space_against_phase(phase.space or space, phase, here, BadInputError)
     profile = data.get("profile")
     return SweepSpec(
         name=check_sweep_name(name or str(data.get("name") or path.stem)),

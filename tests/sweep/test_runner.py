@@ -295,3 +295,29 @@ def test_a_trial_stopped_with_runs_stop_ends_interrupted_and_a_rerun_resumes_it(
     assert state["status"] == "completed" and state["trials"]["t002"]["status"] == "completed"
     starts = read_events(long_run.events, kind="run_start")
     assert starts[-1]["resumed"] and starts[-1]["start_epoch"] == stopped_at
+
+
+def test_a_run_of_a_trial_s_name_trained_otherwise_is_never_counted_as_the_trial(tmp_path, shapes):
+    """The sweep folder removed (as an error message may say), the sweep is run again with
+    other epochs: the run left by the first one, named as the new trial, is not this trial's
+    training. It is refused (exit 4) naming the run and the difference, not ranked as done."""
+    import shutil
+
+    def sweep(epochs: str):
+        return _sweep(
+            tmp_path, "--profile", "demo", *tiny_sets(shapes), "--grid", "train.lr=1e-3",
+            "--epochs", epochs, "--workers", "1", "--name", "again",
+        )  # fmt: skip
+
+    assert sweep("1").exit_code == 0
+    (run,) = RunStore(tmp_path / "runs").runs()
+    shutil.rmtree(tmp_path / "sweeps" / "again")
+    result = sweep("2")
+    assert result.exit_code == 4, result.output
+    assert run.root.name in result.stderr and "train.epochs 1 (this trial: 2)" in result.stderr
+    assert len(read_events(run.events, kind="epoch")) == 1  # untouched
+    # the same settings: the completed run is this trial's, not trained again
+    shutil.rmtree(tmp_path / "sweeps" / "again")
+    assert sweep("1").exit_code == 0
+    assert _state(tmp_path, "again")["trials"]["t001"]["reason"] == "completed"
+    assert len(RunStore(tmp_path / "runs").runs()) == 1

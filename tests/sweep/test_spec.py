@@ -78,3 +78,32 @@ def test_command_line_needs_a_grid_and_a_valid_name():
     trials = resolve_phase(spec, spec.phases[0], [], [])
     assert [t.seed for t in trials] == [1, 2, 1, 2]
     assert all("train.epochs=3" in t.sets for t in trials)
+
+
+@pytest.mark.parametrize(
+    "grid, seeds, epochs, message",
+    [
+        ("train.epochs=1,2", None, 1, "train.epochs varies in the space"),
+        ("train.seed=5,6", 2, None, "train.seed varies in the space"),
+        ("data.split_seed=1,2", None, None, "data.split_seed cannot vary"),
+    ],
+)
+def test_a_space_may_not_vary_what_the_sweep_fixes(tmp_path, grid, seeds, epochs, message):
+    """--epochs/--seeds are appended after the space's values and would replace them silently:
+    two configs trained alike, ranked apart. The same in a sweep file names the file."""
+    with pytest.raises(UsageError, match=message):
+        from_command_line("demo", [], [grid], seeds, epochs, "study")
+    key, values = grid.split("=")
+    lines = ["profile: demo", f"space: {{{key}: [{values}]}}"]
+    lines += [f"seeds: {seeds}"] if seeds else []
+    lines += [f"epochs: {epochs}"] if epochs else []
+    path = tmp_path / "study.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(BadInputError, match=message) as info:
+        load_sweep_file(str(path), [], None, None)
+    assert str(path) in str(info.value)
+    # varying them alone is a study of epochs or seeds
+    if key != "data.split_seed":
+        spec = from_command_line("demo", [], [grid], None, None, "study")
+        trials = resolve_phase(spec, spec.phases[0], [], [])
+        assert [t.sets[-1] for t in trials] == [f"{key}={v}" for v in values.split(",")]
