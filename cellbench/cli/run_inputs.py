@@ -26,10 +26,12 @@ def run_task(paths: RunPaths) -> str:
 
 def check_inputs(paths: RunPaths, force: bool, action: str) -> list[str]:
     """Refuse (exit 3) a run whose feature store or data changed since it trained, unless
-    ``force``: then warn and return the differences (``cellbench.runs.inputs``)."""
+    ``force``: then warn and return the differences (``cellbench.runs.inputs``). ``predict``
+    looks at the feature store only: the training data does not change a prediction."""
     from cellbench.runs import inputs
 
-    changes = inputs.check(paths.root, run_config(paths), force, action)
+    kinds = ("features",) if action == "predict" else inputs.KINDS
+    changes = inputs.check(paths.root, run_config(paths), force, action, kinds)
     if changes:
         warn(f"--force: {paths.root.name}'s inputs changed since it trained: {'; '.join(changes)}")
         inputs.note_forced(paths.root, f"{action} --force", changes)

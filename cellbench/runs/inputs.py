@@ -7,11 +7,14 @@ different data. ``train`` records the identity of its inputs when the run starts
 - ``features``: the feature store's manifest fingerprint — backbone (name, model, its kwargs),
   weights sha256, preprocessing, blocks, and the sha256 of each source fold's manifest;
 - ``data``: a cellbench dataset's own manifest (a canonical store's ``fold<k>/manifest.json``,
-  a generated shapes dataset's ``shapes.json``) by sha256; a plain image folder or a Hugging
-  Face dataset has no manifest, so nothing is recorded for it.
+  a generated shapes dataset's ``shapes.json``) by sha256; for an image folder (generated or
+  not), the count and sha256 of its image files' relative paths, which decide the carved
+  val/test splits (an image added after training would move training images into test); a
+  saved Hugging Face dataset has neither, so nothing is recorded for it.
 
-``eval``, ``predict`` and ``train --resume`` compare the recorded identity with what is there
-now and refuse (exit 3) naming each difference, unless ``--force``; ``eval --force`` writes the
+``eval`` and ``train --resume`` compare the recorded identity with what is there now, and
+``predict`` the feature store's (the training data does not change a prediction), and refuse
+(exit 3) naming each difference, unless ``--force``; ``eval --force`` writes the
 differences into its output (``forced_inputs``). A run without ``inputs.json`` (older runs)
 is not checked. Only the config's paths are read (no torch), so the CLI checks before loading
 any model.
@@ -66,14 +69,29 @@ def _data_identity(path: str | None) -> dict[str, Any] | None:
     if not path or "://" in path or path.startswith("hf"):
         return None
     root = Path(path)
-    if (root / "shapes.json").is_file():
-        return {"path": str(root), "shapes.json sha256": _sha256(root / "shapes.json")}
     folds = {
         p.name: _sha256(p / "manifest.json")
         for p in sorted(root.glob("fold*"))
         if (p / "manifest.json").is_file()
     }
-    return {"path": str(root), "fold manifests sha256": folds} if folds else None
+    if folds:
+        return {"path": str(root), "fold manifests sha256": folds}
+    if (
+        not root.is_dir()
+        or (root / "dataset_dict.json").is_file()
+        or (root / "state.json").is_file()
+    ):
+        return None  # gone (eval says so), or a saved Hugging Face dataset: no file list
+    from cellbench.data.classify.sources import image_list_digest
+
+    found: dict[str, Any] = {"path": str(root)}
+    if (root / "shapes.json").is_file():
+        found["shapes.json sha256"] = _sha256(root / "shapes.json")
+    try:
+        found["images"], found["image list sha256"] = image_list_digest(root)
+    except BadInputError:
+        found["images"] = found["image list sha256"] = None  # unreadable: compared as such
+    return found
 
 
 def identity(config: dict[str, Any]) -> dict[str, Any]:
@@ -109,10 +127,15 @@ def _short(value: Any) -> str:
     return text if len(text) <= 24 else text[:12] + "…"
 
 
-def differences(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
+KINDS = ("features", "data")
+
+
+def differences(
+    before: dict[str, Any], now: dict[str, Any], kinds: tuple[str, ...] = KINDS
+) -> list[str]:
     """Human lines, one per changed field: ``features weights sha256: eb80… -> 12ab…``."""
     changes = []
-    for kind in ("features", "data"):
+    for kind in kinds:
         old, new = before.get(kind), now.get(kind)
         if old is None:
             continue  # not recorded: nothing to hold the run to
@@ -137,13 +160,20 @@ def differences(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
     return changes
 
 
-def check(run_root: Path, config: dict[str, Any], force: bool, action: str) -> list[str]:
-    """The differences between the run's recorded inputs and today's; raises BadInputError
-    (exit 3) naming them unless ``force`` (then they are returned, for the caller to record)."""
+def check(
+    run_root: Path,
+    config: dict[str, Any],
+    force: bool,
+    action: str,
+    kinds: tuple[str, ...] = KINDS,
+) -> list[str]:
+    """The differences between the run's recorded inputs (of ``kinds``) and today's; raises
+    BadInputError (exit 3) naming them unless ``force`` (then they are returned, for the
+    caller to record)."""
     before = recorded(run_root)
     if before is None:
         return []
-    changes = differences(before, identity(config))
+    changes = differences(before, identity(config), kinds)
     if changes and not force:
         shown = "; ".join(changes[:3]) + (
             f" (+{len(changes) - 3} more)" if len(changes) > 3 else ""

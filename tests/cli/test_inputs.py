@@ -90,3 +90,35 @@ def test_a_classification_runs_regenerated_dataset_is_refused(tmp_path):
     result = runner.invoke(app, ["eval", "--run", "c", *runs])
     assert result.exit_code == 3 and "data shapes.json sha256" in result.stderr
     assert runner.invoke(app, ["eval", "--run", "c", *runs, "--force"]).exit_code == 0
+
+
+def test_images_added_to_a_classification_dataset_are_refused_by_eval_not_predict(tmp_path):
+    """Images added after training move others between the carved splits (a training image
+    into test): eval is refused naming the image list, unless --force. predict is not: the
+    training data does not change a prediction."""
+    import shutil
+
+    from tests.sweep.conftest import TINY
+
+    data, runs = tmp_path / "shapes", ["--runs-dir", str(tmp_path / "runs")]
+    synth = ["data", "synth", "--kind", "shapes", "--out", str(data), "--tiles", "12"]
+    assert runner.invoke(app, [*synth, "--size", "16"]).exit_code == 0
+    sets = [a for text in TINY for a in ("--set", text)]
+    trained = runner.invoke(
+        app, ["train", "--profile", "demo", "--data", str(data), *sets, "--epochs", "1"]
+        + ["--run", "c", *runs],
+    )  # fmt: skip
+    assert trained.exit_code == 0, trained.output[-2000:]
+    recorded = json.loads((tmp_path / "runs" / "0001-c" / INPUTS).read_text())["data"]
+    assert recorded["images"] == sum(1 for _ in data.rglob("*.png"))
+    assert runner.invoke(app, ["eval", "--run", "c", *runs, "--split", "test"]).exit_code == 0
+    first = sorted((data / "circle").glob("*.png"))[0]
+    for k in range(8):
+        shutil.copy(first, data / "circle" / f"aa_extra{k}.png")
+    result = runner.invoke(app, ["eval", "--run", "c", *runs, "--split", "test"])
+    assert result.exit_code == 3, result.output[-2000:]
+    assert "data images" in result.stderr and "image list sha256" in result.stderr
+    predicted = runner.invoke(app, ["predict", "--run", "c", *runs, str(first)])
+    assert predicted.exit_code == 0, predicted.output[-2000:]
+    forced = ["eval", "--run", "c", *runs, "--split", "test", "--force"]
+    assert runner.invoke(app, forced).exit_code == 0

@@ -18,6 +18,7 @@ Nothing here decodes pixels: ``build_classification_data`` does the header scan.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,6 +96,23 @@ def _images_under(folder: Path) -> tuple[list[str], int]:
             elif not name.startswith("."):
                 skipped += 1
     return images, skipped
+
+
+def image_list_digest(root: Path) -> tuple[int, str]:
+    """``(count, sha256)`` of the image files below ``root`` by relative path, as the folder
+    loaders see them (dot folders and non-images left out): what decides the carved splits.
+    An image added, removed or renamed changes it; an image's content does not (its bytes
+    are not read)."""
+    digest = hashlib.sha256()
+    count = 0
+    for dirpath, dirnames, filenames in os.walk(root, onerror=_unreadable, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if _is_image(name):
+                relative = os.path.relpath(os.path.join(dirpath, name), root)
+                digest.update(relative.encode("utf-8", "surrogateescape") + b"\n")
+                count += 1
+    return count, digest.hexdigest()
 
 
 def scan_class_folders(
