@@ -14,9 +14,10 @@ config alone cannot say — an organ family that the config's ``data.families`` 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
-from cellbench.errors import UsageError
+from cellbench.errors import BadInputError, UsageError
 from cellbench.sweep.spec import Phase, SweepSpec
 
 DEFAULT_MAX_TRIALS = 1000
@@ -60,11 +61,29 @@ def _config_problem(config: Any) -> str | None:
     return None
 
 
+def _missing_data(config: Any) -> str | None:
+    """A local data path that is not there: every trial would fail on it and be recorded
+    failed (a plain rerun then exits 1 until --retry-failed); said once, before any."""
+    path = str(config.data.path or "")
+    if path and "://" not in path and not path.startswith("hf") and not Path(path).exists():
+        return (
+            f"data.path {path}: not found (a relative path is taken from the current folder, "
+            f"{Path.cwd()})"
+        )
+    return None
+
+
 def check_values(spec: SweepSpec) -> None:
-    """Each value of each space, in the config of its trials; UsageError naming the first bad
-    key and value (exit 2) before any folder or trial exists."""
+    """Each value of each space, in the config of its trials; the first bad key and value
+    refused before any folder or trial exists: UsageError (exit 2) for a command-line sweep,
+    BadInputError (exit 3) naming the sweep file for one from a file."""
     from cellbench.config import load_config
     from cellbench.sweep.space import to_sets
+
+    from_file = spec.source != "command line"
+    error = BadInputError if from_file else UsageError
+    where = spec.source if from_file else f"sweep {spec.name}"
+    missing = None  # after every value's own check: a typo in a value is the more precise error
 
     for phase in spec.phases:
         space = phase.space or spec.space
@@ -77,8 +96,12 @@ def check_values(spec: SweepSpec) -> None:
                 shown = ", ".join(to_sets(params))
                 try:
                     config = load_config(profile=spec.profile, overrides=[*sets, *to_sets(params)])
-                except UsageError as exc:
-                    raise UsageError(f"sweep {spec.name}: {shown}: {exc}") from exc
+                except (UsageError, BadInputError) as exc:
+                    raise error(f"{where}: {shown}: {exc}") from exc
                 problem = _config_problem(config)
                 if problem:
-                    raise UsageError(f"sweep {spec.name}: {shown}: {problem}")
+                    raise error(f"{where}: {shown}: {problem}")
+                gone = _missing_data(config)
+                missing = missing or (f"{where}: {shown}: {gone}" if gone else None)
+    if missing:
+        raise error(missing)

@@ -216,7 +216,7 @@ def load_sweep_file(
     profile = data.get("profile")
     return SweepSpec(
         name=check_sweep_name(name or str(data.get("name") or path.stem)),
-        profile=_profile_ref(profile, path.parent),
+        profile=_profile_ref(profile, path.parent, str(path)),
         sets=base_sets,
         space=space,
         phases=phases,
@@ -224,7 +224,7 @@ def load_sweep_file(
     )
 
 
-def _profile_ref(profile: Any, base_dir: Path | None) -> str | None:
+def _profile_ref(profile: Any, base_dir: Path | None, where: str = "") -> str | None:
     """A shipped profile name stays a name; a path is made absolute (trials run from anywhere;
     in a sweep file a relative path is relative to the file)."""
     if profile is None:
@@ -239,7 +239,7 @@ def _profile_ref(profile: Any, base_dir: Path | None) -> str | None:
     except UsageError as exc:
         if base_dir is None:
             raise
-        raise BadInputError(f"{base_dir}: sweep file profile: {exc}") from exc
+        raise BadInputError(f"{where or base_dir}: profile: {exc}") from exc
     return str(found.resolve()) if is_path else text
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from cellbench.cli.app import app
@@ -53,17 +55,20 @@ def test_show_missing_sweep_exits_3(tmp_path):
 
 
 def test_a_running_sweep_or_another_study_under_the_name_exits_4(tmp_path):
-    args = ["sweep", "--profile", "demo", "--grid", "train.lr=0.1,0.2", "--name", "s"]
+    data = [f"data.path={tmp_path}"]  # the data must exist: a sweep checks it before any trial
+    args = ["sweep", "--profile", "demo", "--set", data[0], "--grid", "train.lr=0.1,0.2"]
+    args += ["--name", "s"]
     folder = SweepFolder(tmp_path / "sweeps" / "s")
     folder.root.mkdir(parents=True)
     with RunLock(folder.lock):  # another live process holds the sweep
         from cellbench.sweep.spec import from_command_line
 
-        folder.write_spec(from_command_line("demo", [], ["train.lr=0.1,0.2"], None, None, "s")
+        folder.write_spec(from_command_line("demo", data, ["train.lr=0.1,0.2"], None, None, "s")
                           .to_dict())  # fmt: skip
         result = _invoke(tmp_path, *args)
     assert result.exit_code == 4 and "writing this sweep" in result.stderr  # not "this run"
-    other = _invoke(tmp_path, "sweep", "--profile", "demo", "--grid", "train.lr=0.3", "--name", "s")
+    other = _invoke(tmp_path, "sweep", "--profile", "demo", "--set", data[0], "--grid",
+                    "train.lr=0.3", "--name", "s")  # fmt: skip
     assert other.exit_code == 4 and "exists with other settings" in other.stderr
 
 
@@ -83,6 +88,7 @@ def test_clean_sweep_removes_its_trials_checkpoints_only(tmp_path):
         run.checkpoints.mkdir()
         run.last_checkpoint.write_bytes(b"x" * 10)
         run.history.write_text("epoch\n1\n")
+        run.config.write_text("task: classify\n")  # a training's first file
     result = _invoke(tmp_path, "clean", "--sweep", "s", "--yes", "--json")
     assert result.exit_code == 0, result.output
     removed = json.loads(result.stdout)["removed"]
@@ -95,13 +101,14 @@ def test_clean_sweep_removes_its_trials_checkpoints_only(tmp_path):
 def test_corrupt_sweep_state_exits_3_naming_the_file(tmp_path):
     from cellbench.sweep.spec import from_command_line
 
-    spec = from_command_line("demo", [], ["train.lr=0.1,0.2"], None, None, "s")
+    data = f"data.path={tmp_path}"
+    spec = from_command_line("demo", [data], ["train.lr=0.1,0.2"], None, None, "s")
     folder = SweepFolder(tmp_path / "sweeps" / "s")
     folder.root.mkdir(parents=True)
     folder.write_spec(spec.to_dict())
     folder.state.write_text('{"status": "runn')  # torn by hand
-    result = _invoke(tmp_path, "sweep", "--profile", "demo", "--grid", "train.lr=0.1,0.2",
-                     "--name", "s")  # fmt: skip
+    result = _invoke(tmp_path, "sweep", "--profile", "demo", "--set", data, "--grid",
+                     "train.lr=0.1,0.2", "--name", "s")  # fmt: skip
     assert result.exit_code == 3 and str(folder.state) in result.stderr
 
 
@@ -110,3 +117,42 @@ def test_sweep_file_with_a_missing_profile_exits_3(tmp_path):
     study.write_text("profile: no_such_profile\nspace: {train.lr: [0.1]}\n")
     result = _invoke(tmp_path, "sweep", str(study))
     assert result.exit_code == 3 and "no_such_profile" in result.stderr
+
+
+def test_a_sweep_whose_data_is_not_there_is_refused_before_any_trial(tmp_path, monkeypatch):
+    """Every trial would fail on it and be recorded failed (a plain rerun then exits 1 until
+    --retry-failed): the sweep refuses it once, naming the path and the folder it is relative
+    to; from a sweep file, naming the file (exit 3)."""
+    monkeypatch.chdir(tmp_path)
+    args = ["sweep", "--profile", "demo", "--grid", "train.lr=0.1,0.2", "--name", "nodata"]
+    result = _invoke(tmp_path, *args, "--set", "data.path=data/nowhere")
+    assert result.exit_code == 2 and "data.path data/nowhere: not found" in result.stderr
+    assert str(tmp_path) in result.stderr
+    study = tmp_path / "study.yaml"
+    study.write_text("profile: demo\nset: {data.path: data/nowhere}\nspace: {train.lr: [0.1]}\n")
+    result = _invoke(tmp_path, "sweep", str(study))
+    assert result.exit_code == 3 and str(study.resolve()) in result.stderr
+    assert not (tmp_path / "sweeps").exists()
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ("set: {train.lr: .nan}\nspace: {train.batch_size: [8]}\n", "train.lr"),
+        ("space: {train.lr: [.nan]}\n", "train.lr"),
+    ],
+)
+def test_a_bad_value_in_a_sweep_file_names_the_file(tmp_path, body, message):
+    study = tmp_path / "study.yaml"
+    study.write_text(f"profile: demo\n{body}")
+    result = _invoke(tmp_path, "sweep", str(study), "--set", f"data.path={tmp_path}")
+    assert result.exit_code == 3, result.output
+    assert str(study.resolve()) in result.stderr or str(study) in result.stderr
+    assert message in result.stderr and "\n" not in result.stderr.strip()
+
+
+def test_an_unknown_profile_in_a_sweep_file_names_the_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("study.yaml").write_text("profile: nope_profile\nspace: {train.lr: [0.1]}\n")
+    result = _invoke(tmp_path, "sweep", "study.yaml")
+    assert result.exit_code == 3 and result.stderr.startswith("error: study.yaml: profile:")
