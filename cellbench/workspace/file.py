@@ -125,12 +125,14 @@ def _did_you_mean(key: str, known: list[str]) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
-def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+def _flatten(data: Any, prefix: str = "", keep_empty: bool = False) -> dict[str, Any]:
+    """``{dotted key: value}`` of the nested mappings; ``keep_empty``: an empty mapping is
+    kept as a value (``{}``) rather than vanishing."""
     out: dict[str, Any] = {}
     for key, value in data.items():
         dotted = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(_flatten(value, f"{dotted}."))
+        if isinstance(value, dict) and (value or not keep_empty):
+            out.update(_flatten(value, f"{dotted}.", keep_empty))
         else:
             out[dotted] = value
     return out
@@ -148,11 +150,19 @@ def validate(data: Any, where: str) -> dict[str, Any]:
             node = node.get(part) if isinstance(node, dict) else None
         if node is not None and not isinstance(node, dict):
             raise BadInputError(f"{where}: {section} must be a mapping, got {node!r}")
-    flat = _flatten(data)
     known = known_keys()
+    sections = {k.rsplit(".", 1)[0] for k in known if "." in k}
+    for key, value in _flatten(data, keep_empty=True).items():
+        # an unknown section left empty (``pathz: {}``) is a typo too, not nothing
+        if value == {} and key not in sections:
+            hint = _did_you_mean(key, sorted(sections | set(known)))
+            raise BadInputError(f"{where}: unknown key '{key}'{hint}")
+    flat = _flatten(data)
     for key, value in flat.items():
         if key not in known:
             raise BadInputError(f"{where}: unknown key '{key}'{_did_you_mean(key, known)}")
+        if isinstance(value, str) and "\0" in value:
+            raise BadInputError(f"{where}: {key} holds a NUL character")
         if key == "version":
             if value != VERSION:
                 raise BadInputError(f"{where}: version {value!r} is not one this cellbench reads")

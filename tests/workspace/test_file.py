@@ -108,6 +108,8 @@ def test_the_workspace_env_var_names_one_without_searching(workspaces_on, monkey
         ("version: 7\n", "version 7 is not one this cellbench reads"),
         ("version: 1\nversion: 1\n", "duplicate key 'version'"),
         ("- a\n", "expected a mapping"),
+        ("version: 1\npathz: {}\n", "unknown key 'pathz' (did you mean 'paths"),
+        ('version: 1\npaths:\n  runs: "r\\0bad"\n', "paths.runs holds a NUL character"),
     ],
 )
 def test_a_bad_file_is_one_line_naming_it(workspaces_on, text, message):
