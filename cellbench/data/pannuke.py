@@ -127,6 +127,10 @@ def check_image_header(path: Path, images: np.ndarray) -> None:
         raise BadInputError(f"{path}: images have dtype {images.dtype}; expected float64 or uint8")
     if images.ndim != 4 or images.shape[-1] != 3:
         raise BadInputError(f"{path}: images have shape {images.shape}; expected (N, H, W, 3)")
+    if 0 in images.shape:
+        # a fold of no tile (or of 0-pixel tiles) would be prepared, checked "ok" and then fail
+        # every training or evaluation that reads it
+        raise BadInputError(f"{path}: images have shape {images.shape}: the fold holds no tile")
 
 
 def check_mask_header(path: Path, masks: np.ndarray, images_shape: tuple[int, ...]) -> None:

@@ -151,6 +151,14 @@ def _int8_images(raw):
     return images, "int8"
 
 
+def _no_tile(raw):
+    images, masks, types = _fold1(raw)
+    np.save(images, np.load(images)[:0])
+    np.save(masks, np.load(masks)[:0])
+    np.save(types, np.load(types)[:0])
+    return images, "the fold holds no tile"
+
+
 def _unknown_tissue(raw):
     _, _, types = _fold1(raw)
     names = np.load(types).astype("<U20")
@@ -168,6 +176,7 @@ def _unknown_tissue(raw):
         _truncated,
         _missing_fold,
         _int8_images,
+        _no_tile,
         _unknown_tissue,
     ],
 )
