@@ -29,6 +29,9 @@ def default_runs_root() -> Path:
 class RunStore:
     def __init__(self, root: str | os.PathLike | None = None):
         self.root = Path(root) if root is not None else default_runs_root()
+        if self.root.exists() and not self.root.is_dir():
+            # else a sweep made its folder and every trial failed on it, one by one
+            raise BadInputError(f"{self.root}: the runs folder is a file, not a folder")
 
     def runs(self) -> list[RunPaths]:
         """Every run folder, by id."""

@@ -161,3 +161,19 @@ def test_names_are_matched_whole_a_trailing_newline_is_refused(tmp_path):
     (tmp_path / "0001-ok\n").mkdir()  # a folder `$` would have taken for a run
     (tmp_path / "0002-ok").mkdir()
     assert [r.root.name for r in store.runs()] == ["0002-ok"]
+
+
+def test_a_runs_folder_that_is_a_file_is_refused_at_once(tmp_path):
+    from typer.testing import CliRunner
+
+    from cellbench.cli.app import app
+
+    afile = tmp_path / "rdfile"
+    afile.write_text("not a folder")
+    with pytest.raises(BadInputError, match="the runs folder is a file"):
+        RunStore(afile)
+    args = ["sweep", "--profile", "demo", "--grid", "train.lr=0.1,0.2", "--set"]
+    args += [f"data.path={tmp_path}", "--runs-dir", str(afile)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 3 and "the runs folder is a file" in result.stderr
+    assert not (tmp_path / "sweeps").exists() and afile.read_text() == "not a folder"
