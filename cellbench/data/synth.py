@@ -307,6 +307,9 @@ def _owned(out: Path, marker: dict[str, Any]) -> set[Path]:
 def _check_out(out: Path, force: bool) -> None:
     """Only an empty folder, or (with ``force``) one that synth wrote and that holds nothing
     else, may be replaced: the folder is replaced whole."""
+    blocking = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None:  # else mkdir's bare "File exists" names the file, not why
+        raise BadInputError(f"{blocking}: a file, not a folder (--out {out} lies below it)")
     if not out.exists():
         return
     if not out.is_dir():

@@ -168,3 +168,11 @@ def test_force_refuses_a_shapes_folder_holding_a_user_file(tmp_path):
     assert mine.read_bytes() == b"jpg"
     mine.unlink()
     assert CliRunner().invoke(app, [*args, "--seed", "1", "--force"]).exit_code == 0
+
+
+def test_an_out_below_a_file_names_the_file(tmp_path):
+    blocking = tmp_path / "afile"
+    blocking.write_text("mine")
+    result = _synth_cli(blocking / "sub")
+    assert result.exit_code == 3 and f"{blocking}: a file, not a folder" in result.stderr
+    assert blocking.read_text() == "mine"
