@@ -97,6 +97,10 @@ def expand_values(key: str, spec: Any, source: str) -> list[Any]:
 
 
 def _range_values(key: str, spec: dict, source: str) -> list[float]:
+    bounds = spec.get("range") if set(spec) == {"range"} else spec.get("log")
+    if isinstance(bounds, list) and not all(_finite(x) for x in bounds):
+        # inf or NaN ends give NaN values: refuse the bound as written, not a value made of it
+        raise UsageError(f"{source}: space.{key}: {bounds!r}: the ends must be finite numbers")
     if set(spec) == {"range"} and isinstance(spec["range"], list) and len(spec["range"]) == 3:
         start, stop, step = (float(x) for x in spec["range"])
         if step <= 0 or stop < start:
@@ -122,6 +126,13 @@ def _range_values(key: str, spec: dict, source: str) -> list[float]:
         f"{source}: space.{key}: expected a list, {{range: [start, stop, step]}} or "
         f"{{log: [low, high], num: N}}, got {spec!r}"
     )
+
+
+def _finite(value: Any) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return True  # not a number: the range's own checks say what is wrong
 
 
 MAX_KEY_VALUES = 100_000  # one key's values; the trial limit (sweep.limits) comes after

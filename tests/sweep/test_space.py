@@ -50,6 +50,9 @@ def test_ranges_log_ranges_and_model_choices():
         expand_values("train.lr", {"log": [1e-2, 1e-4], "num": 3}, "f")
     with pytest.raises(UsageError, match="expected a list"):
         expand_values("train.lr", {"between": [1, 2]}, "f")
+    for bad in ({"log": [1e-3, float("inf")], "num": 3}, {"range": [0, float("nan"), 1]}):
+        with pytest.raises(UsageError, match="the ends must be finite numbers"):
+            expand_values("train.lr", bad, "f")
 
 
 def test_grid_is_every_combination_first_key_slowest():
