@@ -32,20 +32,39 @@ class JsonState:
 
     def __init__(self, path: Path, defaults: dict[str, Any], what: str = "state file"):
         self.path = path
-        self.data: dict[str, Any] = read_json(path, {}, what)
+        self.what = what
+        data = read_json(path, {}, what)
+        if not isinstance(data, dict):
+            raise BadInputError(f"{path}: damaged {what} (not a JSON object)")
         for key, value in defaults.items():
-            self.data.setdefault(key, value)
+            data.setdefault(key, value)
+            # a section (phases, trials) is changed in place: anything but an object would
+            # fail half-way through a run, so it is refused before anything runs
+            if isinstance(value, dict) and not isinstance(data[key], dict):
+                raise BadInputError(f"{path}: damaged {what} ('{key}' is not an object)")
+        self.data: dict[str, Any] = data
         self._lock = threading.Lock()
+
+    def _entry(self, section: str, key: str) -> dict[str, Any] | None:
+        """``data[section][key]``, None when absent; one that is not an object is refused."""
+        value = self.data[section].get(key)
+        if value is not None and not isinstance(value, dict):
+            raise BadInputError(
+                f"{self.path}: damaged {self.what} ('{section}.{key}' is not an object)"
+            )
+        return value
 
     def entry(self, section: str, key: str) -> dict[str, Any]:
         """A copy of ``data[section][key]`` (``{"status": "pending"}`` when absent), taken
         while no other thread changes it."""
         with self._lock:
-            return dict(self.data[section].get(key) or {"status": "pending"})
+            return dict(self._entry(section, key) or {"status": "pending"})
 
     def update_entry(self, section: str, key: str, **values: Any) -> None:
         with self._lock:
-            self.data[section].setdefault(key, {"status": "pending"}).update(values)
+            if self._entry(section, key) is None:
+                self.data[section][key] = {"status": "pending"}
+            self.data[section][key].update(values)
             self._save()
 
     def set(self, **values: Any) -> None:

@@ -57,3 +57,31 @@ def test_an_unreadable_file_is_one_line_naming_it(tmp_path):
     with pytest.raises(BadInputError, match=r"state\.json: unreadable sweep file"):
         JsonState(path, {}, "sweep file")
     assert read_json(tmp_path / "absent.json", []) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("[]", "not a JSON object"),
+        ('{"trials": []}', "'trials' is not an object"),
+        ('{"trials": null}', "'trials' is not an object"),
+    ],
+)
+def test_a_state_of_the_wrong_shape_is_one_line_naming_it(tmp_path, text, problem):
+    path = tmp_path / "state.json"
+    path.write_text(text)
+    with pytest.raises(BadInputError) as info:
+        JsonState(path, {"trials": {}}, "sweep file")
+    assert str(info.value) == f"{path}: damaged sweep file ({problem})"
+
+
+def test_an_entry_that_is_not_an_object_is_refused_not_overwritten(tmp_path):
+    path = tmp_path / "state.json"
+    path.write_text(json.dumps({"trials": {"t1": "x", "t2": None}}))
+    state = JsonState(path, {"trials": {}})
+    with pytest.raises(BadInputError, match=r"state\.json: damaged state file \('trials\.t1'"):
+        state.entry("trials", "t1")
+    with pytest.raises(BadInputError, match=r"'trials\.t1' is not an object"):
+        state.update_entry("trials", "t1", status="running")
+    state.update_entry("trials", "t2", status="running")  # null: as if absent
+    assert json.loads(path.read_text())["trials"] == {"t1": "x", "t2": {"status": "running"}}

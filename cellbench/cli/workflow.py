@@ -44,7 +44,13 @@ WorkflowsDirOption = Annotated[
     ),
 ]
 ACTION_STYLE = {"run": "bold", "resume": "yellow", "skip": "dim", "check": "cyan", "clean": "red"}
-STATUS_STYLE = {"done": "green", "completed": "green", "running": "cyan", "interrupted": "yellow"}
+STATUS_STYLE = {
+    "done": "green",
+    "completed": "green",
+    "running": "cyan",
+    "interrupted": "yellow",
+    "damaged": "bold red",
+}
 
 
 def _roots(runs_dir: Path | None, sweeps_dir: Path | None, workflows_dir: Path | None):
@@ -94,10 +100,10 @@ def run_command(
     with everything downstream. A failed gate stops the workflow with the gate's value, its
     expected range and the diagnosis; cleanup phases run only after every gate passed.
     Exit codes: 0 done · 1 a gate failed (or a phase's check) · 2 bad usage · 3 bad workflow
-    file or input · 4 the workflow is running elsewhere · 130 interrupted (run it again to
-    resume).
+    file or input · 4 the workflow is running elsewhere, or a train phase names a run it did
+    not make · 130 interrupted (run it again to resume).
     """
-    from cellbench.workflow.runner import WorkflowOptions, run_workflow
+    from cellbench.workflow.runner import WorkflowOptions, refuse_conflicts, run_workflow
     from cellbench.workflow.spec import load_workflow
 
     if from_phase and only:
@@ -121,6 +127,7 @@ def run_command(
         render_plan(spec.name, steps, out, runner.folder)
         if json_output:
             print_json({"workflow": spec.name, "plan": [s.to_dict() for s in steps]})
+        refuse_conflicts(steps)  # the exit code and message the run would give
         return
     render_state(state, out)
     if json_output:
@@ -157,7 +164,8 @@ def _gates_cell(rec: dict[str, Any]) -> str:
         value = g.get("value")
         shown = f"{value:.4g}" if isinstance(value, float) else str(value)
         colour = "green" if g.get("ok") else "bold red"
-        cells.append(f"[{colour}]{escape(g['name'])} {escape(shown)}[/] ({escape(g['expected'])})")
+        expected = escape(g.get("expected") or "?")
+        cells.append(f"[{colour}]{escape(g['name'])} {escape(shown)}[/] ({expected})")
     if rec.get("bytes_freed") is not None:
         cells.append(f"freed {format_bytes(rec['bytes_freed'])}")
     return "\n".join(cells) or "-"
@@ -193,6 +201,8 @@ def render_state(state: dict[str, Any], out: Console) -> None:
             escape("\n".join(rec.get("outputs") or [])) or "-",
         )
     out.print(table)
+    if state.get("problem"):  # a damaged state.json: say what is wrong with it
+        out.print(f"[bold red]{escape(str(state['problem']))}[/]", highlight=False)
     stopped = state.get("stopped_at")
     if stopped and status == "gate_failed":
         g = stopped["gate"]

@@ -17,10 +17,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from cellbench.runs.lock import lock_holder_alive
 from cellbench.workflow.state import (
     WorkflowFolder,
     default_workflows_root,
     read_json,
+    state_problem,
     workflow_folders,
 )
 
@@ -32,18 +34,36 @@ def read_workflow_state(folder: str | Path) -> dict[str, Any]:
     "phase_order", "params", "stopped_at", ...}`` (see ``cellbench.workflow.state``); a phase
     entry holds ``status``, ``command``, ``started``/``ended``/``duration_s``, ``gates`` (each
     ``{name, ok, value, expected, diagnosis, source, values}``), ``outputs``, ``progress``,
-    ``eta_s``. A missing or unreadable state gives ``{"status": "unknown", ...}``."""
+    ``eta_s``. A missing or unreadable state gives ``{"status": "unknown", ...}``, one of the
+    wrong shape ``{"status": "damaged", "problem": ...}``; a workflow recorded ``running``
+    whose process is gone (killed, even with SIGKILL) reads as ``interrupted``."""
     wf = WorkflowFolder(Path(folder))
     try:
         data = read_json(wf.state, {})
     except Exception:  # noqa: BLE001 (a reader never fails: the TUI shows "unknown")
         data = {}
+    problem = state_problem(data)
+    if problem:
+        data = {"status": "damaged", "problem": f"{wf.state}: damaged ({problem})"}
     data = dict(data or {})
     data.setdefault("status", "unknown")
     data.setdefault("phases", {})
     data.setdefault("phase_order", list(data["phases"]))
     data["folder"] = str(wf.root)
+    if data["status"] == "running" and not lock_holder_alive(wf.lock):
+        _mark_interrupted(data)
     return data
+
+
+def _mark_interrupted(data: dict[str, Any]) -> None:
+    """A workflow (and its running phase) whose process died without recording its end: the
+    lock is the truth, as for runs and sweeps, so it is not shown running with an ETA forever.
+    A rerun resumes it (``interrupted`` plans like ``running``)."""
+    data["status"] = "interrupted"
+    for rec in data["phases"].values():
+        if rec.get("status") == "running":
+            rec["status"] = "interrupted"
+            rec["eta_s"] = None
 
 
 def list_workflows(root: str | Path) -> list[dict[str, Any]]:

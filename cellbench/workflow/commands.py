@@ -2,11 +2,13 @@
 
 Three commands have a story of their own; every other command runs as written:
 
-- ``train ... --run NAME``: started afresh while the run exists, the run is cleaned first
+- ``train ... --run NAME``: only a run this workflow made (its state's ``made_runs``) is
+  cleaned or resumed. Started afresh while such a run exists, the run is cleaned first
   (``clean --run NAME --all --yes``: the run keeps its id and name and retrains from nothing, as
   a user would do by hand); resumed, it continues through ``train --run NAME --resume`` when the
   run has a checkpoint, counts as done when the run completed (the workflow was killed between
-  the run's end and its own record), and starts afresh otherwise.
+  the run's end and its own record), and starts afresh otherwise. A trained run the workflow did
+  not make (a training by hand, another workflow's) is refused (exit 4) before anything runs.
 - ``sweep``: named by the workflow (``<workflow>-w<id>-<phase>-r<N>``, a new ``N`` for each
   fresh start, so a fresh sweep never inherits a finished one's trials); resumed, the same sweep
   runs again and continues its own trials. ``--backend`` of ``workflow run`` is passed through.
@@ -16,9 +18,12 @@ Three commands have a story of their own; every other command runs as written:
 from __future__ import annotations
 
 import glob
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cellbench.errors import RunConflict
+from cellbench.runs.layout import RunPaths
 from cellbench.runs.store import RunStore
 from cellbench.workflow.spec import PhaseSpec
 
@@ -30,12 +35,16 @@ class Invocation:
     note: str = ""
 
 
-def expand_globs(argv: list[str]) -> list[str]:
+def expand_globs(phase: PhaseSpec) -> list[str]:
     """``DIR/*.png`` -> the matching files, sorted, as a shell would (the phase's files exist
-    only once the phases before it ran, so this happens at run time); no match: kept as is."""
+    only once the phases before it ran, so this happens at run time); no match: kept as is.
+    Only a word with a ``*`` written in the file is a glob, and it is matched by its pattern
+    (``PhaseSpec.globs``), in which what a parameter brought in is literal: a folder named
+    ``tiles[1]`` is that folder, not ``tiles1``."""
     out: list[str] = []
-    for token in argv:
-        matches = sorted(glob.glob(token)) if "*" in token and not token.startswith("-") else []
+    for index, token in enumerate(phase.argv):
+        pattern = phase.globs.get(index)
+        matches = sorted(glob.glob(pattern)) if pattern is not None else []
         out += matches or [token]
     return out
 
@@ -59,13 +68,34 @@ def sweep_name(workflow: str, workflow_id: int, phase: PhaseSpec, generation: in
     return f"{workflow}-w{workflow_id}-{phase.name}-r{generation}"
 
 
-def train_invocation(phase: PhaseSpec, store: RunStore, resume: bool) -> Invocation:
+def refuse_foreign_run(phase: PhaseSpec, run: RunPaths, workflow: str) -> None:
+    """A run this workflow did not make is never cleaned or restarted by it: it may be a
+    training done by hand, or another workflow's, with the user's own files in it."""
+    name = train_run_name(phase)
+    raise RunConflict(
+        f"{run.root}: phase {phase.name} of workflow {workflow} trains run '{name}', which "
+        "exists and was not made by this workflow; nothing ran. Give the phase another run "
+        f"name, or empty that run yourself (cellbench clean --run {name} --all) and run the "
+        "workflow again"
+    )
+
+
+def train_invocation(
+    phase: PhaseSpec, store: RunStore, resume: bool, made: Collection[str], workflow: str
+) -> Invocation:
+    """``made``: the run folders this workflow's phases created (the only ones it cleans)."""
+    from cellbench.engine.session import has_trained
     from cellbench.runs.summary import summarize
 
     name = train_run_name(phase)
     run = store.find(name) if name else None
     if run is None:
         return Invocation(list(phase.argv))
+    if run.root.name not in made:
+        if has_trained(run):
+            refuse_foreign_run(phase, run, workflow)
+        # emptied (cellbench clean --run NAME --all): nothing to lose, train starts in it
+        return Invocation(list(phase.argv), note=f"train in the empty run {run.root.name}")
     clean = (f"Clean the previous {name} run", ["clean", "--run", name, "--all", "--yes"])
     if not resume:
         return Invocation(list(phase.argv), [clean])
@@ -90,12 +120,14 @@ def invocation(
     store: RunStore,
     sweep: str | None,
     backend: str | None,
+    made: Collection[str] = (),
+    workflow: str = "",
 ) -> Invocation:
     if phase.command == "train" and train_run_name(phase):
-        return train_invocation(phase, store, resume=action == "resume")
+        return train_invocation(phase, store, action == "resume", made, workflow)
     if phase.is_sweep and sweep is not None:
         return sweep_invocation(phase, sweep, backend)
-    argv = expand_globs(phase.argv)
+    argv = expand_globs(phase)
     if phase.is_cleanup:
         argv += [a for a in ("--yes", "--json") if a not in argv]
     elif phase.json and "--json" not in argv:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,8 @@ class Step:
     fingerprint: str
     gates_fingerprint: str
     eta_s: float | None = None  # from the last time this phase ran
+    before: list[list[str]] = field(default_factory=list)  # commands run first (a run's clean)
+    refused: str | None = None  # why the workflow will not run (a run it did not make)
 
     @property
     def runs(self) -> bool:
@@ -48,6 +50,8 @@ class Step:
             "command": self.phase.display(),
             "fingerprint": self.fingerprint,
             "eta_s": self.eta_s,
+            "before": self.before,
+            "refused": self.refused,
         }
 
 

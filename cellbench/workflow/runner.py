@@ -42,7 +42,7 @@ from cellbench.workflow.state import (
     WorkflowFolder,
     WorkflowState,
     create_workflow,
-    find_workflow,
+    newest_named,
 )
 
 INTERRUPTED_CODES = (130, 143, 129, -2, -15, -1)
@@ -71,12 +71,17 @@ class WorkflowOptions:
     quiet_stdout: bool = False  # --json: phases print on stderr, stdout stays JSON
 
 
-def open_workflow(spec: WorkflowSpec, root: Path, create: bool = True) -> WorkflowFolder | None:
-    """The newest folder of this workflow's name (a rerun resumes it), or a new one."""
-    folder = find_workflow(root, spec.name)
-    if folder is None and create:
-        folder = create_workflow(root, spec.name)
-    return folder
+def open_workflow(spec: WorkflowSpec, root: Path) -> WorkflowFolder | None:
+    """The newest folder of this workflow's name (a rerun resumes it), None for a new one."""
+    return newest_named(root, spec.name)
+
+
+def refuse_conflicts(steps: list[Step]) -> None:
+    """The first refusal in a plan (a train phase on a run this workflow did not make), exit 4:
+    raised before anything runs, is recorded, or a workflow folder is made."""
+    refused = next((s.refused for s in steps if s.refused), None)
+    if refused:
+        raise RunConflict(refused)
 
 
 class WorkflowRunner:
@@ -103,13 +108,63 @@ class WorkflowRunner:
     def plan(self) -> list[Step]:
         phases = (self.state.data["phases"] if self.state else {}) or {}
         o = self.options
-        return make_plan(self.spec, phases, o.from_phase, o.only, o.fresh)
+        steps = make_plan(self.spec, phases, o.from_phase, o.only, o.fresh)
+        for step in steps:
+            self._preview_training(step)
+        return steps
+
+    def _preview_training(self, step: Step) -> None:
+        """What a train phase that runs will do to its run, decided now so the plan shows it
+        and nothing runs when it is refused: the clean of a run this workflow made, or the
+        refusal of one it did not make."""
+        name = commands.train_run_name(step.phase)
+        if not step.runs or name is None:
+            return
+        try:
+            inv = commands.invocation(
+                step.phase, step.action, self.store, None, None, self.made_runs(), self.spec.name
+            )
+        except RunConflict as exc:
+            step.refused = str(exc)
+            step.why = f"refused: run {name} exists and was not made by this workflow"
+            return
+        step.before = [argv for _, argv in inv.before]
+        if inv.before:
+            step.why += f"; cleans run {name} first (made by this workflow)"
+        elif inv.note:
+            step.why += f"; {inv.note}"
+
+    def made_runs(self) -> set[str]:
+        """The run folders this workflow's phases created, the only ones it cleans or resumes.
+        A state written before they were recorded: the run folders its train phases listed
+        among their outputs (a train phase lists its run once it trained it)."""
+        if self.state is None:
+            return set()
+        made = self.state.made_runs()
+        for phase in self.spec.phases:
+            if commands.train_run_name(phase):
+                made |= {Path(o).name for o in self.state.phase(phase.name).get("outputs") or []}
+        return made
+
+    def _remember_run(self, phase: PhaseSpec) -> None:
+        """After a train phase ran (or was stopped): its run is this workflow's. The phase was
+        refused unless the run was absent, empty or already this workflow's."""
+        name = commands.train_run_name(phase)
+        run = self.store.find(name) if name else None
+        if run is not None:
+            self.state.add_made_run(run.root.name)
 
     # ------------------------------------------------------------------ run
 
-    def run(self) -> dict[str, Any]:
-        steps = self.plan()  # a bad --from/--only changes nothing
+    def use_folder(self, folder: WorkflowFolder) -> None:
+        """The (new) folder this workflow runs in."""
+        self.folder = folder
+        self.state = WorkflowState(folder)
+
+    def run(self, steps: list[Step] | None = None) -> dict[str, Any]:
+        steps = self.plan() if steps is None else steps  # a bad --from/--only changes nothing
         assert self.folder is not None and self.state is not None
+        refuse_conflicts(steps)
         with RunLock(self.folder.lock):
             self.state = WorkflowState(self.folder)  # re-read under the lock
             self.folder.write_spec(self.spec.to_dict())
@@ -187,7 +242,13 @@ class WorkflowRunner:
             generation += 1
         sweep = commands.sweep_name(self.folder.name, self.folder.id, phase, generation)
         inv = commands.invocation(
-            phase, step.action, self.store, sweep if phase.is_sweep else None, self.options.backend
+            phase,
+            step.action,
+            self.store,
+            sweep if phase.is_sweep else None,
+            self.options.backend,
+            self.made_runs(),
+            self.spec.name,
         )
         started = time.time()
         self.state.set_phase(
@@ -222,7 +283,10 @@ class WorkflowRunner:
         else:
             output = self.folder.output_file(phase.name) if phase.json or phase.is_cleanup else None
             sweep_dir = self.sweeps_root / sweep if phase.is_sweep else None
-            code = self._execute(phase, inv.argv, output, started, sweep_dir)
+            try:
+                code = self._execute(phase, inv.argv, output, started, sweep_dir)
+            finally:  # interrupted too: a rerun resumes the run it made
+                self._remember_run(phase)
         self.folder.append_log(f"phase {phase.name} exited {code}")
         if code in INTERRUPTED_CODES:
             self.state.set_phase(
@@ -448,11 +512,13 @@ def run_workflow(
     for name in (options.from_phase, options.only):
         if name is not None:
             spec.phase(name)  # a bad --from/--only exits 2 before any folder is made
-    folder = open_workflow(spec, root, create=not options.dry_run)
+    folder = open_workflow(spec, root)
     runner = WorkflowRunner(spec, folder, store, sweeps_root, options, out)
     if options.dry_run:
         return runner, None
+    steps = runner.plan()
+    refuse_conflicts(steps)  # a refused workflow leaves no folder behind
     if folder is None:
-        raise RunConflict(f"{root}: could not create the workflow folder")
-    say(f"workflow [bold]{escape(spec.name)}[/] · {escape(str(folder.root))}")
-    return runner, runner.run()
+        runner.use_folder(create_workflow(root, spec.name))
+    say(f"workflow [bold]{escape(spec.name)}[/] · {escape(str(runner.folder.root))}")
+    return runner, runner.run(steps)

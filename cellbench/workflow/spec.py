@@ -42,8 +42,11 @@ A problem in a file exits 3 with one line naming the file and the key; a bad ``-
 from __future__ import annotations
 
 import difflib
+import glob
+import math
 import re
 import shlex
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -115,6 +118,9 @@ class PhaseSpec:
     json: bool = False
     gates: list[GateSpec] = field(default_factory=list)
     only_if_exists: str | None = None  # absent: the phase has nothing to do (a cleanup target)
+    # argv index -> glob pattern, for the words with a '*' written in the file; in a pattern,
+    # what a parameter brought in is escaped (glob.escape): a value's '[1]' is no wildcard
+    globs: dict[int, str] = field(default_factory=dict)
 
     @property
     def command(self) -> str:
@@ -191,6 +197,8 @@ def parse_sets(texts: list[str], params: dict[str, Any], source: str) -> dict[st
                 f"--set {text}: {source} has no parameter '{key}'{hint}; "
                 f"parameters: {', '.join(params) or 'none'}"
             )
+        if "\0" in raw:  # no command word can hold one (a phase would fail half-started)
+            raise UsageError(f"--set {key}=...: a value cannot hold a NUL byte")
         try:
             out[key] = yaml.safe_load(raw) if raw else None
         except yaml.YAMLError:
@@ -198,7 +206,25 @@ def parse_sets(texts: list[str], params: dict[str, Any], source: str) -> dict[st
     return out
 
 
-def substitute(text: str, params: dict[str, Any], where: str) -> str:
+def _refuse_nul(data: Any, where: str, key: str = "") -> None:
+    """A NUL byte (``"a\\0b"`` in YAML) anywhere in the file: no command word or path can hold
+    one, and the phase would fail as it starts, so the file is refused before anything runs."""
+    if isinstance(data, str) and "\0" in data:
+        raise BadInputError(f"{where}: {key or 'the file'}: holds a NUL byte")
+    if isinstance(data, dict):
+        for k, value in data.items():
+            _refuse_nul(value, where, f"{key}.{k}" if key else str(k))
+    elif isinstance(data, list):
+        for i, value in enumerate(data):
+            _refuse_nul(value, where, f"{key}[{i}]")
+
+
+def substitute(
+    text: str, params: dict[str, Any], where: str, quote: Callable[[str], str] = str
+) -> str:
+    """``text`` with every ``${name}`` replaced by its value, passed through ``quote``
+    (``glob.escape`` for a glob pattern)."""
+
     def value(match: re.Match) -> str:
         name = match.group(1)
         if name not in params:
@@ -209,9 +235,17 @@ def substitute(text: str, params: dict[str, Any], where: str) -> str:
         if v is None:
             # a required parameter (null in the file) the command line did not give: usage
             raise UsageError(f"{where}: parameter '{name}' has no value; give --set {name}=...")
-        return str(v).lower() if isinstance(v, bool) else str(v)
+        return quote(str(v).lower() if isinstance(v, bool) else str(v))
 
     return PARAM_RE.sub(value, text)
+
+
+def glob_pattern(token: str, params: dict[str, Any], where: str) -> str | None:
+    """The glob a command word stands for, or None when it is no glob: only a ``*`` written
+    in the file makes one, and the parameters' values in it are literal."""
+    if "*" not in PARAM_RE.sub("", token):
+        return None
+    return substitute(token, params, where, quote=glob.escape)
 
 
 def load_workflow(ref: str, sets: list[str] | None = None) -> WorkflowSpec:
@@ -219,6 +253,7 @@ def load_workflow(ref: str, sets: list[str] | None = None) -> WorkflowSpec:
     data = read_yaml(path)  # malformed YAML: exit 3 naming the file and line
     where = str(path)
     _check_keys(data, _TOP_KEYS, where)
+    _refuse_nul(data, where)
     raw_params = data.get("params") or {}
     if not isinstance(raw_params, dict):
         raise BadInputError(f"{where}: params: expected a mapping of names to default values")
@@ -226,12 +261,13 @@ def load_workflow(ref: str, sets: list[str] | None = None) -> WorkflowSpec:
         if not isinstance(key, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
             raise BadInputError(f"{where}: params: '{key}' is not a valid name (letters, _)")
     params = parse_sets(list(sets or []), dict(raw_params), where)
+    given = {text.split("=", 1)[0].strip() for text in sets or []}  # parse_sets checked them
     raw_phases = data.get("phases")
     if not isinstance(raw_phases, list) or not raw_phases:
         raise BadInputError(f"{where}: phases: expected a non-empty list of phases")
     phases: list[PhaseSpec] = []
     for index, raw in enumerate(raw_phases):
-        phases.append(_phase(raw, index, where, params, [p.name for p in phases]))
+        phases.append(_phase(raw, index, where, params, [p.name for p in phases], given))
     name = str(data.get("name") or path.stem)
     if not PHASE_NAME_RE.fullmatch(name):
         raise BadInputError(f"{where}: name: '{name}' (letters, digits, '_' or '-')")
@@ -263,7 +299,7 @@ def _strings(value: Any, where: str, params: dict[str, Any]) -> list[str]:
 
 
 def _phase(
-    raw: Any, index: int, where: str, params: dict[str, Any], before: list[str]
+    raw: Any, index: int, where: str, params: dict[str, Any], before: list[str], given: set[str]
 ) -> PhaseSpec:
     _check_keys(raw, _PHASE_KEYS, f"{where}: phases[{index}]")
     name = str(raw.get("name") or "")
@@ -286,6 +322,7 @@ def _phase(
     argv = [substitute(t, params, f"{here}: command") for t in tokens]
     if not argv:
         raise BadInputError(f"{here}: command: empty")
+    globs = {i: glob_pattern(t, params, f"{here}: command") for i, t in enumerate(tokens)}
     needs = raw.get("needs", [before[-1]] if before else [])
     if isinstance(needs, str):
         needs = [needs]
@@ -310,24 +347,52 @@ def _phase(
         inputs=_strings(raw.get("inputs"), f"{here}: inputs", params),
         outputs=_strings(raw.get("outputs"), f"{here}: outputs", params),
         json=is_json,
+        globs={i: pattern for i, pattern in globs.items() if pattern is not None},
     )
     if raw.get("only_if_exists") is not None:
         phase.only_if_exists = substitute(
             str(raw["only_if_exists"]), params, f"{here}: only_if_exists"
         )
-    phase.gates = [_gate(g, i, here, params, phase) for i, g in enumerate(gates_raw)]
+    phase.gates = [_gate(g, i, here, params, phase, given) for i, g in enumerate(gates_raw)]
     return phase
 
 
-def _number(value: Any, where: str) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise BadInputError(f"{where}: expected a number, got {value!r}")
-    return float(value)
+def _number(value: Any) -> float | None:
+    """A gate threshold as a finite float (None: not given); ValueError saying why not. Text
+    that float() reads counts: YAML 1.1 reads ``1e-3`` as a string. NaN or inf would pass or
+    fail every value, so neither is a threshold."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None  # as YAML reads an empty value: no bound
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError(f"expected a number, got {value!r}")
+    try:
+        number = float(value)
+    except (ValueError, OverflowError):
+        raise ValueError(f"expected a number, got {value!r}") from None
+    if not math.isfinite(number):
+        raise ValueError("not a finite number")
+    return number
 
 
-def _gate(raw: Any, index: int, here: str, params: dict[str, Any], phase: PhaseSpec) -> GateSpec:
+def _bound(raw: dict, key: str, where: str, gate: str, params: dict, given: set[str]) -> Any:
+    """``min``/``max`` of a gate: a number, or text with ``${parameters}``. A bad value that
+    came from ``--set`` is a usage error naming ``--set`` (exit 2), not the file's fault:
+    ``gate`` names the gate without the file."""
+    value = raw.get(key)
+    named = PARAM_RE.findall(value) if isinstance(value, str) else []
+    text = substitute(value, params, f"{where}: {key}") if named else value
+    try:
+        return _number(text)
+    except ValueError as exc:
+        culprit = next((n for n in named if n in given), None)
+        if culprit is not None:
+            raise UsageError(f"--set {culprit}={params[culprit]}: {gate}: {key}: {exc}") from exc
+        raise BadInputError(f"{where}: {key}: {exc}") from exc
+
+
+def _gate(
+    raw: Any, index: int, here: str, params: dict[str, Any], phase: PhaseSpec, given: set[str]
+) -> GateSpec:
     _check_keys(raw, _GATE_KEYS, f"{here}: gates[{index}]")
     name = str(raw.get("name") or "")
     if not PHASE_NAME_RE.fullmatch(name):
@@ -354,12 +419,8 @@ def _gate(raw: Any, index: int, here: str, params: dict[str, Any], phase: PhaseS
         return None if v is None else substitute(str(v), params, f"{where}: {k}")
 
     # thresholds may be parameters too ("${min_dice}"): substituted, then read as numbers
-    bounds = {}
-    for k in ("min", "max"):
-        v = raw.get(k)
-        if isinstance(v, str):
-            v = yaml.safe_load(substitute(v, params, f"{where}: {k}"))
-        bounds[k] = _number(v, f"{where}: {k}")
+    gate = f"phase {phase.name}: gate {name}"
+    bounds = {k: _bound(raw, k, where, gate, params, given) for k in ("min", "max")}
     equals = raw.get("equals")
     if equals is None and bounds["min"] is None and bounds["max"] is None:
         raise BadInputError(f"{where}: give min, max or equals")

@@ -201,7 +201,8 @@ def test_a_workflow_killed_during_the_family_sweep_resumes_there_with_the_same_r
         time.sleep(0.2)
     assert read_events(first.events, kind="run_end")[-1]["status"] == "interrupted"
     before = state_of(killed_root, "fam")["phases"]
-    assert before["families"]["status"] == "running" and before["extract"]["status"] == "done"
+    # killed while running (SIGKILL left "running" on disk): its reader says interrupted
+    assert before["families"]["status"] == "interrupted" and before["extract"]["status"] == "done"
 
     monkeypatch.chdir(killed_root)
     plan = runner.invoke(app, [*killed_args, "--dry-run", "--json"])
@@ -275,3 +276,82 @@ def test_the_reader_api_tolerates_an_empty_or_torn_state(tmp_path):
     [row] = list_workflows(tmp_path)
     assert (row["id"], row["name"], row["current"], row["gates_failed"]) == (3, "demo", "b", ["g"])
     assert os.path.samefile(row["folder"], folder)
+
+
+HAND_RUN = """
+params: {run: r1}
+phases:
+  - {name: t, command: "train --data data/shapes --model simple_cnn --epochs 1 --run ${run}"}
+"""
+
+
+def test_a_run_the_workflow_did_not_make_is_refused_and_nothing_of_it_deleted(
+    tmp_path, monkeypatch
+):
+    """The tester's repro: a training by hand with the user's notes in it, then a workflow
+    whose train phase names that run. It used to run `clean --run r1 --all --yes` first."""
+    monkeypatch.chdir(tmp_path)
+    run = RunStore(tmp_path / "runs").create("r1")
+    run.metrics.write_text("{}")  # trained
+    (run.root / "NOTES.md").write_text("notes")
+    (tmp_path / "wf2.yaml").write_text(HAND_RUN)
+    plan = runner.invoke(app, ["workflow", "run", "wf2.yaml", "--dry-run", "--json"])
+    assert plan.exit_code == 4 and "refused" in json.loads(plan.stdout)["plan"][0]["why"]
+    result = runner.invoke(app, ["workflow", "run", "wf2.yaml"])
+    assert result.exit_code == 4, result.output
+    error = result.stderr.strip()
+    assert error.startswith("error: runs/0001-r1: phase t of workflow wf2 trains run 'r1'")
+    assert "another run name" in error and "\n" not in error
+    assert (run.root / "NOTES.md").read_text() == "notes" and run.metrics.is_file()
+    assert not (tmp_path / "workflows").exists()  # nothing ran, nothing recorded
+
+
+def test_list_and_show_tolerate_a_damaged_state_and_run_refuses_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiny.yaml").write_text(TWO_PHASES)
+    good, bad = tmp_path / "workflows/0001-demo", tmp_path / "workflows/0002-tiny"
+    for folder, state in ((good, {"status": "completed"}), (bad, {"phases": {"check": "x"}})):
+        folder.mkdir(parents=True)
+        (folder / "state.json").write_text(json.dumps(state))
+    listed = runner.invoke(app, ["workflow", "list", "--json"])
+    assert listed.exit_code == 0, listed.output
+    rows = json.loads(listed.stdout)["workflows"]
+    assert [(r["name"], r["status"]) for r in rows] == [("demo", "completed"), ("tiny", "damaged")]
+    shown = runner.invoke(app, ["workflow", "show", "tiny"])
+    assert shown.exit_code == 0, shown.output
+    assert "damaged (phases.check is not an object)" in shown.stdout.replace("\n", "")
+    ran = runner.invoke(app, ["workflow", "run", "tiny.yaml"])
+    assert ran.exit_code == 3, ran.output
+    assert ran.stderr.startswith(f"error: {Path('workflows/0002-tiny/state.json')}: damaged")
+    assert json.loads((bad / "state.json").read_text()) == {"phases": {"check": "x"}}
+
+
+def test_a_killed_workflow_reads_as_interrupted_not_running_forever(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "workflows/0001-tiny"
+    folder.mkdir(parents=True)
+    phase = {"status": "running", "started": time.time(), "eta_s": 60.0}
+    state = {"status": "running", "phase_order": ["check"], "phases": {"check": phase}}
+    (folder / "state.json").write_text(json.dumps(state))
+    state = read_workflow_state(folder)  # SIGKILLed: no process holds its lock
+    assert state["status"] == "interrupted" and state["phases"]["check"]["status"] == "interrupted"
+    shown = runner.invoke(app, ["workflow", "show", "tiny"])
+    assert "interrupted" in shown.stdout and "ETA" not in shown.stdout
+    assert (
+        json.loads(runner.invoke(app, ["status", "--json"]).stdout)["workflows"][0]["status"]
+        == "interrupted"
+    )
+    with RunLock(folder / "lock"):  # a live process runs it
+        assert [r["status"] for r in list_workflows(tmp_path / "workflows")] == ["running"]
+        assert "ETA" in runner.invoke(app, ["workflow", "show", "tiny"]).stdout
+
+
+def test_a_file_named_like_a_workflow_folder_is_skipped(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiny.yaml").write_text(TWO_PHASES)
+    (tmp_path / "workflows").mkdir()
+    (tmp_path / "workflows/0001-tiny").write_text("x")
+    result = runner.invoke(app, ["workflow", "run", "tiny.yaml"])
+    assert result.exit_code == 3 and "stopped at phase check" in result.stderr, result.output
+    assert (tmp_path / "workflows/0001-tiny").read_text() == "x"
+    assert read_workflow_state(tmp_path / "workflows/0002-tiny")["status"] == "failed"

@@ -88,7 +88,10 @@ def test_four_trial_grid_on_two_workers_makes_four_runs_and_a_leaderboard(tmp_pa
 
 
 def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path, shapes):
-    missing = tmp_path / "no-such-data"
+    # a folder with no dataset in it: the trial fails when it reads it (a path that is not
+    # there at all is refused before any trial, tests/cli/test_sweep.py)
+    missing = tmp_path / "no-dataset-here"
+    missing.mkdir()
     result = _sweep(
         tmp_path, "--profile", "demo", *tiny_sets(shapes),
         "--grid", f"data.path={shapes},{missing}", "--epochs", "1", "--workers", "2",
@@ -219,7 +222,7 @@ def test_phases_smoke_coarse_seeds_final_with_the_final_run_from_new_weights(
 def test_a_later_phase_alone_needs_the_one_before(tmp_path, shapes, phase):
     study = tmp_path / "s.yaml"
     study.write_text(
-        "profile: demo\nspace: {train.lr: [0.001]}\n"
+        f"profile: demo\nset: {{data.path: '{shapes}'}}\nspace: {{train.lr: [0.001]}}\n"
         "phases: [{kind: grid, epochs: 1}, {kind: seeds, seeds: 2}]\n"
     )
     result = _sweep(tmp_path, str(study), "--phase", phase)

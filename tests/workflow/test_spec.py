@@ -82,3 +82,38 @@ def test_shipped_workflows_load_and_name_their_phases():
 def test_a_missing_workflow_lists_the_shipped_ones():
     with pytest.raises(BadInputError, match="did you mean 'demo'.*shipped: "):
         load_workflow("demoo")
+
+
+@pytest.mark.parametrize("bound", [".nan", ".inf", "-.inf"])
+def test_a_threshold_that_is_not_finite_names_the_file_phase_and_gate(tmp_path, bound):
+    path = write(tmp_path, GOOD.replace('min: "${min_std}"', f"min: {bound}"))
+    with pytest.raises(BadInputError) as info:
+        load_workflow(str(path))
+    assert str(info.value) == f"{path}: phase check: gate cls_std: min: not a finite number"
+
+
+def test_scientific_notation_is_a_number_in_the_file_and_in_set(tmp_path):
+    """YAML 1.1 reads ``1e-3`` as a string: still a threshold."""
+    in_file = write(tmp_path, GOOD.replace("max: 1.5", "max: 1e-3"))
+    assert load_workflow(str(in_file)).phases[1].gates[0].max == 0.001
+    spec = load_workflow(str(write(tmp_path, GOOD)), ["min_std=1e-3"])
+    assert spec.phases[1].gates[0].min == 0.001
+
+
+@pytest.mark.parametrize("value", ["abc", ".nan", "["])
+def test_a_bad_threshold_from_set_exits_2_naming_set_not_the_file(tmp_path, value):
+    path = write(tmp_path, GOOD)
+    with pytest.raises(UsageError, match=r"^--set min_std=.*: phase check: gate cls_std: min: "):
+        load_workflow(str(path), [f"min_std={value}"])
+    with pytest.raises(UsageError) as info:
+        load_workflow("demo", [f"min_np_dice={value}"])
+    assert "demo.yaml" not in str(info.value) and "--set min_np_dice" in str(info.value)
+
+
+def test_a_nul_byte_in_a_value_is_refused_before_anything_runs(tmp_path):
+    path = write(tmp_path, GOOD.replace("data: d,", 'data: "a\\0b",'))
+    with pytest.raises(BadInputError) as info:
+        load_workflow(str(path))
+    assert str(info.value) == f"{path}: params.data: holds a NUL byte"
+    with pytest.raises(UsageError, match=r"--set data=\.\.\.: a value cannot hold a NUL byte"):
+        load_workflow(str(write(tmp_path, GOOD)), ["data=a\0b"])
