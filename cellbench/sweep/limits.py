@@ -64,13 +64,14 @@ def _config_problem(config: Any) -> str | None:
 def _missing_data(config: Any) -> str | None:
     """A local data path that the trials read and that is not there: every trial would fail on
     it and be recorded failed (a plain rerun then exits 1 until --retry-failed); said once,
-    before any. A task training on a feature store does not read ``data.path``."""
+    before any. Only where the task reads it (``Task.reads_data_path``): a task training on a
+    feature store, or making its own data, does not."""
     from cellbench.tasks import get_task
 
     path = str(config.data.path or "")
     if not path or "://" in path or path.startswith("hf") or Path(path).exists():
         return None
-    if not get_task(config.task).needs_feature_store(config):
+    if get_task(config.task).reads_data_path(config):
         return (
             f"data.path {path}: not found (a relative path is taken from the current folder, "
             f"{Path.cwd()})"

@@ -249,6 +249,12 @@ class Task:
         none may then offer the workspace's default store (``cellbench.workspace.defaults``)."""
         return False
 
+    def reads_data_path(self, config: Config) -> bool:
+        """True when training this config reads ``data.path`` from disk: a sweep then refuses a
+        path that is not there before its first trial (``cellbench.sweep.limits``). A task that
+        makes its data or trains on a feature store says False (the default)."""
+        return False
+
     def configure(self, config: Config) -> None:
         """Called once with the run's config before anything is built (settings the task's
         other hooks need, e.g. how often an expensive metric runs)."""

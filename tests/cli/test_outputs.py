@@ -141,7 +141,7 @@ def test_sweep_never_writes_its_leaderboard_into_a_users_folder(tmp_path):
     result = runner.invoke(
         app,
         ["sweep", "--profile", "demo", "--grid", "train.lr=0.1,0.2", "--name", "study"]
-        + ["--runs-dir", str(tmp_path / "runs")],
+        + ["--set", f"data.path={tmp_path}", "--runs-dir", str(tmp_path / "runs")],
     )
     _refused(result, folder)
     assert mine.read_bytes() == USER and sorted(p.name for p in folder.iterdir()) == [mine.name]

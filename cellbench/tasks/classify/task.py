@@ -69,6 +69,9 @@ class ConfusionAccumulator(MetricAccumulator):
 class ClassificationTask(Task):
     metric_names = ("accuracy", "macro_f1")
 
+    def reads_data_path(self, config: Config) -> bool:
+        return True  # image folders, a saved Hugging Face dataset (hf:// names: not a path)
+
     def build_data(self, config: Config) -> TaskData:
         from cellbench.data.classify import build_classification_data
 

@@ -168,6 +168,9 @@ class NucleiTask(Task):
     def needs_feature_store(self, config: Config) -> bool:
         return not config.nuclei.online_features  # the backbone runs on the fly instead
 
+    def reads_data_path(self, config: Config) -> bool:
+        return config.nuclei.online_features  # tiles from the store; else the feature store
+
     @property
     def loss_names(self) -> tuple[str, ...]:  # type: ignore[override]
         from cellbench.tasks.nuclei.losses import TERMS
