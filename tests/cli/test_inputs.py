@@ -71,12 +71,12 @@ def test_eval_split_and_fold_contradict(tmp_path):
     assert result.exit_code == 2 and "contradict" in result.stderr
 
 
-def test_a_classification_runs_regenerated_dataset_is_refused(tmp_path):
-    """The source of a classification run, where it has a cellbench manifest (shapes.json)."""
+def _shapes_run(tmp_path: Path, tiles: int) -> tuple[Path, list[str], list[str]]:
+    """A generated shapes dataset and a one-epoch run ``c`` on it: (data, runs args, synth)."""
     from tests.sweep.conftest import TINY
 
     data, runs = tmp_path / "shapes", ["--runs-dir", str(tmp_path / "runs")]
-    synth = ["data", "synth", "--kind", "shapes", "--out", str(data), "--tiles", "8"]
+    synth = ["data", "synth", "--kind", "shapes", "--out", str(data), "--tiles", str(tiles)]
     assert runner.invoke(app, [*synth, "--size", "16"]).exit_code == 0
     sets = [a for text in TINY for a in ("--set", text)]
     trained = runner.invoke(
@@ -84,6 +84,12 @@ def test_a_classification_runs_regenerated_dataset_is_refused(tmp_path):
         + ["--run", "c", *runs],
     )  # fmt: skip
     assert trained.exit_code == 0, trained.output[-2000:]
+    return data, runs, synth
+
+
+def test_a_classification_runs_regenerated_dataset_is_refused(tmp_path):
+    """The source of a classification run, where it has a cellbench manifest (shapes.json)."""
+    data, runs, synth = _shapes_run(tmp_path, 8)
     assert runner.invoke(app, ["eval", "--run", "c", *runs]).exit_code == 0
     regenerated = runner.invoke(app, [*synth, "--size", "16", "--seed", "3", "--force"])
     assert regenerated.exit_code == 0, regenerated.output
@@ -98,17 +104,7 @@ def test_images_added_to_a_classification_dataset_are_refused_by_eval_not_predic
     training data does not change a prediction."""
     import shutil
 
-    from tests.sweep.conftest import TINY
-
-    data, runs = tmp_path / "shapes", ["--runs-dir", str(tmp_path / "runs")]
-    synth = ["data", "synth", "--kind", "shapes", "--out", str(data), "--tiles", "12"]
-    assert runner.invoke(app, [*synth, "--size", "16"]).exit_code == 0
-    sets = [a for text in TINY for a in ("--set", text)]
-    trained = runner.invoke(
-        app, ["train", "--profile", "demo", "--data", str(data), *sets, "--epochs", "1"]
-        + ["--run", "c", *runs],
-    )  # fmt: skip
-    assert trained.exit_code == 0, trained.output[-2000:]
+    data, runs, _ = _shapes_run(tmp_path, 12)
     recorded = json.loads((tmp_path / "runs" / "0001-c" / INPUTS).read_text())["data"]
     assert recorded["images"] == sum(1 for _ in data.rglob("*.png"))
     assert runner.invoke(app, ["eval", "--run", "c", *runs, "--split", "test"]).exit_code == 0
