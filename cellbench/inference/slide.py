@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from cellbench import __version__
+from cellbench.atomic import remove_stale_temps
 from cellbench.errors import BadInputError
 from cellbench.inference import slide_outputs
 from cellbench.inference.pipeline import StageClock, cores_beside, stream
@@ -42,6 +43,7 @@ from cellbench.inference.tiling import (
     tile_grid,
 )
 from cellbench.inference.tissue import TissueMask, read_thumbnail, thumbnail_factor, tissue_mask
+from cellbench.runs.lock import RunLock
 from cellbench.tile_jobs import core_detections, with_label
 
 FORMAT = "cellbench-slide-prediction"
@@ -424,86 +426,95 @@ def write_slide(
             if why is None:
                 return SlideResult(path, folder, finished, skipped=True)
             log(f"{path}: finished before, {why}: predicting it again")
-        slide_outputs.check_outputs(folder, path.stem, overwrite)
-        journal = folder / ".journal"
-        if force or slide_outputs.read_plan(journal) != record:
-            if slide_outputs.read_plan(journal) is not None and not force:
-                log(f"{path}: the journal was for other settings or another model: starting over")
-            summary_file.unlink(missing_ok=True)
-            slide_outputs.reset_journal(journal, record)
-        done = slide_outputs.finished_tiles(journal)
-        if done:
-            log(f"{path}: resuming after {done} of {len(plan.tiles)} finished tiles")
-        clock = StageClock()
-        writer = slide_outputs.Journal(journal, done, tiles=head is not None)
-        if progress:
-            progress(done, len(plan.tiles))
-        try:
-            for position, (tile, records, decision) in enumerate(
-                _stream_records(
-                    predictor,
-                    plan,
-                    plan.tiles[done:],
-                    path.name,
-                    batch_size,
-                    readers,
-                    workers,
-                    clock,
-                    head,
-                ),
-                start=done,
-            ):
-                row = None
-                if decision is not None:
-                    row = _tile_record(plan, position, tile, decision, len(records))
-                writer.add(position, records, row)
-                if progress:
-                    progress(position + 1, len(plan.tiles))
-        finally:
-            writer.commit()  # Ctrl-C or an error keeps every finished tile for the resume
-        g = plan.geometry
-        thumb_px = g.to_level0 * plan.mask.factor
-        outputs = slide_outputs.assemble(
-            journal,
-            folder,
-            path.stem,
-            plan.mask.thumbnail,
-            (g.roi[0], g.roi[1], thumb_px),
-            tile_head=head.describe() if head is not None else None,
-        )
-        timings = clock.to_dict()
-        summary = {
-            "format": FORMAT,
-            "cellbench_version": __version__,
-            "slide": str(path),
-            "reader": plan.reader.backend,
-            "model": predictor.describe(),
-            "tile_head": wanted,
-            "plan_sha256": key,
-            "slide_mpp": g.slide_mpp,
-            "mpp_source": plan.mpp_source,
-            "run_mpp": g.run_mpp,
-            "geometry": g.to_dict(),
-            "tissue": {
-                "mode": tissue,
-                "saturation_threshold": plan.mask.threshold,
-                "regions": int(plan.mask.regions.max()),
-            },
-            "tiles": {
-                "grid": plan.grid_tiles,
-                "with_tissue": len(plan.tiles),
-                "run_now": len(plan.tiles) - done,
-                "resumed_from": done,
-            },
-            **outputs,
-            "timings": timings,
-            "bottleneck": timings["bottleneck"],
-            "seconds": round(time.perf_counter() - started, 3),
-        }
-        # last: its presence means finished (the outputs are each listed in the ledger already)
-        slide_outputs.write_summary(summary_file, summary)
-        slide_outputs.shutil.rmtree(journal, ignore_errors=True)
-        return SlideResult(path, folder, summary)
+        # one writer per slide folder: a second predict of the same slide into the same
+        # --out waits for nothing and mixes nothing (exit 4, naming the holder). With the
+        # lock ours, the temporary files a SIGKILLed writer left here are no one's
+        with RunLock(folder / slide_outputs.LOCK_NAME, what="slide"):
+            slide_outputs.check_outputs(folder, path.stem, overwrite)
+            # after the check: a .journal that is a link or holds a user's file was refused
+            remove_stale_temps(folder / ".journal")  # the folder's own: RunLock's sweep
+            journal = folder / ".journal"
+            if force or slide_outputs.read_plan(journal) != record:
+                if slide_outputs.read_plan(journal) is not None and not force:
+                    log(
+                        f"{path}: the journal was for other settings or another model: "
+                        "starting over"
+                    )
+                summary_file.unlink(missing_ok=True)
+                slide_outputs.reset_journal(journal, record)
+            done = slide_outputs.finished_tiles(journal)
+            if done:
+                log(f"{path}: resuming after {done} of {len(plan.tiles)} finished tiles")
+            clock = StageClock()
+            writer = slide_outputs.Journal(journal, done, tiles=head is not None)
+            if progress:
+                progress(done, len(plan.tiles))
+            try:
+                for position, (tile, records, decision) in enumerate(
+                    _stream_records(
+                        predictor,
+                        plan,
+                        plan.tiles[done:],
+                        path.name,
+                        batch_size,
+                        readers,
+                        workers,
+                        clock,
+                        head,
+                    ),
+                    start=done,
+                ):
+                    row = None
+                    if decision is not None:
+                        row = _tile_record(plan, position, tile, decision, len(records))
+                    writer.add(position, records, row)
+                    if progress:
+                        progress(position + 1, len(plan.tiles))
+            finally:
+                writer.commit()  # Ctrl-C or an error keeps every finished tile for the resume
+            g = plan.geometry
+            thumb_px = g.to_level0 * plan.mask.factor
+            outputs = slide_outputs.assemble(
+                journal,
+                folder,
+                path.stem,
+                plan.mask.thumbnail,
+                (g.roi[0], g.roi[1], thumb_px),
+                tile_head=head.describe() if head is not None else None,
+            )
+            timings = clock.to_dict()
+            summary = {
+                "format": FORMAT,
+                "cellbench_version": __version__,
+                "slide": str(path),
+                "reader": plan.reader.backend,
+                "model": predictor.describe(),
+                "tile_head": wanted,
+                "plan_sha256": key,
+                "slide_mpp": g.slide_mpp,
+                "mpp_source": plan.mpp_source,
+                "run_mpp": g.run_mpp,
+                "geometry": g.to_dict(),
+                "tissue": {
+                    "mode": tissue,
+                    "saturation_threshold": plan.mask.threshold,
+                    "regions": int(plan.mask.regions.max()),
+                },
+                "tiles": {
+                    "grid": plan.grid_tiles,
+                    "with_tissue": len(plan.tiles),
+                    "run_now": len(plan.tiles) - done,
+                    "resumed_from": done,
+                },
+                **outputs,
+                "timings": timings,
+                "bottleneck": timings["bottleneck"],
+                "seconds": round(time.perf_counter() - started, 3),
+            }
+            # last: its presence means finished (the outputs are each listed in the ledger already)
+            slide_outputs.write_summary(summary_file, summary)
+            slide_outputs.shutil.rmtree(journal, ignore_errors=True)
+            return SlideResult(path, folder, summary)
     finally:
         plan.reader.close()
 

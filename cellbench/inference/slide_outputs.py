@@ -44,6 +44,7 @@ import numpy as np
 
 from cellbench.atomic import atomic_write
 
+LOCK_NAME = ".cellbench.lock"  # held in a slide's folder while a process writes it
 COMMIT_SECONDS = 2.0
 COMMIT_TILES = 32
 COMMIT_ROWS = 50_000

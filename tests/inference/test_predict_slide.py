@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -385,3 +386,38 @@ def test_a_slide_whose_name_gives_no_folder_of_its_own_is_refused(slide_run, sli
     result = _predict(slide_run, odd, "--out", out, "--workers", "0")
     assert result.exit_code == 2 and "no output folder of its own" in result.output
     assert not (tmp_path / "a").exists()
+
+
+def test_a_slide_another_process_is_writing_is_refused_and_a_killed_ones_temps_removed(
+    slide_run, slide, tmp_path
+):
+    """Two predicts of one slide into one --out: the second exits 4 naming the holder, and
+    writes nothing. The temporary files a writer killed mid-write left (atomic writes) are
+    removed by the next writer, which holds the folder's lock; nothing else is touched."""
+    path, _ = slide
+    out = tmp_path / "out"
+    folder = out / "case"
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        folder.mkdir(parents=True)
+        lock = folder / ".cellbench.lock"
+        lock.write_text(json.dumps({"pid": holder.pid, "host": socket.gethostname()}))
+        result = _predict(slide_run, path, "--out", out, "--workers", "0", "--tissue", "none")
+        assert result.exit_code == 4, result.output[-2000:]
+        assert f"locked by pid {holder.pid}" in result.stderr
+        assert "writing this slide" in result.stderr
+        # the lock, and the guard file RunLock checks it under: no output, no journal
+        assert {p.name for p in folder.iterdir()} <= {".cellbench.lock", "..cellbench.lock.guard"}
+    finally:
+        holder.kill()
+        holder.wait()
+    (folder / ".journal").mkdir()
+    stale = [folder / ".case.geojson.k3j9x0qz.tmp", folder / ".journal" / ".plan.json.a1b2c3d4.tmp"]
+    for leftover in stale:
+        leftover.write_text("half-written")
+    notes = folder / "notes.txt"
+    notes.write_text("mine")
+    result = _predict(slide_run, path, "--out", out, "--workers", "0", "--tissue", "none")
+    assert result.exit_code == 0, result.output[-2000:]
+    assert not any(leftover.exists() for leftover in stale)
+    assert notes.read_text() == "mine" and not (folder / ".cellbench.lock").exists()
