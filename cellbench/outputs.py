@@ -87,6 +87,14 @@ def _owner(folder: Path) -> str | None:
     return None
 
 
+def file_in_the_way(folder: str | os.PathLike) -> Path | None:
+    """``folder`` or the first of its parents that exists and is not a folder (a file where a
+    folder must go), else None: the folder cannot be made there, and ``mkdir`` would only say
+    "File exists" or "Not a directory"."""
+    folder = Path(folder)
+    return next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+
+
 def check_location(path: str | os.PathLike, option: str) -> None:
     """Refuse (exit 4) a ``path`` inside a store, a generated dataset, a sweep folder or among a
     run's own files. Symlinked folders are followed: the real place counts."""

@@ -41,6 +41,7 @@ from cellbench.data.families import DEFAULT_FAMILIES, TISSUES
 from cellbench.data.npyio import NpyWriter
 from cellbench.data.staging import staged_dir
 from cellbench.errors import BadInputError, UsageError
+from cellbench.outputs import file_in_the_way
 
 MARKER = "synth.json"  # written last: marks a complete folder that synth --force may replace
 GENERATOR = "cellbench-synth-pannuke"
@@ -307,7 +308,7 @@ def _owned(out: Path, marker: dict[str, Any]) -> set[Path]:
 def _check_out(out: Path, force: bool) -> None:
     """Only an empty folder, or (with ``force``) one that synth wrote and that holds nothing
     else, may be replaced: the folder is replaced whole."""
-    blocking = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
+    blocking = file_in_the_way(out.parent) if out.parent != out else None
     if blocking is not None:  # else mkdir's bare "File exists" names the file, not why
         raise BadInputError(f"{blocking}: a file, not a folder (--out {out} lies below it)")
     if not out.exists():

@@ -429,6 +429,7 @@ def write_slide(
         # one writer per slide folder: a second predict of the same slide into the same
         # --out waits for nothing and mixes nothing (exit 4, naming the holder). With the
         # lock ours, the temporary files a SIGKILLed writer left here are no one's
+        slide_outputs.check_lock(folder)
         with RunLock(folder / slide_outputs.LOCK_NAME, what="slide"):
             slide_outputs.check_outputs(folder, path.stem, overwrite)
             # after the check: a .journal that is a link or holds a user's file was refused

@@ -43,6 +43,8 @@ from typing import Any
 import numpy as np
 
 from cellbench.atomic import atomic_write
+from cellbench.errors import RunConflict, UsageError
+from cellbench.outputs import file_in_the_way
 
 LOCK_NAME = ".cellbench.lock"  # held in a slide's folder while a process writes it
 COMMIT_SECONDS = 2.0
@@ -345,15 +347,33 @@ TILE_SUFFIXES = (".tiles.parquet", ".tiles.csv", ".tiles.geojson")
 def slide_folder(out: str | Path, slide: str | Path) -> Path:
     """``out/<slide stem>/``, where a slide's outputs go; a stem that is no folder name of its
     own (``...tif`` has stem ``..``) would put them beside or above ``out``: refused (exit 2)."""
-    from cellbench.errors import UsageError
-
     stem = Path(slide).stem
     if stem in ("", ".", ".."):
         raise UsageError(
             f"{slide}: a slide named '{stem}' gets no output folder of its own under --out "
             "(rename or link it with a plain name)"
         )
-    return Path(out) / stem
+    folder = Path(out) / stem
+    blocking = file_in_the_way(folder)
+    if blocking is not None:
+        raise RunConflict(
+            f"{blocking}: a file where the folder of {Path(slide).name}'s outputs goes "
+            f"({folder}); not replaced: move it, or choose another --out"
+        )
+    return folder
+
+
+def check_lock(folder: Path) -> None:
+    """Refuse (exit 4) a file at the slide lock's path that is no cellbench lock (a lock
+    cellbench takes appears whole, with a pid): taking the lock over would delete it. An empty
+    one (a crash of the file system) has nothing to lose."""
+    from cellbench.runs.lock import read_lock
+
+    path = Path(folder) / LOCK_NAME
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        raise RunConflict(f"{path}: not a lock file cellbench made; not replaced (move it)")
+    if path.is_file() and path.stat().st_size and read_lock(path) is None:
+        raise RunConflict(f"{path}: not a cellbench lock; not replaced (move it)")
 
 
 def output_files(folder: Path, stem: str, tiles: bool = True) -> list[Path]:
@@ -385,7 +405,6 @@ def _journal_is_ours(journal: Path) -> None:
     """Refuse (exit 4) a ``.journal`` that holds anything cellbench's journal never does: it is
     emptied when a slide starts over and removed when it ends."""
     from cellbench.atomic import TEMP_NAME
-    from cellbench.errors import RunConflict
 
     if not journal.exists() and not journal.is_symlink():
         return

@@ -421,3 +421,34 @@ def test_a_slide_another_process_is_writing_is_refused_and_a_killed_ones_temps_r
     assert result.exit_code == 0, result.output[-2000:]
     assert not any(leftover.exists() for leftover in stale)
     assert notes.read_text() == "mine" and not (folder / ".cellbench.lock").exists()
+
+
+def test_a_users_file_where_the_slide_folder_or_its_lock_goes_is_refused_never_replaced(
+    slide_run, slide, tmp_path
+):
+    """A file at the slide's output folder (or above it), or a file of the user's at the lock's
+    path: exit 4 naming it, the file kept; an empty lock file (a file system's crash) is taken
+    over."""
+    path, _ = slide
+    args = ["--workers", "0", "--tissue", "none"]
+    out = tmp_path / "out"
+    out.mkdir()
+    in_the_way = out / "case"
+    in_the_way.write_text("mine")
+    for target in (out, in_the_way / "deeper"):
+        result = _predict(slide_run, path, "--out", target, *args)
+        assert result.exit_code == 4, result.output[-2000:]
+        assert f"{in_the_way}: a file where the folder of" in result.stderr
+    assert in_the_way.read_text() == "mine"
+    in_the_way.unlink()
+    in_the_way.mkdir()
+    lock = in_the_way / ".cellbench.lock"
+    lock.write_text("my notes")
+    result = _predict(slide_run, path, "--out", out, *args)
+    assert result.exit_code == 4 and "not a cellbench lock" in result.stderr
+    assert lock.read_text() == "my notes" and sorted(p.name for p in in_the_way.iterdir()) == [
+        ".cellbench.lock"
+    ]
+    lock.write_text("")
+    assert _predict(slide_run, path, "--out", out, *args).exit_code == 0
+    assert (in_the_way / "summary.json").is_file() and not lock.exists()
