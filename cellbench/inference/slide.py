@@ -386,6 +386,92 @@ def _why_again(summary: dict[str, Any], key: str, head: Any, folder: Path) -> st
     return slide_outputs.outputs_intact(folder, summary.get("files") or {})
 
 
+@dataclass
+class _SlideRun:
+    """One prediction of a slide under its folder's lock: the tiles into the journal, then the
+    summary (``write_slide``)."""
+
+    predictor: Any
+    plan: SlidePlan
+    path: Path
+    head: Any
+    batch_size: int
+    readers: int
+    workers: int
+
+    def journal_tiles(
+        self, journal: Path, done: int, progress: Callable[[int, int], None] | None
+    ) -> StageClock:
+        """Tiles ``done`` onward through the pipeline into the journal; the stages' clock."""
+        plan, head = self.plan, self.head
+        clock = StageClock()
+        writer = slide_outputs.Journal(journal, done, tiles=head is not None)
+        if progress:
+            progress(done, len(plan.tiles))
+        records = _stream_records(
+            self.predictor,
+            plan,
+            plan.tiles[done:],
+            self.path.name,
+            self.batch_size,
+            self.readers,
+            self.workers,
+            clock,
+            head,
+        )
+        try:
+            for position, (tile, found, decision) in enumerate(records, start=done):
+                row = None
+                if decision is not None:
+                    row = _tile_record(plan, position, tile, decision, len(found))
+                writer.add(position, found, row)
+                if progress:
+                    progress(position + 1, len(plan.tiles))
+        finally:
+            writer.commit()  # Ctrl-C or an error keeps every finished tile for the resume
+        return clock
+
+    def summary(
+        self,
+        key: str,
+        tissue: str,
+        done: int,
+        outputs: dict[str, Any],
+        clock: StageClock,
+        started: float,
+    ) -> dict[str, Any]:
+        plan, g = self.plan, self.plan.geometry
+        timings = clock.to_dict()
+        return {
+            "format": FORMAT,
+            "cellbench_version": __version__,
+            "slide": str(self.path),
+            "reader": plan.reader.backend,
+            "model": self.predictor.describe(),
+            "tile_head": self.head.describe() if self.head is not None else None,
+            "plan_sha256": key,
+            "slide_mpp": g.slide_mpp,
+            "mpp_source": plan.mpp_source,
+            "run_mpp": g.run_mpp,
+            "geometry": g.to_dict(),
+            "tissue": {
+                "mode": tissue,
+                "saturation_threshold": plan.mask.threshold,
+                "regions": int(plan.mask.regions.max()),
+            },
+            "tiles": {
+                "grid": plan.grid_tiles,
+                "with_tissue": len(plan.tiles),
+                "run_now": len(plan.tiles) - done,
+                "resumed_from": done,
+            },
+            **outputs,
+            "timings": timings,
+            "bottleneck": timings["bottleneck"],
+            "seconds": round(time.perf_counter() - started, 3),
+        }
+
+
 def write_slide(
     model: Any,
     path: str | os.PathLike,
@@ -432,86 +518,30 @@ def write_slide(
         slide_outputs.check_lock(folder)
         with RunLock(folder / slide_outputs.LOCK_NAME, what="slide"):
             slide_outputs.check_outputs(folder, path.stem, overwrite)
-            # after the check: a .journal that is a link or holds a user's file was refused
-            remove_stale_temps(folder / ".journal")  # the folder's own: RunLock's sweep
             journal = folder / ".journal"
-            if force or slide_outputs.read_plan(journal) != record:
-                if slide_outputs.read_plan(journal) is not None and not force:
-                    log(
-                        f"{path}: the journal was for other settings or another model: "
-                        "starting over"
-                    )
+            # after the check: a .journal that is a link or holds a user's file was refused
+            remove_stale_temps(journal)  # the folder's own: RunLock's sweep
+            previous = slide_outputs.read_plan(journal)
+            if force or previous != record:
+                if previous is not None and not force:
+                    log(f"{path}: a journal of other settings or another model: starting over")
                 summary_file.unlink(missing_ok=True)
                 slide_outputs.reset_journal(journal, record)
             done = slide_outputs.finished_tiles(journal)
             if done:
                 log(f"{path}: resuming after {done} of {len(plan.tiles)} finished tiles")
-            clock = StageClock()
-            writer = slide_outputs.Journal(journal, done, tiles=head is not None)
-            if progress:
-                progress(done, len(plan.tiles))
-            try:
-                for position, (tile, records, decision) in enumerate(
-                    _stream_records(
-                        predictor,
-                        plan,
-                        plan.tiles[done:],
-                        path.name,
-                        batch_size,
-                        readers,
-                        workers,
-                        clock,
-                        head,
-                    ),
-                    start=done,
-                ):
-                    row = None
-                    if decision is not None:
-                        row = _tile_record(plan, position, tile, decision, len(records))
-                    writer.add(position, records, row)
-                    if progress:
-                        progress(position + 1, len(plan.tiles))
-            finally:
-                writer.commit()  # Ctrl-C or an error keeps every finished tile for the resume
+            run = _SlideRun(predictor, plan, path, head, batch_size, readers, workers)
+            clock = run.journal_tiles(journal, done, progress)
             g = plan.geometry
-            thumb_px = g.to_level0 * plan.mask.factor
             outputs = slide_outputs.assemble(
                 journal,
                 folder,
                 path.stem,
                 plan.mask.thumbnail,
-                (g.roi[0], g.roi[1], thumb_px),
-                tile_head=head.describe() if head is not None else None,
+                (g.roi[0], g.roi[1], g.to_level0 * plan.mask.factor),
+                tile_head=wanted,
             )
-            timings = clock.to_dict()
-            summary = {
-                "format": FORMAT,
-                "cellbench_version": __version__,
-                "slide": str(path),
-                "reader": plan.reader.backend,
-                "model": predictor.describe(),
-                "tile_head": wanted,
-                "plan_sha256": key,
-                "slide_mpp": g.slide_mpp,
-                "mpp_source": plan.mpp_source,
-                "run_mpp": g.run_mpp,
-                "geometry": g.to_dict(),
-                "tissue": {
-                    "mode": tissue,
-                    "saturation_threshold": plan.mask.threshold,
-                    "regions": int(plan.mask.regions.max()),
-                },
-                "tiles": {
-                    "grid": plan.grid_tiles,
-                    "with_tissue": len(plan.tiles),
-                    "run_now": len(plan.tiles) - done,
-                    "resumed_from": done,
-                },
-                **outputs,
-                "timings": timings,
-                "bottleneck": timings["bottleneck"],
-                "seconds": round(time.perf_counter() - started, 3),
-            }
+            summary = run.summary(key, tissue, done, outputs, clock, started)
             # last: its presence means finished (the outputs are each listed in the ledger already)
             slide_outputs.write_summary(summary_file, summary)
             slide_outputs.shutil.rmtree(journal, ignore_errors=True)
