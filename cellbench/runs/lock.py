@@ -74,13 +74,18 @@ def holder_alive(info: dict) -> bool:
     """True when the lock payload ``info`` (from ``parse_lock``) names a live process."""
     if info.get("host") != socket.gethostname():
         return True  # another host's pids cannot be checked: assume it is alive
-    pid = info["pid"]
-    if not pid_alive(pid):
+    if not pid_alive(info["pid"]):
         return False
-    # A pid can be reused by an unrelated process after a crash: compare start times.
-    recorded, actual = info.get("pid_started"), process_start_time(pid)
+    return started_as_recorded(info) is not False  # unknown: never take a lock that may be held
+
+
+def started_as_recorded(info: dict) -> bool | None:
+    """Whether the live process ``info["pid"]`` started when the lock says its writer did (a
+    pid can be reused by an unrelated process after a crash); None when either start time is
+    unknown (a lock cellbench did not write records none)."""
+    recorded, actual = info.get("pid_started"), process_start_time(info["pid"])
     if not isinstance(recorded, int | float) or isinstance(recorded, bool) or actual is None:
-        return True  # unknown: never take a lock that may be held
+        return None
     return abs(recorded - actual) < 1.0
 
 

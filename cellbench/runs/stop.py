@@ -21,7 +21,7 @@ from pathlib import Path
 
 from cellbench.errors import RunConflict
 from cellbench.runs.layout import RunPaths
-from cellbench.runs.lock import pid_alive, process_start_time, read_lock
+from cellbench.runs.lock import pid_alive, read_lock, started_as_recorded
 
 
 @dataclass(frozen=True)
@@ -53,15 +53,15 @@ def running_holder(run: RunPaths) -> Holder:
         )
     if not pid_alive(pid):
         raise NotRunning(f"{run.root.name}: not running (its writer, pid {pid}, is gone)")
-    recorded, actual = info.get("pid_started"), process_start_time(pid)
-    if not isinstance(recorded, int | float) or isinstance(recorded, bool) or actual is None:
+    same = started_as_recorded(info)
+    if same is None:
         # a cellbench writer records when it started: without that (a lock it did not write)
         # or without the process's own start time, the pid cannot be proved to be the writer
         raise RunConflict(
             f"{run.lock}: cannot prove that pid {pid} is this run's writer (the lock records "
             "no start time, or the process's is unreadable); not signalling it"
         )
-    if abs(recorded - actual) >= 1.0:
+    if not same:
         # the writer died and the pid was reused: signalling it would hit an unrelated process
         raise NotRunning(
             f"{run.root.name}: not running (pid {pid} now belongs to another process, "
