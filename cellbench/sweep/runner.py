@@ -125,27 +125,19 @@ def trial_args(
 _IDENTITY_KEYS = ("train.epochs", "train.seed")
 
 
-def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(data, dict):
-        return {prefix: data}
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        out.update(_flat(value, f"{prefix}.{key}" if prefix else str(key)))
-    return out
-
-
 def trained_otherwise(trial: Trial, run: RunPaths) -> list[str]:
     """How the saved config of ``run`` (a run of the trial's name found in the runs folder)
     differs from the trial in what defines it: ``key saved (this trial: value)`` each; empty
     when it matches or cannot be compared (no readable saved config: it restarts anyway)."""
     from cellbench.config import config_from_dict, load_config
+    from cellbench.dotted import flatten
     from cellbench.yamlio import read_yaml
 
     if not run.config.is_file():
         return []
     try:
-        mine = _flat(load_config(trial.profile, None, trial.sets).to_dict())
-        theirs = _flat(config_from_dict(read_yaml(run.config), str(run.config)).to_dict())
+        mine = flatten(load_config(trial.profile, None, trial.sets).to_dict())
+        theirs = flatten(config_from_dict(read_yaml(run.config), str(run.config)).to_dict())
     except (BadInputError, UsageError):
         return []
     # only what the trial's command sets itself: the profile under it may be a workspace's

@@ -13,21 +13,12 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static
 from textual_plotext import PlotextPlot
 
+from cellbench.dotted import flatten
 from cellbench.tui.dialogs import PickScreen
 from cellbench.tui.watch import RunWatcher
 from cellbench.tui.widgets.curves import draw_series, finish_axes
 
 MISSING = "-"
-
-
-def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in config.items():
-        if isinstance(value, dict):
-            out.update(flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def config_differences(configs: list[dict[str, Any]]) -> dict[str, list[Any]]:

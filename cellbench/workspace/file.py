@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cellbench.dotted import flatten
 from cellbench.errors import BadInputError, UsageError
 
 WORKSPACE_FILE = "cellbench.yaml"
@@ -125,19 +126,6 @@ def _did_you_mean(key: str, known: list[str]) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
-def _flatten(data: Any, prefix: str = "", keep_empty: bool = False) -> dict[str, Any]:
-    """``{dotted key: value}`` of the nested mappings; ``keep_empty``: an empty mapping is
-    kept as a value (``{}``) rather than vanishing."""
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, dict) and (value or not keep_empty):
-            out.update(_flatten(value, f"{dotted}.", keep_empty))
-        else:
-            out[dotted] = value
-    return out
-
-
 def validate(data: Any, where: str) -> dict[str, Any]:
     """The file's flat ``{dotted key: value}``; a problem raises one line naming the file."""
     if data is None:
@@ -152,12 +140,12 @@ def validate(data: Any, where: str) -> dict[str, Any]:
             raise BadInputError(f"{where}: {section} must be a mapping, got {node!r}")
     known = known_keys()
     sections = {k.rsplit(".", 1)[0] for k in known if "." in k}
-    for key, value in _flatten(data, keep_empty=True).items():
+    for key, value in flatten(data, keep_empty=True).items():
         # an unknown section left empty (``pathz: {}``) is a typo too, not nothing
         if value == {} and key not in sections:
             hint = _did_you_mean(key, sorted(sections | set(known)))
             raise BadInputError(f"{where}: unknown key '{key}'{hint}")
-    flat = _flatten(data)
+    flat = flatten(data)
     for key, value in flat.items():
         if key not in known:
             raise BadInputError(f"{where}: unknown key '{key}'{_did_you_mean(key, known)}")
