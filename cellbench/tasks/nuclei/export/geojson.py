@@ -63,9 +63,9 @@ def nucleus_rings(
         pieces_of += [(index, box, _component_ring(pieces == p)) for p in range(1, count + 1)]
     # marching squares puts a point on every pixel edge: drop the collinear ones, every ring of
     # the image in one pass (simplify.py: the same points as skimage's approximate_polygon)
-    long = [k for k, (_, _, ring) in enumerate(pieces_of) if len(ring) > 4]
-    simplified = approximate_polygons([pieces_of[k][2] for k in long], tolerance)
     rings = [ring for _, _, ring in pieces_of]
+    long = [k for k, ring in enumerate(rings) if len(ring) > 4]  # shorter ones kept as they are
+    simplified = approximate_polygons([rings[k] for k in long], tolerance)
     for k, ring in zip(long, simplified, strict=True):
         rings[k] = ring
     out: dict[int, list[Ring]] = {}

@@ -55,8 +55,9 @@ def _farthest_beyond(
     perpendicular to the segment's line where the point projects inside it, else to the nearer
     end."""
     owner = np.repeat(np.arange(len(seg_a)), inner)
+    first = np.cumsum(inner) - inner  # where each segment's inner points start in the arrays
     # the inner points' indices: seg_a + 1 .. seg_b - 1 of each segment, concatenated
-    offsets = np.arange(len(owner)) - np.repeat(np.cumsum(inner) - inner, inner)
+    offsets = np.arange(len(owner)) - first[owner]
     index = np.repeat(seg_a + 1, inner) + offsets
     r0, c0 = coords[seg_a, 0], coords[seg_a, 1]
     r1, c1 = coords[seg_b, 0], coords[seg_b, 1]
@@ -75,7 +76,6 @@ def _farthest_beyond(
         np.abs(r * cos[owner] + c * sin[owner] - line[owner]),
         np.minimum(np.sqrt(dc0**2 + dr0**2), np.sqrt(dc1**2 + dr1**2)),
     )
-    first = np.cumsum(inner) - inner
     top = np.maximum.reduceat(dist, first)
     # the first point reaching its segment's maximum (argmax's choice)
     at_top = np.where(dist == top[owner], offsets, np.iinfo(np.int64).max)
