@@ -140,15 +140,14 @@ def validate(data: Any, where: str) -> dict[str, Any]:
             raise BadInputError(f"{where}: {section} must be a mapping, got {node!r}")
     known = known_keys()
     sections = {k.rsplit(".", 1)[0] for k in known if "." in k}
+    flat: dict[str, Any] = {}
     for key, value in flatten(data, keep_empty=True).items():
-        # an unknown section left empty (``pathz: {}``) is a typo too, not nothing
-        if value == {} and key not in sections:
-            hint = _did_you_mean(key, sorted(sections | set(known)))
-            raise BadInputError(f"{where}: unknown key '{key}'{hint}")
-    flat = flatten(data)
-    for key, value in flat.items():
+        if value == {} and key in sections:
+            continue  # a known section left empty: nothing set
         if key not in known:
-            raise BadInputError(f"{where}: unknown key '{key}'{_did_you_mean(key, known)}")
+            # an unknown section left empty (``pathz: {}``) is a typo too, not nothing
+            names = sorted(sections | set(known)) if value == {} else known
+            raise BadInputError(f"{where}: unknown key '{key}'{_did_you_mean(key, names)}")
         if isinstance(value, str) and "\0" in value:
             raise BadInputError(f"{where}: {key} holds a NUL character")
         if key == "version":
@@ -159,6 +158,7 @@ def validate(data: Any, where: str) -> dict[str, Any]:
                 raise BadInputError(f"{where}: {key} must be a folder path, got {value!r}")
         elif value is not None and not isinstance(value, str):
             raise BadInputError(f"{where}: {key} must be text or empty, got {value!r}")
+        flat[key] = value
     return flat
 
 
